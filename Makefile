@@ -1,0 +1,42 @@
+# tulu-quant: the two commands a fresh machine needs are `make quantize` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/standin.yaml
+TORCH_VERSION ?= 2.13.0
+
+# Optional overrides passed to `tulu-quant run` (empty means: take the config's value).
+RUN_ARGS := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+
+.PHONY: install quantize test test-unit test-gpu bench bench-recover sweep demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
+	# torch first: GPTQModel is an sdist that builds against the installed torch.
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+quantize: install
+	$(BIN)/tulu-quant run --config $(CONFIG) $(RUN_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu tests
+
+bench-recover: install
+	$(BIN)/python -m tulu_quant.bench recover --out bench-out
+
+bench: install
+	$(BIN)/python -m tulu_quant.bench all --out bench-out
+
+clean:
+	rm -rf $(VENV) .pytest_cache bench-out

@@ -1,0 +1,71 @@
+"""One interface to score and generate with any artifact: the fp16/fp32 model, the GPTQ checkpoint, an ONNX export.
+
+Every backend tokenizes with the model directory's Hugging Face tokenizer (so token ids are identical across
+backends) and exposes the same two operations, which is all the validation metrics and the demo need:
+
+- ``logits(ids)`` -> float32 array [len(ids), vocab]: next-token logits at every position of one sequence.
+- ``generate(ids, settings, on_token)`` -> new token ids, calling ``on_token(id)`` as each is produced (streaming).
+
+``load_backend(path)`` picks the implementation from the directory's contents (``genai_config.json``: ONNX;
+``quantize_config.json`` or a ``quantization_config`` in config.json: GPTQ; otherwise plain transformers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+IMPLEMENTATIONS = {
+    "torch": "tulu_quant.backends.torch_backend:TorchBackend",
+    "gptq": "tulu_quant.backends.torch_backend:TorchBackend",
+    "onnx": "tulu_quant.backends.onnx_backend:OnnxBackend",
+}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+class Backend(Protocol):
+    kind: str  # "torch", "gptq" or "onnx"
+    path: Path
+    tokenizer: Any
+    context_length: int
+
+    def logits(self, ids: list[int]) -> Any: ...
+
+    def generate(self, ids: list[int], settings: GenerationSettings, on_token: Callable[[int], bool | None] | None = None,
+                 stop_ids: tuple[int, ...] = ()) -> list[int]: ...  # fmt: skip
+
+    def size_bytes(self) -> int: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def detect_kind(path: Path) -> str:
+    path = Path(path)
+    if (path / "genai_config.json").is_file():
+        return "onnx"
+    if (path / "quantize_config.json").is_file():
+        return "gptq"
+    config = path / "config.json"
+    if config.is_file() and "quantization_config" in json.loads(config.read_text()):
+        return "gptq"
+    if config.is_file():
+        return "torch"
+    raise ValueError(f"{path}: not a model directory (no config.json or genai_config.json); pass a model folder.")
+
+
+def load_backend(path: Path, kind: str | None = None, **options: Any) -> Backend:
+    kind = kind or detect_kind(path)
+    module, cls = IMPLEMENTATIONS[kind].split(":")
+    return getattr(importlib.import_module(module), cls)(Path(path), kind=kind, **options)
