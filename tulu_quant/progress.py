@@ -27,7 +27,6 @@ class Progress:
 
     def __init__(self, enabled: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
-        self._stream = sys.stderr
 
     @contextlib.contextmanager
     def task(self, description: str, total: float | None = None, unit: str = "it", unit_scale: bool = False):
@@ -38,7 +37,7 @@ class Progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=description, unit=unit, unit_scale=unit_scale, unit_divisor=1024 if unit == "B" else 1000,
-                   file=self._stream, dynamic_ncols=True, leave=False)  # fmt: skip
+                   file=terminal_stream(), dynamic_ncols=True, leave=False)  # fmt: skip
 
         def advance(n: float = 1, **postfix):
             bar.update(n)
@@ -52,7 +51,7 @@ class Progress:
 
     def echo(self, line: str) -> None:
         """A line for the user (summaries). Printed even when the bar is disabled; goes to stderr."""
-        print(line, file=self._stream, flush=True)
+        print(line, file=terminal_stream(), flush=True)
 
 
 NULL = Progress(False)
@@ -70,7 +69,8 @@ def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
-    console.addFilter(lambda record: record.name.startswith("tulu_quant") or record.levelno >= logging.WARNING)
+    # Our own records reach the terminal; other libraries' warnings go to the log file only (errors still show).
+    console.addFilter(lambda record: record.name.startswith("tulu_quant") or record.levelno >= logging.ERROR)
     root.addHandler(console)
     if log_file is not None:
         add_log_file(log_file)
@@ -84,24 +84,30 @@ def add_log_file(log_file: Path) -> None:
     logging.getLogger().addHandler(handler)
 
 
+_capturing: list[Path] = []  # the log file currently receiving fds 1 and 2 (nested calls are no-ops)
+
+
 @contextlib.contextmanager
 def captured(log_file: Path | None) -> Iterator[None]:
     """Send fds 1 and 2 (Python and C writers alike) to log_file while the body runs; the terminal stays clean.
 
-    Log records from our own loggers still reach the terminal: the console handler writes to a duplicate of the
-    original stderr for the duration.
+    Our own log records and the progress display still reach the terminal: console handlers and Progress objects are
+    pointed at duplicates of the original stdout/stderr for the duration. Nested calls are no-ops.
     """
-    if log_file is None:
+    if log_file is None or _capturing:
         yield
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal_out = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    terminal_err = os.fdopen(os.dup(saved[2]), "w", buffering=1)
     console_handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)
                         and not isinstance(h, logging.FileHandler)]  # fmt: skip
-    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
-    old_streams = [h.setStream(terminal) for h in console_handlers]
+    old_streams = [h.setStream(terminal_err) for h in console_handlers]
+    _terminal[:] = [terminal_out, terminal_err]
+    _capturing.append(log_file)
     with open(log_file, "ab", buffering=0) as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
@@ -115,7 +121,20 @@ def captured(log_file: Path | None) -> Iterator[None]:
                 os.close(copy)
             for handler, stream in zip(console_handlers, old_streams):
                 handler.setStream(stream)
-            terminal.close()
+            _capturing.pop()
+            _terminal.clear()
+            terminal_out.close()
+            terminal_err.close()
+
+
+_terminal: list = []  # [stdout, stderr] of the real terminal while captured() is active
+
+
+def terminal_stream(which: str = "err"):
+    """Where user-facing output goes: the real terminal even while third-party output is captured."""
+    if _terminal:
+        return _terminal[0] if which == "out" else _terminal[1]
+    return sys.stdout if which == "out" else sys.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------- resources

@@ -180,7 +180,7 @@ def _few(items: list[str], n: int = 5) -> str:
 
 
 def run(base_dir: Path, diff_dir: Path, out: Path, cfg: RecoverConfig = RecoverConfig(), force: bool = False,
-        progress: Progress = NULL) -> RecoverResult:  # fmt: skip
+        progress: Progress = NULL, chat_format: str = "tulu") -> RecoverResult:  # fmt: skip
     import torch
 
     base_dir, diff_dir, out = Path(base_dir), Path(diff_dir), Path(out)
@@ -221,7 +221,7 @@ def run(base_dir: Path, diff_dir: Path, out: Path, cfg: RecoverConfig = RecoverC
             if cfg.verify and "verify" not in cfg.skip_checks:
                 from ..streaming import verify_model
 
-                verify = verify_model(tmp, cfg.verify_max_ppl, cfg.verify_new_tokens, progress)
+                verify = verify_model(tmp, cfg.verify_max_ppl, cfg.verify_new_tokens, chat_format, progress)
             inputs = {"base": _describe(base), "diff": _describe(diff)}
             result = RecoverResult(out, hashes, total, len(entries), added, scale, 0.0, 0, verify, inputs)
             (tmp / "recovery.json").write_text(json.dumps(_record(result, cfg, usage), indent=2))
@@ -285,9 +285,10 @@ def step(cfg: RunConfig, ctx):
     out = ctx.out("recover")
 
     def work() -> dict[str, Any]:
-        result = run(cfg.model.base, cfg.model.diff, out, cfg.recover, force=True, progress=ctx.progress)
+        result = run(cfg.model.base, cfg.model.diff, out, cfg.recover, force=True, progress=ctx.progress,
+                     chat_format=cfg.model.chat_format)
         return {"bytes": result.bytes, "tensors": result.tensors, "added_rows": result.added_rows,
                 "diff_scale_median": result.diff_scale_median, "verify": result.verify}  # fmt: skip
 
-    return Step("recover", [cfg.model.base, cfg.model.diff], [out], {"model": cfg.model.name, **cfg.recover.model_dump(mode="json")},
+    return Step("recover", [cfg.model.base, cfg.model.diff], [out], {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **cfg.recover.model_dump(mode="json")},
                 work, lambda s: f"{s['tensors']} tensors, {human_bytes(s['bytes'])}")  # fmt: skip
