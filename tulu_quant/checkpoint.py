@@ -238,9 +238,12 @@ class SafetensorsWriter:
         exp_name, dtype, shape, nbytes = self.expected[self.position]
         if name != exp_name or tensor.dtype != dtype or tuple(tensor.shape) != shape:
             raise AssertionError(f"writer expected {exp_name} {dtype} {shape}, got {name} {tensor.dtype} {tuple(tensor.shape)}")
-        data = tensor.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes() if nbytes else b""
-        self.file.write(data)
-        self.sha.update(data)
+        if nbytes:
+            import torch
+
+            data = memoryview(tensor.contiguous().view(-1).view(dtype=torch.uint8).numpy())  # no copy
+            self.file.write(data)
+            self.sha.update(data)
         self.position += 1
 
     def close(self) -> str:

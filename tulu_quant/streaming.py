@@ -3,7 +3,7 @@
 Only one decoder layer's weights are in memory at a time: embeddings -> layer 0 -> ... -> norm -> lm_head. Used by
 ``recover --verify``: it scores a short built-in English text and greedily generates a few tokens in the chat format.
 A base converted by another script (old LLaMA conversions with a different rotary layout, say) has the right shapes and
-config yet scores a perplexity in the thousands: no shape or config check can see that, this does.
+config yet scores many times the perplexity of a working model: no shape or config check can see that, this does.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from .progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 
-# Plain English prose written for this project (no third-party text). A working 135M model scores it around 10-40,
-# a working 13B model below 10; a model with scrambled rotary layout or wrong weights scores in the thousands.
+# Plain English prose written for this project (no third-party text). The working stand-in (135M) scores 21; the
+# same weights with another conversion's rotary layout score 181 (see perplexity_limit).
 VERIFY_TEXT = (
     "Rivers begin as small streams high in the hills, where rain and melting snow gather into narrow channels. As the "
     "water flows downhill, it joins other streams and grows wider and stronger. Over thousands of years, a river can "
@@ -37,6 +37,16 @@ VERIFY_PROMPT = "What is the capital of France?"
 
 class VerifyError(ValueError):
     pass
+
+
+def perplexity_limit(n_params: int) -> float:
+    """The --verify limit: 4x an upper estimate of what a working model of this size scores on VERIFY_TEXT.
+
+    Measured on the stand-in (SmolLM2-135M, docs/benchmarks.md): working 21.1; the same weights with the rotary
+    layout of another conversion (q/k rows permuted) 181. Larger models score lower, so the bar tightens with size.
+    """
+    working = 25.0 if n_params < 1e9 else 12.0 if n_params < 1e10 else 9.0
+    return 4 * working
 
 
 class LayerStream:
@@ -94,15 +104,18 @@ def perplexity_of(logits, ids) -> float:
     return math.exp(float(loss))
 
 
-def verify_model(model_dir: Path, max_ppl: float, new_tokens: int, chat_format: str = "tulu",
+def verify_model(model_dir: Path, max_ppl: float | None, new_tokens: int, chat_format: str = "tulu",
                  progress: Progress = NULL) -> dict[str, Any]:  # fmt: skip
-    """Score VERIFY_TEXT and greedily continue a chat prompt; raise VerifyError if perplexity exceeds max_ppl."""
+    """Score VERIFY_TEXT and greedily continue a chat prompt; raise VerifyError if perplexity exceeds max_ppl
+    (None: perplexity_limit of the model's size)."""
     import torch
     from transformers import AutoTokenizer
 
     from .chat import render
 
     stream = LayerStream(model_dir)
+    if max_ppl is None:
+        max_ppl = perplexity_limit(sum(t.numel for t in stream.ckpt.tensors.values()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     text = torch.tensor(tokenizer(VERIFY_TEXT).input_ids)
     prompt = tokenizer(render([{"role": "user", "content": VERIFY_PROMPT}], tokenizer, chat_format)).input_ids

@@ -115,11 +115,11 @@ def recover_tensor(base_t, diff_t, dtype):
     """base + diff in float32 with added vocabulary rows set to the mean of the base's rows; cast once to dtype."""
     import torch
 
-    b = base_t.float()
+    b = base_t.to(torch.float32, copy=True) if base_t.is_floating_point() else base_t.clone()
     if diff_t.shape[0:1] != b.shape[0:1]:
         mean = b.mean(dim=0, keepdim=True)  # open-instruct: input_embeddings[:-n].mean(dim=0, keepdim=True)
         b = torch.cat([b, mean.expand(diff_t.shape[0] - b.shape[0], *b.shape[1:])])
-    tuned = b + diff_t.float()
+    tuned = b.add_(diff_t.float() if diff_t.is_floating_point() else diff_t)  # in place: one full-size copy fewer
     return tuned.to(dtype) if tuned.is_floating_point() else tuned
 
 
