@@ -1,0 +1,119 @@
+"""publish: the folder, its model card (measured numbers only), SHA256SUMS, and the upload's failure modes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+
+import pytest
+
+from tulu_quant.config import ModelConfig, PublishConfig
+from tulu_quant.stages import publish
+from tulu_quant.stages.publish import PublishError
+
+MODEL = ModelConfig(name="tulu-13b", base="/b", diff="/d")
+
+
+def metric(key, label, value, unit="points", skipped=None):
+    return {"key": key, "label": label, "unit": unit, "value": value, "skipped": skipped, "ci": None}
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    model = tmp_path / "gptq"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (model / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 128, "desc_act": False, "sym": True,
+                                                            "damp_percent": 0.01, "checkpoint_format": "gptq"}))  # fmt: skip
+    (model / "model.safetensors").write_bytes(b"\x00" * 1000)
+    (model / "tokenizer_config.json").write_text("{}")
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    report = {
+        "protocol": {"suite_name": "quick", "context_length": 2048},
+        "reference": {"metrics": {"ppl_wiki": metric("ppl_wiki", "wiki perplexity", 5.0912, "ppl"),
+                                  "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 49.25)}},
+        "candidates": [{
+            "path": str(model), "name": "gptq",
+            "metrics": {"ppl_wiki": metric("ppl_wiki", "wiki perplexity", 5.2047, "ppl"),
+                        "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 48.75),
+                        "gsm_cot": metric("gsm_cot", "GSM CoT", None, skipped="gsm8k data unavailable offline")},
+            "deltas": {"ppl_wiki": {"delta": 0.1135, "delta_pct": 2.23, "ci": [1.9, 2.6], "ci_unit": "%", "within_noise": False},
+                       "mmlu_0shot": {"delta": -0.5, "delta_pct": None, "ci": [-1.4, 0.4], "ci_unit": "points", "within_noise": True}},
+            "gates": [{"metric": "ppl_wiki", "status": "pass"}],
+        }],
+    }  # fmt: skip
+    (report_dir / "report.json").write_text(json.dumps(report))
+    return model, report_dir
+
+
+def test_folder_card_and_sums(tmp_path, artifacts):
+    model, report = artifacts
+    result = publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/tulu-13b-GPTQ"), variant="gptq-4bit-128g")
+    out = tmp_path / "pub"
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: allenai/tulu-13b\n")
+    assert "license: other" in card and "license_name: ai2-impact-license-low-risk" in card
+    assert "LLaMA" in card and "ImpACT" in card
+    for measured in ("5.091", "5.205", "49.2", "48.8", "+2.23 %", "within noise"):  # numbers from the report only
+        assert measured in card, measured
+    assert "GSM CoT: not measured (gsm8k data unavailable offline)" in card
+    assert "<|user|>\nYour message here!\n<|assistant|>\n" in card
+    assert 'revision="gptq-4bit-128g"' in card and "--quantization gptq" in card
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == set(result.files) - {"SHA256SUMS"}
+    for rel, digest in sums.items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+    assert not result.pushed and result.revision == "gptq-4bit-128g"
+    assert result.metrics["mmlu_0shot"] == 48.75
+
+
+def test_card_without_report_claims_nothing(tmp_path, artifacts):
+    model, _ = artifacts
+    publish.run(model, None, tmp_path / "pub", MODEL)
+    card = (tmp_path / "pub" / "README.md").read_text()
+    assert "Not validated in this run: no numbers are claimed." in card and "| metric |" not in card
+
+
+def test_report_for_another_model_is_refused(tmp_path, artifacts):
+    model, report = artifacts
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(PublishError, match="has no results for"):
+        publish.run(other, report, tmp_path / "pub", MODEL)
+    assert not (tmp_path / "pub").exists()
+
+
+def test_existing_folder_needs_force(tmp_path, artifacts):
+    model, report = artifacts
+    (tmp_path / "pub").mkdir()
+    with pytest.raises(FileExistsError):
+        publish.run(model, report, tmp_path / "pub", MODEL)
+
+
+def test_push_without_token_uploads_nothing(tmp_path, artifacts, monkeypatch):
+    model, report = artifacts
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored token
+    with pytest.raises(PublishError, match="no Hugging Face token"):
+        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
+
+
+def test_push_to_unreachable_hub_is_a_clear_error(tmp_path, artifacts, monkeypatch):
+    model, report = artifacts
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(PublishError, match="nothing was uploaded|no commit was made"):
+        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
+
+
+def test_push_needs_repo_id(tmp_path, artifacts):
+    model, report = artifacts
+    with pytest.raises(PublishError, match="repo_id"):
+        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(push=True))
