@@ -6,9 +6,12 @@ CONFIG ?= configs/standin.yaml
 TORCH_VERSION ?= 2.13.0
 
 # Optional overrides passed to `tulu-quant run` (empty means: take the config's value).
-RUN_ARGS := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+PATHS    := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
+# `make demo` serves the latest `make quantize` output unless MODEL=... is given.
+MODEL  ?= runs/standin
 
-.PHONY: install quantize test test-unit test-gpu bench bench-recover sweep demo clean
+.PHONY: install quantize test test-unit test-gpu bench bench-recover sweep demo browser clean
 
 install: $(VENV)/.installed
 
@@ -23,7 +26,13 @@ $(VENV)/.installed: pyproject.toml
 quantize: install
 	$(BIN)/tulu-quant run --config $(CONFIG) $(RUN_ARGS)
 
-test: install
+# The browser tests drive the demo in headless Chromium (Debian's package; CI machines start without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "warning: could not install chromium; the browser tests will say so"
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install
@@ -31,6 +40,12 @@ test-unit: install
 
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu tests
+
+sweep: install
+	$(BIN)/tulu-quant sweep --config $(CONFIG) $(PATHS) $(if $(VARIANTS),--variants $(VARIANTS))
+
+demo: install
+	$(BIN)/tulu-quant demo --model $(MODEL)
 
 bench-recover: install
 	$(BIN)/python -m tulu_quant.bench recover --out bench-out

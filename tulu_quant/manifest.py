@@ -130,9 +130,16 @@ class Manifest:
             "summary": summary,
         }
 
-    def forget_from(self, names: list[str]) -> None:
+    def adopt(self, other: "Manifest", names: list[str]) -> None:
+        """Take finished stages of another run directory as ours (a sweep shares one recovered model and one
+        calibration set between variants); their paths are made absolute so they keep pointing at the other run."""
         for name in names:
-            self.stages.pop(name, None)
+            entry = other.stages.get(name)
+            if entry is None or entry.get("status") != "done":
+                continue
+            absolute = lambda rel: str(other.root.resolve() / rel) if not Path(rel).is_absolute() else rel  # noqa: E731
+            self.stages[name] = {**entry, "outputs": {absolute(k): v for k, v in entry["outputs"].items()},
+                                 "output_dirs": [absolute(p) for p in entry.get("output_dirs", [])]}  # fmt: skip
 
     def output_dir(self, name: str) -> Path | None:
         entry = self.stages.get(name)
