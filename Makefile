@@ -8,8 +8,6 @@ TORCH_VERSION ?= 2.13.0
 # Optional overrides passed to `tulu-quant run` (empty means: take the config's value).
 PATHS    := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
-# `make demo` serves the latest `make quantize` output unless MODEL=... is given.
-MODEL  ?= runs/standin
 
 .PHONY: install quantize test test-unit test-gpu bench bench-recover sweep demo browser clean
 
@@ -44,8 +42,9 @@ test-gpu: install
 sweep: install
 	$(BIN)/tulu-quant sweep --config $(CONFIG) $(PATHS) $(if $(VARIANTS),--variants $(VARIANTS))
 
+# `make demo` serves the latest `make quantize` output of CONFIG (or RUN_DIR=..., COMPARE=... to put fp16 beside it).
 demo: install
-	$(BIN)/tulu-quant demo --model $(MODEL)
+	$(BIN)/tulu-quant demo $(if $(RUN_DIR),--model $(RUN_DIR),--config $(CONFIG)) $(if $(COMPARE),--compare $(COMPARE))
 
 bench-recover: install
 	$(BIN)/python -m tulu_quant.bench recover --out bench-out

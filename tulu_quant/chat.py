@@ -55,7 +55,16 @@ def render(messages: list[Message], tokenizer, fmt: ChatFormat = "tulu", add_gen
         raise ValueError("chat_format 'tokenizer' needs a tokenizer with a chat_template; use chat_format: tulu.")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     bos = tokenizer.bos_token
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    if bos and text.startswith(bos) and adds_bos(tokenizer):  # encoding adds it again: keep exactly one
+        return text[len(bos):]
+    return text
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether encoding text prepends the BOS token (LLaMA's tokenizer does; SmolLM2's, whose BOS is <|im_start|>,
+    does not)."""
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return bos_id is not None and tokenizer("a").input_ids[:1] == [bos_id]
 
 
 def template_for(fmt: ChatFormat, tokenizer=None) -> str | None:
