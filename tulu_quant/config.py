@@ -56,7 +56,16 @@ class ModelConfig(Strict):
         "tulu", description="tulu: open-instruct's <|user|>/<|assistant|> format; tokenizer: the model's own template."
     )
     license: str = Field("other", description="SPDX id or 'other' for the model card's license field.")
-    license_name: str = Field("impact-license-low-risk+llama-license", description="Model card license_name.")
+    license_name: str = Field("ai2-impact-license-low-risk", description="Model card license_name (when license: other).")
+    license_link: str | None = Field("https://allenai.org/impact-license", description="Model card license_link.")
+    license_notes: list[str] = Field(
+        default_factory=lambda: [
+            "The base weights are Meta's LLaMA (version 1), released under its non-commercial research license: you "
+            "need LLaMA access to use this model.",
+            "The Tulu finetune is released by AI2 under the ImpACT license (low risk); it applies to this derivative too.",
+        ],
+        description="Sentences the model card states about the licenses the weights carry.",
+    )
 
     @field_validator("base", "diff", mode="after")
     @classmethod
@@ -74,6 +83,9 @@ class StandinConfig(Strict):
     seed: int = 0
     diff_shards: int = Field(3, ge=1, description="Number of float32 shards the diff is split into (exercises sharding).")
     added_tokens: list[str] = Field(default_factory=lambda: ["<pad>"], min_length=1)
+    max_ppl: float = Field(
+        60.0, gt=1, description="The GGUF conversion fails above this perplexity on a built-in English text (it scores 18.5)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- recover
@@ -87,8 +99,9 @@ class RecoverConfig(Strict):
     # arguments give >> 1. 0.5 separates them with a wide margin on both sides.
     diff_scale_threshold: float = Field(0.5, gt=0, description="Median per-tensor ||diff||/||base|| above this fails.")
     verify: bool = Field(False, description="Score a built-in English text with the result and greedily generate.")
-    verify_max_ppl: float = Field(
-        200.0, gt=1, description="--verify fails above this perplexity (working models score < 60, broken ones > 1000)."
+    verify_max_ppl: float | None = Field(
+        None, gt=1, description="--verify fails above this perplexity; None: 4x what a working model of its size scores "
+        "on the built-in text (tulu_quant.streaming.perplexity_limit)."
     )
     verify_new_tokens: int = Field(8, ge=0)
 
@@ -105,80 +118,325 @@ class RecoverConfig(Strict):
 
 class SourceWeight(Strict):
     source: str = Field(description="A name from tulu_quant.data's registry, e.g. wiki, shakespeare, tulu-sft, file:PATH.")
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, description="Share of the samples, relative to the other sources of the mix.")
     split: str = Field("calibration", description="Which split of the source to draw from.")
 
 
 class CalibrateConfig(Strict):
+    """N samples of L tokens for GPTQ: each source's documents (chat conversations rendered in the run's chat format)
+    are joined and cut into L-token windows; each source contributes round(N * weight / total weight) of them, drawn
+    without replacement by the seed."""
+
     mix: list[SourceWeight] = Field(default_factory=lambda: [SourceWeight(source="wiki")], min_length=1)
-    num_samples: int = Field(128, gt=0)
-    seq_len: int = Field(2048, gt=0)
+    num_samples: int = Field(128, gt=0, description="N: calibration samples (GPTQ paper and TheBloke: 128).")
+    seq_len: int = Field(2048, gt=1, description="L: tokens per sample (LLaMA-1's context, 2048, for Tulu).")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique(self) -> "CalibrateConfig":
+        pairs = [(s.source, s.split) for s in self.mix]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("each (source, split) may appear once in mix; merge the duplicates' weights")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------- quantize
 
 
+# The group sizes GPTQModel 7.6 accepts (its QuantizeConfig and every GPTQ kernel reject others).
+GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+
+
 class QuantizeConfig(Strict):
+    """GPTQ through GPTQModel 7.6 (tulu_quant/stages/quantize.py; measurements in docs/quantization.md). The defaults are
+    the widely published Tulu 13B setting (TheBloke main: 4 bits, group 128, damp 0.01, no act order, symmetric, true
+    sequential) plus GPTQModel's group-aware reordering, which keeps that checkpoint layout."""
+
     variant: str | None = Field(None, description="A name from configs/variants/ whose settings are applied first.")
     bits: Literal[2, 3, 4, 8] = 4
-    group_size: int = Field(128, description="-1 (per channel) or a positive group size such as 32, 64, 128.")
-    desc_act: bool = Field(False, description="Act order: quantize columns in order of decreasing Hessian diagonal.")
-    sym: bool = True
-    damp_percent: float = Field(0.01, gt=0, lt=1)
-    true_sequential: bool = True
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    group_size: int = Field(128, description=f"One of {GROUP_SIZES}: -1 is one scale per output channel.")
+    desc_act: bool = Field(False, description="Act order: quantize columns in order of decreasing Hessian diagonal "
+                           "(the checkpoint then carries a permuted g_idx, slower in some kernels).")  # fmt: skip
+    sym: bool = Field(True, description="Symmetric grid (false: a zero point per group, asymmetric).")
+    damp_percent: float = Field(0.01, gt=0, lt=1, description="Dampening added to the Hessian diagonal, as a fraction "
+                                "of its mean.")  # fmt: skip
+    true_sequential: bool = Field(True, description="Quantize a layer's linears in forward order (q/k/v, o, gate/up, "
+                                  "down), each seeing the already-quantized ones' outputs.")  # fmt: skip
+    act_group_aware: bool | None = Field(None, description="GPTQModel's group-aware reordering (GAR): process groups "
+                                         "and the columns inside each group by Hessian importance; g_idx stays "
+                                         "sequential, so every kernel loads the result. None: on unless desc_act is "
+                                         "true or group_size is -1 (it needs neither).")  # fmt: skip
+    static_groups: bool = Field(False, description="Fix every group's scale and zero from the original weights before "
+                                "GPTQ updates them (instead of when the group is reached).")  # fmt: skip
+    mse: float = Field(0.0, ge=0, description="0: each group's grid spans its min..max; > 0: search a shrunk range that "
+                       "minimises the |error|^mse norm (GPTQ's --mse uses 2.4).")  # fmt: skip
+    gptaq_alpha: float = Field(0.0, ge=0, description="GPTAQ (asymmetric calibration): also fit the full-precision "
+                               "model's layer inputs, weighted by alpha (0 off; 0.25 as its authors recommend). "
+                               "Runs each layer twice (quantized and full-precision inputs).")  # fmt: skip
+    foem_beta: float = Field(0.0, ge=0, description="FOEM: first-order error compensation weight (0 off; 0.1-0.25 "
+                             "recommended); combines with gptaq_alpha.")  # fmt: skip
+    compute_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="dtype of the calibration forward passes. auto: GPTQModel's choice, the model's dtype on "
+        "cuda and bfloat16 on cpu (float32 measured no better on the stand-in, and slower).")  # fmt: skip
+    offload_to_disk: bool = Field(True, description="GPTQModel moves finished layers to a temporary folder (saves RAM on "
+                                  "13B+; costs a few seconds on small models).")  # fmt: skip
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
 
     @field_validator("group_size", mode="after")
     @classmethod
     def _group(cls, value: int) -> int:
-        if value != -1 and value <= 0:
-            raise ValueError("must be -1 (per channel) or a positive group size such as 128")
+        if value not in GROUP_SIZES:
+            raise ValueError(f"must be one of {list(GROUP_SIZES)} (what GPTQModel 7.6 accepts)")
         return value
+
+    @property
+    def group_aware(self) -> bool:
+        """act_group_aware resolved: explicit value, else on unless act order or per-channel scales."""
+        if self.act_group_aware is not None:
+            return self.act_group_aware
+        return not self.desc_act and self.group_size != -1
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "QuantizeConfig":
+        if self.desc_act and self.act_group_aware:
+            raise ValueError("desc_act and act_group_aware are two column orders and exclude each other; set one false")
+        if self.act_group_aware and self.group_size == -1:
+            raise ValueError("act_group_aware reorders groups and needs group_size > 0; set act_group_aware: false "
+                             "for group_size -1")  # fmt: skip
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------- validate
 
 
 class Gate(Strict):
-    metric: str = Field(description="A metric key of report.json, e.g. ppl_increase_pct, kl_mean, mmlu_0shot.")
-    max_increase: float | None = None
-    max_drop: float | None = None
-    max_value: float | None = None
-    outside_noise_only: bool = Field(True, description="A drop within the 95% interval of noise does not fail.")
+    """One pass/fail rule on a candidate's metric. Accuracies are in points (0-100), perplexities as they are."""
+
+    metric: str = Field(description="A metric key of report.json (kl_mean, mmlu_0shot, ppl.wiki); * matches any text, "
+                                    "so ppl.* gates every perplexity source.")  # fmt: skip
+    max_increase: float | None = Field(None, description="candidate - reference may not exceed this (metric units).")
+    max_increase_pct: float | None = Field(None, description="(candidate / reference - 1) * 100 may not exceed this.")
+    max_drop: float | None = Field(None, description="reference - candidate may not exceed this (metric units).")
+    max_value: float | None = Field(None, description="the candidate's value may not exceed this.")
+    min_value: float | None = Field(None, description="the candidate's value may not fall below this.")
+    outside_noise_only: bool = Field(True, description="A change whose paired 95% interval contains 0 does not fail.")
+
+    @model_validator(mode="after")
+    def _has_rule(self) -> "Gate":
+        rules = (self.max_increase, self.max_increase_pct, self.max_drop, self.max_value, self.min_value)
+        if all(rule is None for rule in rules):
+            raise ValueError("a gate needs one of max_increase, max_increase_pct, max_drop, max_value, min_value")
+        return self
+
+
+def _default_gates() -> list[Gate]:
+    # The issue's examples for Tulu 13B: perplexity may rise by 3 % at most, MMLU may drop by 1 point at most (a drop
+    # inside the noise of the paired comparison does not fail).
+    return [Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False),
+            Gate(metric="mmlu_0shot", max_drop=1.0)]  # fmt: skip
 
 
 class ValidateConfig(Strict):
-    suite: str = Field("quick", description="A file name in configs/eval/ (without .yaml).")
-    ppl_sources: list[str] = Field(default_factory=lambda: ["wiki", "shakespeare"])
-    ppl_split: str = "evaluation"
-    max_windows: int | None = Field(None, description="Cap on perplexity windows per source (None: all).")
-    gates: list[Gate] = Field(default_factory=list)
-    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint for AlpacaFarm-style pairwise judging.")
-    judge_model: str | None = None
+    suite: str = Field("quick", description="A file name in configs/eval/ (without .yaml) or a path to a suite YAML.")
+    context_length: int | None = Field(None, gt=1, description="Perplexity window length (None: the model's "
+                                       "max_position_embeddings; the pipeline passes model.context_length).")  # fmt: skip
+    chat_format: Literal["auto", "tulu", "tokenizer"] = Field(
+        "auto", description="Prompt format of the benchmarks; auto: tulu unless the tokenizer ships another template."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    gates: list[Gate] = Field(default_factory=_default_gates)
+    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (base URL, e.g. http://host:8000/v1) for "
+                                  "AlpacaFarm-style pairwise judging; None: judge-free agreement only.")  # fmt: skip
+    judge_model: str | None = Field(None, description="Model name sent to the judge endpoint.")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge's API key "
+                                   "(sent as a Bearer token when set).")  # fmt: skip
+    judge_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _judge(self) -> "ValidateConfig":
+        if self.judge_url and not self.judge_model:
+            raise ValueError("judge_url needs judge_model (the model name the endpoint serves)")
+        return self
+
+
+# Evaluation suites (configs/eval/*.yaml). Sizes are numbers of scored items; None means all of them. The defaults are
+# the open-instruct settings behind Tulu's published table (the `full` suite).
+
+
+class PerplexitySuite(Strict):
+    sources: list[str] = Field(default_factory=lambda: ["wiki", "shakespeare"], description="tulu_quant.data sources.")
+    split: str = Field("evaluation", description="Never the calibration split: validate checks disjointness.")
+    max_windows: int | None = Field(None, gt=0, description="The first N windows of each source (None: all).")
+    kl_windows: int = Field(16, ge=0, description="Windows of the first source scored against the reference's logits "
+                            "(KL divergence); the reference's log-probabilities are kept on disk in float16.")  # fmt: skip
+
+
+class MmluSuite(Strict):
+    enabled: bool = True
+    shots: list[Literal[0, 5]] = Field(default_factory=lambda: [0, 5])
+    subjects: int | None = Field(None, gt=0, description="Subjects drawn by the suite seed (None: all 57).")
+    per_subject: int | None = Field(None, gt=0, description="Questions per subject drawn by the seed (None: all).")
+    max_prompt_tokens: int = Field(2048, gt=0, description="Fewer shots are used when a prompt is longer (open-instruct).")
+
+
+class GsmSuite(Strict):
+    enabled: bool = True
+    modes: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
+    examples: int | None = Field(200, gt=0, description="Test questions drawn by the seed (open-instruct: 200).")
+    shots: int = Field(8, ge=0)
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class BbhSuite(Strict):
+    enabled: bool = True
+    modes: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
+    tasks: int | None = Field(None, gt=0, description="Tasks drawn by the seed (None: all 27).")
+    per_task: int | None = Field(40, gt=0, description="Examples per task drawn by the seed (open-instruct: 40).")
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class TydiqaSuite(Strict):
+    enabled: bool = True
+    modes: list[Literal["goldp", "closedbook"]] = Field(default_factory=lambda: ["goldp", "closedbook"])
+    per_language: int | None = Field(100, gt=0, description="Questions per language drawn by the seed.")
+    shots: int = Field(1, ge=0)
+    max_context_tokens: int = Field(512, gt=0, description="Passages are cut to this many tokens.")
+    max_new_tokens: int = Field(50, gt=0)
+
+
+class CodexSuite(Strict):
+    enabled: bool = True
+    problems: int | None = Field(None, gt=0, description="HumanEval problems for greedy pass@1, drawn by the seed.")
+    sampled_problems: int | None = Field(None, gt=0, description="Problems for sampled pass@k (a subset of the above).")
+    samples: int = Field(20, gt=0, description="Samples per problem for the unbiased pass@k estimator (n >= k).")
+    pass_at: list[int] = Field(default_factory=lambda: [10], description="k values estimated from the samples.")
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(512, gt=0)
+    timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per test program (CPU limit likewise).")
+    memory_mb: int = Field(1024, gt=0, description="Address-space limit per test program.")
+    workers: int = Field(2, gt=0, description="Test programs run at once.")
+
+    @model_validator(mode="after")
+    def _samples(self) -> "CodexSuite":
+        if self.pass_at and self.samples < max(self.pass_at):
+            raise ValueError(f"samples ({self.samples}) must be at least the largest k in pass_at ({max(self.pass_at)})")
+        return self
+
+
+class AlpacaSuite(Strict):
+    enabled: bool = True
+    instructions: int = Field(100, gt=0, description="Held-out instructions drawn by the seed.")
+    instructions_file: Path | None = Field(None, description="JSONL with an 'instruction' field per line (the AlpacaEval "
+                                           "set); None: instructions built over the perplexity sources' evaluation "
+                                           "passages.")  # fmt: skip
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class SuiteConfig(Strict):
+    """An evaluation suite: which benchmarks, on how many items, drawn by which seed."""
+
+    description: str = ""
+    seed: int = Field(0, description="Draws every subset, so runs with the same suite compare item by item.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Resamples for bootstrap intervals of paired deltas.")
+    perplexity: PerplexitySuite = Field(default_factory=PerplexitySuite)
+    mmlu: MmluSuite = Field(default_factory=MmluSuite)
+    gsm: GsmSuite = Field(default_factory=GsmSuite)
+    bbh: BbhSuite = Field(default_factory=BbhSuite)
+    tydiqa: TydiqaSuite = Field(default_factory=TydiqaSuite)
+    codex: CodexSuite = Field(default_factory=CodexSuite)
+    alpaca: AlpacaSuite = Field(default_factory=AlpacaSuite)
+
+
+def load_suite(name: str) -> SuiteConfig:
+    """configs/eval/NAME.yaml, or a path to a suite YAML."""
+    path = Path(name).expanduser() if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "eval" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIGS_DIR / "eval").glob("*.yaml"))
+        raise ConfigError(f"validate.suite: unknown suite '{name}'; choose one of {known} or pass a YAML path.")
+    return build(SuiteConfig, read_yaml(path), str(path))
 
 
 # ---------------------------------------------------------------------------------------------------------- export
 
 
 class ExportOnnxConfig(Strict):
+    """onnxruntime-genai model builder export (tulu_quant/stages/export_onnx.py; measurements in docs/onnx.md)."""
+
     precision: Literal["int4", "fp16", "fp32"] = "int4"
     target: Literal["cpu", "cuda", "dml", "webgpu"] = "cpu"
     from_gptq: bool = Field(True, description="int4 from our GPTQ checkpoint (keeps its weights) instead of RTN/k-quant.")
-    block_size: int = Field(32, description="int4 block size when quantizing from fp16.")
-    symmetric: bool = True
-    accuracy_level: int = Field(4, ge=0, le=4, description="MatMulNBits accuracy level (4: int8 compute on CPU).")
-    algorithm: Literal["rtn", "k_quant"] = "k_quant"
+    # The quantizer settings below apply to int4 from the fp16 model. From a GPTQ checkpoint its layers keep their own
+    # groups, zero points and scales; the settings then reach only what GPTQ left in float (see lm_head), and
+    # accuracy_level every MatMulNBits.
+    block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="int4 block size (weights sharing one scale).")
+    # Measured on the stand-in (docs/onnx.md): asymmetric RTN matches k-quant; symmetric RTN is clearly worse.
+    symmetric: bool = Field(False, description="rtn only: int4 without zero points (false: uint4 with a zero point per "
+                            "block); k_quant always stores zero points.")  # fmt: skip
+    accuracy_level: int | None = Field(None, ge=0, le=4, description="MatMulNBits compute type: 4 int8, 3 bf16, 2 fp16, "
+                                       "1 fp32, 0 unset; None: the builder's default (4 on cpu/webgpu, 0 elsewhere).")  # fmt: skip
+    algorithm: Literal["rtn", "k_quant"] = Field("k_quant", description="Weight-only quantizer: rtn (round to nearest) or "
+                                                 "k_quant (llama.cpp-style scale search).")  # fmt: skip
+    # int4 lm_head costs the stand-in +16 % perplexity over int8 for 15 MB less (docs/onnx.md).
+    lm_head: Literal["int4", "int8", "float"] = Field("int8", description="The output projection (and embeddings tied "
+                                                      "to it), which GPTQ leaves in float: int4 like the rest, int8, or "
+                                                      "float (fp32 on cpu).")  # fmt: skip
+    verify: bool = Field(True, description="Compare the export with the torch model and generate (cpu target only).")
+    verify_source: str = Field("wiki", description="tulu_quant.data source whose evaluation text is scored.")
+    verify_tokens: int = Field(512, ge=16, description="Tokens of that text scored by both models (one window).")
+    verify_new_tokens: int = Field(16, ge=1, description="Greedy tokens the verification generates.")
+    verify_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the float32 torch reference runs.")
+    # Measured on the stand-in (docs/onnx.md): max |logit difference| / max |reference logit| = 2.7e-6 for fp32.
+    fp32_tolerance: float = Field(1e-4, gt=0, description="fp32 exports fail above this max |delta logit| / max |logit|.")
+    fp16_tolerance: float = Field(2e-2, gt=0, description="The same bound for fp16 exports (when they can run).")
+    min_top1_agreement: float = Field(50.0, ge=0, le=100, description="int4 exports fail below this top-1 agreement "
+                                      "(percent) with the fp16 model: catches a broken export, not a weak quantizer.")  # fmt: skip
+    threads: int | None = Field(None, gt=0, description="onnxruntime intra-op threads for verification (None: all cores).")
 
 
 # ---------------------------------------------------------------------------------------------------------- publish
 
 
 class PublishConfig(Strict):
-    repo_id: str | None = None
-    revision: str | None = Field(None, description="Branch to push to; defaults to the variant name.")
-    push: bool = False
+    repo_id: str | None = Field(None, description="Hub repository, e.g. you/tulu-13b-GPTQ; needed for --push.")
+    revision: str | None = Field(None, description="Branch to push to; defaults to the variant name, else main.")
+    push: bool = Field(False, description="Upload with huggingface_hub; otherwise a dry run lists what would be uploaded.")
     private: bool = False
+    include_onnx: bool = Field(True, description="Put the run's ONNX export under onnx/ in the published folder.")
+    commit_message: str = "Upload {name} ({variant}) made with tulu-quant"
+
+
+# ---------------------------------------------------------------------------------------------------------- demo
+
+
+class DemoConfig(Strict):
+    """The browser demo (demo/app.py, tulu_quant/demo.py). Safe by default: local address, no public share link."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the demo to the network.")
+    port: int = Field(7860, ge=0, le=65535)
+    share: bool = Field(False, description="Ask Gradio for a public *.gradio.live link (anyone with it can use the model).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    threads: int | None = Field(None, gt=0, description="CPU threads for generation (None: the libraries' default).")
+    max_input_chars: int = Field(4000, gt=0, description="Longer messages are refused with a message saying so.")
+    max_conversation_chars: int = Field(100_000, gt=0, description="A longer conversation must be cleared first (the "
+                                        "oldest turns are left out of the prompt long before, to fit the context).")  # fmt: skip
+    concurrency_limit: int = Field(1, ge=1, description="Answers generated at once; other requests wait in Gradio's "
+                                   "queue, which shows each browser its place (each model also generates one answer "
+                                   "at a time behind a lock).")  # fmt: skip
+    max_queue_size: int = Field(32, ge=1, description="Requests waiting beyond this are refused (queue full).")
+    max_new_tokens: int = Field(256, gt=0, description="Initial value of the slider.")
+    max_new_tokens_limit: int = Field(2048, gt=0, description="The slider's upper end.")
+    temperature: float = Field(0.7, ge=0, le=2, description="0: greedy.")
+    top_p: float = Field(0.9, gt=0, le=1)
+    repetition_penalty: float = Field(1.1, ge=1, le=2)
+    seed: int | None = Field(None, ge=0, description="None: a fresh random seed per answer.")
+
+    @model_validator(mode="after")
+    def _limits(self) -> "DemoConfig":
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) exceeds max_new_tokens_limit "
+                             f"({self.max_new_tokens_limit})")  # fmt: skip
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------- the run
@@ -195,6 +453,7 @@ class RunConfig(Strict):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     export_onnx: ExportOnnxConfig = Field(default_factory=ExportOnnxConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    sweep: list[str] = Field(default_factory=list, description="Variants `tulu-quant sweep` / `make sweep` compare.")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, protected_namespaces=())
 

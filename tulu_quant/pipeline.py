@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import preflight
 from .config import STAGE_ORDER, RunConfig, config_hash
 from .manifest import Manifest
 from .progress import NULL, Progress, captured, human_bytes, human_seconds, measure
@@ -103,6 +104,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress = NULL, only: str | None = N
     manifest = Manifest.load(run_dir)
     ctx = Context(run_dir=run_dir, manifest=manifest, progress=progress, log_file=log_file)
     stages, forced = select(cfg, only, start)
+    pending = [s for s in stages if s in forced or manifest.stages.get(s, {}).get("status") != "done"]
+    for stage, size in preflight.check(cfg, pending).items():
+        log.debug("preflight: %s will write about %s", stage, human_bytes(size))
     outcomes = []
     for index, name in enumerate(stages, 1):
         step = resolve_stage(name)(cfg, ctx)

@@ -1,0 +1,178 @@
+"""OnnxBackend and `tulu-quant generate` on a tiny random LLaMA exported to fp32 ONNX: the same logits, token ids and
+greedy tokens as the torch backend; streaming, stop ids, seeds and the context bound; the text stream's stop strings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tulu_quant.backends import GenerationSettings, detect_kind, load_backend
+from tulu_quant.backends.onnx_backend import OnnxBackend, genai_tokenizer_agrees, search_options
+from tulu_quant.backends.torch_backend import TorchBackend
+from tulu_quant.config import ExportOnnxConfig
+from tulu_quant.generate import TextStream, Timing, prompt_ids, resolve_format
+
+TEXT = "The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market."
+
+
+def build_tiny(root: Path) -> Path:
+    """A random 2-layer LLaMA in float16 with a BOS-prefixing byte-level BPE tokenizer trained on the spot."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator([TEXT] * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=0,
+                         eos_token_id=1, pad_token_id=2, initializer_range=0.1)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.float16).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory) -> Path:
+    from tulu_quant.stages import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    export_onnx.run(tiny, out, ExportOnnxConfig(precision="fp32", verify=False), log_file=out.parent / "export.log")
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx(exported) -> OnnxBackend:
+    return OnnxBackend(exported, threads=2)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny) -> TorchBackend:
+    return TorchBackend(tiny, device="cpu", dtype="float32")
+
+
+def test_logits_equal_the_torch_backend(onnx, reference, exported):
+    assert detect_kind(exported) == "onnx" and onnx.context_length == 64 == reference.context_length
+    ids = onnx.tokenizer(TEXT).input_ids
+    assert ids == reference.tokenizer(TEXT).input_ids and ids[0] == 0  # same tokenizer files: same ids, BOS included
+    logits = onnx.logits(ids)
+    assert logits.dtype == np.float32 and logits.shape == (len(ids), len(onnx.tokenizer))
+    np.testing.assert_allclose(logits, reference.logits(ids), rtol=1e-4, atol=1e-5)
+    assert genai_tokenizer_agrees(onnx, TEXT)
+    with pytest.raises(ValueError, match="exceed the model's context of 64"):
+        onnx.logits([5] * 65)
+
+
+def test_greedy_generation_matches_torch_streams_and_stops(onnx, reference):
+    ids = onnx.tokenizer("The lazy dog").input_ids
+    streamed = []
+    settings = GenerationSettings(max_new_tokens=12)
+    new = onnx.generate(ids, settings, on_token=streamed.append)
+    assert new == streamed == reference.generate(ids, settings) and len(new) == 12
+    assert onnx.generate(ids, settings, on_token=lambda t: True) == new[:1]  # True from on_token stops after it
+    assert onnx.generate(ids, settings, stop_ids=(new[3],)) == new[:new.index(new[3])]  # a stop id is not returned
+    penalized = GenerationSettings(max_new_tokens=12, repetition_penalty=1.5)
+    assert onnx.generate(ids, penalized) == reference.generate(ids, penalized)  # the same CTRL penalty as transformers
+    assert len(onnx.generate(ids, GenerationSettings(max_new_tokens=500))) == 64 - len(ids)  # the context bounds it
+    assert onnx.generate([5] * 64, settings) == []
+
+
+def test_sampling_follows_the_seed(onnx):
+    ids = onnx.tokenizer("The lazy dog").input_ids
+    sampled = [onnx.generate(ids, GenerationSettings(max_new_tokens=16, temperature=1.5, seed=s)) for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1] != sampled[2]
+    assert sampled[0] != onnx.generate(ids, GenerationSettings(max_new_tokens=16))
+    options = search_options(GenerationSettings(temperature=0.7, top_p=0.9, seed=3, repetition_penalty=1.1), 10, 20)
+    assert options == {"max_length": 30, "do_sample": True, "repetition_penalty": 1.1, "top_k": 0, "temperature": 0.7,
+                       "top_p": 0.9, "random_seed": 3}  # fmt: skip
+
+
+def test_load_backend_threads_device_and_description(exported, onnx):
+    single = load_backend(exported, threads=1, device="cpu")
+    ids = onnx.tokenizer(TEXT).input_ids
+    np.testing.assert_allclose(single.logits(ids), onnx.logits(ids), rtol=1e-5, atol=1e-6)
+    info = single.describe()
+    assert info["kind"] == "onnx" and info["precision"] == "fp32" and info["target"] == "cpu" and info["threads"] == 1
+    assert info["size_bytes"] == sum((exported / f).stat().st_size for f in ("model.onnx", "model.onnx.data"))
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        OnnxBackend(exported, device="tpu")
+    with pytest.raises(FileNotFoundError, match="no genai_config.json"):
+        OnnxBackend(exported.parent)
+
+
+# ------------------------------------------------------------------------------------------------------ generate
+
+
+class CharTokenizer:
+    """One character per token id (ord), enough to drive TextStream."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+def test_text_stream_holds_back_stop_prefixes_and_cuts_at_a_stop_string():
+    pieces = []
+    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
+    stopped = [stream.add(ord(c)) for c in "Hi <|us"]
+    assert not any(stopped) and "".join(pieces) == "Hi "  # "<|us" could become the stop string: held back
+    assert [stream.add(ord(c)) for c in "er|>"] == [False, False, False, True]
+    assert stream.finish() == "Hi " == "".join(pieces)
+    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
+    for c in "a<b":
+        stream.add(ord(c))
+    assert stream.finish() == "a<b"  # a held-back prefix that never became a stop string is written at the end
+    assert Timing.from_times([0.5, 0.6, 0.7], 0.8).decode_tokens_per_s == pytest.approx(10.0)
+
+
+def test_generate_streams_the_reply_and_times_it(exported, tiny, onnx, reference):
+    from tulu_quant import generate
+
+    assert resolve_format("auto", onnx.tokenizer) == "tokenizer"  # the export carries the tulu template
+    ids = prompt_ids(onnx.tokenizer, "Hello", "tulu")
+    assert onnx.tokenizer.decode(ids, skip_special_tokens=False) == "<s><|user|>\nHello\n<|assistant|>\n"
+    pieces = []
+    result = generate.run(exported, "Hello", GenerationSettings(max_new_tokens=10), write=pieces.append, threads=2)
+    assert result.prompt_tokens == len(ids) and "".join(pieces) == result.text
+    assert result.new_ids == reference.generate(ids, GenerationSettings(max_new_tokens=10), stop_ids=(1,))
+    timing = result.timing
+    assert timing.new_tokens == len(result.new_ids) and 0 < timing.ttft_s <= timing.total_s
+    assert len(timing.token_times) == timing.new_tokens and "tokens/s" in result.summary()
+    # the same command on the torch model folder (tulu format: it has no template of its own) gives the same tokens
+    on_torch = generate.run(tiny, "Hello", GenerationSettings(max_new_tokens=10), threads=2)
+    assert on_torch.new_ids == result.new_ids and on_torch.backend["kind"] == "torch"
+
+
+def test_generate_cli_prints_the_reply_then_the_speed(exported, capfd):
+    import logging
+
+    from tulu_quant.cli import main
+
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    try:
+        code = main(["generate", "--model", str(exported), "--prompt", "Hello", "--max-new-tokens", "6", "--threads", "2"])
+    finally:
+        root.handlers[:] = saved
+    out = capfd.readouterr()
+    assert code == 0 and out.out.endswith("\n")
+    assert "time to first token" in out.err and "tokens/s" in out.err and "onnx" in out.err
+
+
+def test_search_options_do_not_apply_the_builders_top_k(exported):
+    # the builder writes top_k 50 into genai_config.json; the other backends sample from the whole distribution
+    assert json.loads((exported / "genai_config.json").read_text())["search"]["top_k"] == 50
+    assert search_options(GenerationSettings(temperature=1.0), 1, 1)["top_k"] == 0

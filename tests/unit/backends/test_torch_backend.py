@@ -1,0 +1,140 @@
+"""TorchBackend on a tiny random LLaMA: logits equal the model's forward pass, generation streams, stops and seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tulu_quant.backends import GenerationSettings, load_backend
+from tulu_quant.backends.torch_backend import TorchBackend, next_token
+
+
+def build_tiny(root: Path, seed: int = 0, dtype=torch.float16) -> Path:
+    """A random 2-layer LLaMA saved in `dtype`, with a byte-level BPE tokenizer trained on the spot."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator(["The quick brown fox jumps over the lazy dog."] * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=0,
+                         eos_token_id=1, pad_token_id=2)  # fmt: skip
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).to(dtype).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny) -> TorchBackend:
+    return TorchBackend(tiny)
+
+
+def reference_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def test_fp16_checkpoint_is_computed_in_float32_on_cpu(backend, tiny):
+    assert json.loads((tiny / "config.json").read_text())["dtype"] == "float16"
+    assert backend.dtype == "float32" and backend.device == "cpu" and backend.context_length == 64
+    ids = backend.tokenizer("The quick brown fox").input_ids
+    logits = backend.logits(ids)
+    assert logits.dtype == np.float32 and logits.shape == (len(ids), len(backend.tokenizer))
+    with torch.no_grad():
+        expected = reference_model(tiny)(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="exceed the model's context of 64"):
+        backend.logits([5] * 65)
+    info = backend.describe()
+    assert info["kind"] == "torch" and info["size_bytes"] == backend.size_bytes() > 0 and info["quantization"] is None
+
+
+def test_greedy_generation_matches_transformers_and_streams(backend, tiny):
+    ids = backend.tokenizer("The lazy dog").input_ids
+    streamed = []
+    new = backend.generate(ids, GenerationSettings(max_new_tokens=12), on_token=lambda t: streamed.append(t))
+    with torch.no_grad():
+        expected = reference_model(tiny).generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                                                  eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()  # fmt: skip
+    assert new == expected == streamed and len(new) == 12
+    # returning True from on_token stops after that token; a stop id ends generation without being returned
+    assert backend.generate(ids, GenerationSettings(max_new_tokens=12), on_token=lambda t: len(streamed) > 0) == new[:1]
+    assert backend.generate(ids, GenerationSettings(max_new_tokens=12), stop_ids=(new[3],)) == new[:3]
+    # the context bounds the answer
+    assert len(backend.generate([5] * 60, GenerationSettings(max_new_tokens=12))) == 4
+
+
+def test_sampling_is_reproducible_by_seed(backend):
+    ids = backend.tokenizer("The quick").input_ids
+    settings = GenerationSettings(max_new_tokens=20, temperature=1.5, top_p=0.95, seed=7)
+    first = backend.generate(ids, settings)
+    assert backend.generate(ids, settings) == first
+    assert backend.generate(ids, GenerationSettings(20, 1.5, 0.95, 1.0, seed=8)) != first
+
+
+def test_next_token_rules():
+    logits = torch.tensor([2.0, 1.9, -1.0, 0.5])
+    generator = torch.Generator().manual_seed(0)
+    assert next_token(logits, [], GenerationSettings(temperature=0), generator) == 0
+    # penalty 2 on token 0: 2.0 -> 1.0, so token 1 (1.9) wins; a negative logit is multiplied instead
+    assert next_token(logits, [0, 0], GenerationSettings(repetition_penalty=2.0), generator) == 1
+    # top_p this small keeps only the most likely token, whatever the temperature
+    picks = {next_token(logits, [], GenerationSettings(temperature=5.0, top_p=0.05), generator) for _ in range(50)}
+    assert picks == {0}
+    picks = {next_token(logits, [], GenerationSettings(temperature=5.0, top_p=1.0), generator) for _ in range(200)}
+    assert picks == {0, 1, 2, 3}
+
+
+def test_load_backend_picks_torch_for_plain_weights(tiny):
+    assert load_backend(tiny).kind == "torch"
+    with pytest.raises(ValueError, match="TorchBackend handles"):
+        TorchBackend(tiny, kind="onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_gptq(tiny, tmp_path_factory) -> Path:
+    """The tiny model quantized by GPTQModel (4-bit, group 32) into a GPTQ checkpoint (a few seconds on CPU)."""
+    out = tmp_path_factory.mktemp("gptq") / "q4"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPTQMODEL_CPU_WORKERS", "2")  # DESIGN.md: required on small machines
+        from gptqmodel import GPTQModel, QuantizeConfig
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tiny)
+        calibration = [tokenizer("The quick brown fox jumps over the lazy dog. " * 3) for _ in range(8)]
+        model = GPTQModel.load(str(tiny), QuantizeConfig(bits=4, group_size=32, sym=True, desc_act=False), device="cpu")
+        model.quantize([{"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]} for c in calibration],
+                       batch_size=1)  # fmt: skip
+        model.save(str(out))
+    return out
+
+
+def test_gptq_checkpoint_scores_and_generates(tiny, tiny_gptq):
+    quantized = load_backend(tiny_gptq)
+    assert quantized.kind == "gptq" and quantized.describe()["quantization"]["bits"] == 4
+    assert quantized.size_bytes() < TorchBackend(tiny).size_bytes()
+    ids = quantized.tokenizer("The quick brown fox jumps over the lazy dog").input_ids
+    q_logits, fp_logits = quantized.logits(ids), TorchBackend(tiny).logits(ids)
+    assert q_logits.shape == fp_logits.shape and np.isfinite(q_logits).all()
+    # 4-bit weights move the logits a little, not arbitrarily: strongly correlated with the fp model's
+    assert np.corrcoef(q_logits.ravel(), fp_logits.ravel())[0, 1] > 0.9
+    assert not np.allclose(q_logits, fp_logits)
+    streamed = []
+    assert len(quantized.generate(ids, GenerationSettings(max_new_tokens=5), on_token=streamed.append)) == 5 == len(streamed)

@@ -1,0 +1,68 @@
+"""Helpers of the eval tests: a tokenizer trained on the spot, a backend whose logits and answers the test controls.
+
+Import as `from unit.eval.eval_fakes import ...` (pytest runs with --import-mode=importlib, pythonpath tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+from tulu_quant.backends import GenerationSettings
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Question: what is 2 + 2? Answer: 4",
+    "A. B. C. D. The answer is: A B C D\n\n<|user|>\n<|assistant|>\n def return print",
+]
+
+
+def train_tokenizer(vocab_size: int = 300, bos: bool = True):
+    """A byte-level BPE tokenizer (BOS-prefixing like LLaMA's when bos=True); no download needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator(CORPUS, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+class FakeBackend:
+    """A Backend whose next-token logits come from a function of the prefix and whose generations are scripted.
+
+    logit_fn(prefix_ids) -> [vocab] logits for the token after prefix_ids. answers: prompt substring -> reply text
+    (the first key found in the decoded prompt wins; '' matches everything).
+    """
+
+    kind = "fake"
+
+    def __init__(self, tokenizer, logit_fn=None, answers=None, context_length: int = 4096):
+        self.tokenizer = tokenizer
+        self.vocab = len(tokenizer)
+        self.logit_fn = logit_fn or (lambda prefix: np.zeros(self.vocab, dtype=np.float32))
+        self.answers = answers or {}
+        self.context_length = context_length
+        self.calls = {"logits": 0, "generate": 0}
+
+    def logits(self, ids):
+        self.calls["logits"] += 1
+        return np.stack([self.logit_fn(ids[: t + 1]) for t in range(len(ids))]).astype(np.float32)
+
+    def generate(self, ids, settings=GenerationSettings(), on_token=None, stop_ids=()):
+        self.calls["generate"] += 1
+        prompt = self.tokenizer.decode(ids)
+        reply = next((text for key, text in self.answers.items() if key in prompt), "")
+        new = []
+        for token in self.tokenizer.encode(reply, add_special_tokens=False)[: settings.max_new_tokens]:
+            new.append(token)
+            if on_token is not None and on_token(token):
+                break
+        return new
+
+    def size_bytes(self):
+        return 0
+
+    def describe(self):
+        return {"kind": self.kind}

@@ -1,0 +1,242 @@
+"""quantize: GPTQ through GPTQModel on a tiny random LLaMA, end to end on CPU, and the settings it must refuse early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tulu_quant.checkpoint import read_safetensors_header
+from tulu_quant.config import ConfigError, QuantizeConfig, build, load_config, load_variant
+from tulu_quant.stages import quantize
+from tulu_quant.stages.calibrate import RECORD_FILE, SAMPLES_FILE, tokenizer_sha256
+
+VOCAB = 300
+WIDTHS = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+STANDIN_WIDTHS = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3}
+FAST = {"offload_to_disk": False, "device": "cpu"}  # offload costs seconds per module on a tiny model
+
+
+def build_tiny(root: Path, seed: int = 0) -> Path:
+    """A 2-layer LLaMA (hidden 64, intermediate 128) in float16 with a byte-level BPE tokenizer of 300 tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "</s>", "<unk>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(["The quick brown fox jumps over the lazy dog. Calibration text for GPTQ."] * 50, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(**WIDTHS, num_hidden_layers=2, vocab_size=VOCAB, max_position_embeddings=256,
+                         bos_token_id=0, eos_token_id=1)  # fmt: skip
+    LlamaForCausalLM(config).to(torch.float16).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def write_calibration(model_dir: Path, out: Path, n: int = 16, length: int = 64, seed: int = 0) -> Path:
+    """A calibration folder as the calibrate stage writes it, with random token rows."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = torch.randint(3, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
+    save_file({"input_ids": rows}, out / SAMPLES_FILE)
+    (out / RECORD_FILE).write_text(json.dumps({"tokenizer_sha256": tokenizer_sha256(model_dir), "num_samples": n}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def calib(tiny, tmp_path_factory) -> Path:
+    return write_calibration(tiny, tmp_path_factory.mktemp("calib"))
+
+
+def logits(model_dir: Path, ids: torch.Tensor, **kwargs) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).eval()
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((candidate - reference).norm() / reference.norm())
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny, calib, tmp_path_factory) -> dict[int, Path]:
+    """The tiny model at 4 and 8 bits (group 32, asymmetric)."""
+    outs = {}
+    for bits in (4, 8):
+        out = tmp_path_factory.mktemp(f"q{bits}") / "gptq"
+        cfg = QuantizeConfig(bits=bits, group_size=32, sym=False, **FAST)
+        result = quantize.run(tiny, calib, out, cfg, chat_format="tulu", log_file=out.parent / "gptq.log")
+        assert result.out == out and result.layers == 2 and result.bytes > 0
+        outs[bits] = out
+    return outs
+
+
+def test_checkpoint_is_standard_gptq_v1(quantized, tiny):
+    out = quantized[4]
+    config = json.loads((out / "config.json").read_text())
+    block = config["quantization_config"]
+    assert (block["bits"], block["group_size"], block["sym"], block["desc_act"]) == (4, 32, False, False)
+    assert block["quant_method"] == "gptq" and block["checkpoint_format"] == "gptq"
+    assert "offload_to_disk_path" not in block["meta"]
+    assert json.loads((out / "quantize_config.json").read_text())["bits"] == 4
+    assert config["dtype"] == "float16" and config["vocab_size"] == VOCAB
+    tensors = {}
+    for path in out.glob("*.safetensors"):
+        tensors.update(read_safetensors_header(path))
+    assert {"qweight", "qzeros", "scales", "g_idx"} <= {n.rsplit(".", 1)[1] for n in tensors if ".mlp.down_proj." in n}
+    floats = {n: t.dtype for n, t in tensors.items() if t.dtype.is_floating_point}
+    assert floats and set(floats.values()) == {torch.float16}, floats  # bfloat16 forward, float16 checkpoint
+    assert tensors["model.layers.0.mlp.down_proj.qweight"].shape == (128 * 4 // 32, 64)  # in * bits / 32 rows
+    assert "<|assistant|>" in json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
+    record = json.loads((out / quantize.RECORD_FILE).read_text())
+    assert record["config"]["bits"] == 4 and record["compute_dtype"] == "bfloat16" and record["peak_rss"] > 0
+    from safetensors.torch import load_file
+
+    saved, source = load_file(next(out.glob("*.safetensors"))), load_file(tiny / "model.safetensors")
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
+        assert torch.equal(saved[name], source[name]), name  # exact, not rounded through the bfloat16 forward
+
+
+def test_transformers_reloads_close_to_the_fp16_model_and_generates(quantized, tiny):
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.randint(3, VOCAB, (2, 48), generator=torch.Generator().manual_seed(1))
+    reference = logits(tiny, ids, dtype=torch.float32)
+    errors = {bits: relative_error(logits(out, ids), reference) for bits, out in quantized.items()}
+    # Round-to-nearest with 2^b levels over a group of Gaussian weights errs by ~ (range / (2^b - 1)) / sqrt(12): ~8 %
+    # of the weights' scale at 4 bits (range ~4 sigma over 32 values), ~0.5 % at 8 bits. The logits inherit about that
+    # (the residual stream and embeddings are not quantized) plus bfloat16 compute (~0.4 %): bounds at twice that.
+    assert errors[4] < 0.15, errors
+    assert errors[8] < 0.02, errors
+    assert errors[8] < errors[4] / 4, errors  # the bit width really reached the checkpoint
+    model = AutoModelForCausalLM.from_pretrained(quantized[4]).eval()
+    generated = model.generate(ids[:1, :8], max_new_tokens=6, do_sample=False)
+    assert generated.shape == (1, 14)
+
+
+def test_three_bit_quantizes_and_reloads(tiny, calib, tmp_path):
+    out = tmp_path / "gptq3"
+    quantize.run(tiny, calib, out, QuantizeConfig(bits=3, group_size=64, **FAST), log_file=tmp_path / "q.log")
+    ids = torch.randint(3, VOCAB, (1, 32), generator=torch.Generator().manual_seed(2))
+    error = relative_error(logits(out, ids), logits(tiny, ids, dtype=torch.float32))
+    assert error < 0.35, error  # 3 bits: twice the 4-bit step, so about twice the 4-bit bound
+
+
+def test_existing_output_needs_force(quantized, tiny, calib):
+    with pytest.raises(FileExistsError, match="--force"):
+        quantize.run(tiny, calib, quantized[4], QuantizeConfig(**FAST))
+
+
+# ------------------------------------------------------------------------------------------------------ refused early
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"group_size": 100}, "must be one of"),
+    ({"desc_act": True, "act_group_aware": True}, "exclude each other"),
+    ({"group_size": -1, "act_group_aware": True}, "act_group_aware reorders groups"),
+    ({"bits": 5}, "bits"),
+    ({"damp_percent": 0}, "damp_percent"),
+    ({"blocksize": 128}, "unknown key"),
+])  # fmt: skip
+def test_invalid_settings_are_config_errors(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        build(QuantizeConfig, settings, "test")
+
+
+def test_group_size_must_divide_every_input_width():
+    cfg = QuantizeConfig(variant="gptq-4bit-128g", **load_variant("gptq-4bit-128g"))
+    with pytest.raises(quantize.QuantizeError, match=r"variant 'gptq-4bit-128g': group_size 128 does not divide the "
+                                                     r"input width 576 of self_attn.q_proj.*e.g. 64"):  # fmt: skip
+        quantize.check_settings(cfg, STANDIN_WIDTHS)
+    quantize.check_settings(cfg.model_copy(update={"group_size": 64}), STANDIN_WIDTHS)
+    quantize.check_settings(cfg.model_copy(update={"group_size": -1, "act_group_aware": False}), STANDIN_WIDTHS)
+
+
+def test_widths_must_fill_packing_words():
+    widths = {**WIDTHS, "hidden_size": 80, "num_attention_heads": 5, "num_key_value_heads": 5}
+    with pytest.raises(quantize.QuantizeError, match="input width 80 .* multiple of 32"):
+        quantize.check_settings(QuantizeConfig(group_size=16), widths)
+
+
+def test_non_llama_config_is_refused():
+    with pytest.raises(quantize.QuantizeError, match="lacks intermediate_size"):
+        quantize.check_settings(QuantizeConfig(), {"hidden_size": 64, "num_attention_heads": 4})
+
+
+def test_cuda_without_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(quantize.QuantizeError, match="no CUDA device"):
+        quantize.resolve_device("cuda")
+    assert quantize.resolve_device("auto") == "cpu"
+
+
+def test_invalid_group_fails_before_any_work(tiny, calib, tmp_path):
+    out = tmp_path / "gptq"
+    with pytest.raises(quantize.QuantizeError, match="does not divide"):
+        quantize.run(tiny, calib, out, QuantizeConfig(group_size=256, **FAST))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_calibration_from_another_tokenizer_is_refused(tiny, tmp_path):
+    other = build_tiny(tmp_path / "other", seed=1)
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"<unk>"', '"<oov>"'))
+    calib = write_calibration(other, tmp_path / "calib")
+    with pytest.raises(quantize.QuantizeError, match="another tokenizer"):
+        quantize.run(tiny, calib, tmp_path / "gptq", QuantizeConfig(group_size=32, **FAST))
+
+
+def test_compute_dtype_auto():
+    assert quantize.resolve_dtype("auto", "cpu", {"dtype": "float16"}) == "bfloat16"
+    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "bfloat16"}) == "bfloat16"
+    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "float32"}) == "float16"
+    assert quantize.resolve_dtype("float16", "cpu", {}) == "float16"
+
+
+# ------------------------------------------------------------------------------------------------------ variants
+
+
+VARIANTS = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "configs" / "variants").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_files_are_valid(name):
+    cfg = build(QuantizeConfig, load_variant(name), name)
+    llama13b = {"hidden_size": 5120, "intermediate_size": 13824, "num_attention_heads": 40}
+    quantize.check_settings(cfg, llama13b)  # every published variant applies to Tulu 13B
+
+
+def test_published_variants_are_present_with_thebloke_main_settings():
+    assert {"gptq-4bit-128g", "gptq-4bit-32g-actorder", "gptq-4bit-128g-actorder", "gptq-3bit-128g",
+            "gptq-8bit-128g"} <= set(VARIANTS)  # fmt: skip
+    main = build(QuantizeConfig, load_variant("gptq-4bit-128g"), "main")
+    assert (main.bits, main.group_size, main.damp_percent, main.desc_act, main.sym, main.true_sequential) == (
+        4, 128, 0.01, False, True, True)  # fmt: skip
+
+
+def test_variant_selected_by_name_layers_under_the_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {name: t, base: /b, diff: /d}\nrun_dir: /r\nquantize: {damp_percent: 0.02}\n")
+    cfg = load_config(path, {"quantize.variant": "gptq-4bit-32g-actorder"})
+    assert (cfg.quantize.variant, cfg.quantize.group_size, cfg.quantize.desc_act) == ("gptq-4bit-32g-actorder", 32, True)
+    assert cfg.quantize.damp_percent == QuantizeConfig.model_fields["damp_percent"].default  # a CLI variant replaces
+
+
+def test_group_aware_reordering_defaults_on_unless_act_order():
+    assert QuantizeConfig().group_aware
+    assert not QuantizeConfig(desc_act=True).group_aware
+    assert not QuantizeConfig(group_size=-1).group_aware
+    assert not QuantizeConfig(act_group_aware=False).group_aware

@@ -1,0 +1,179 @@
+"""The ONNX backend: an export folder of `tulu-quant export-onnx`, run with onnxruntime-genai.
+
+Scoring and generation both go through one onnxruntime-genai model (one session, the execution provider and session
+options of the folder's genai_config.json):
+
+- ``logits(ids)``: a generator sized to the sequence, ``append_tokens(ids)``, then ``get_output("logits")``, which holds
+  every position's logits, shape (1, len(ids), vocab). A plain onnxruntime InferenceSession fed an empty KV cache gives
+  the same numbers at the same speed (measured on the stand-in: 512 tokens in about 2 s either way on 2 threads), but
+  would be a second session with its own provider and KV-input plumbing; the genai path reuses the export's own.
+- ``generate``: onnxruntime-genai's search (greedy, or sampling with temperature / top_p, the same repetition penalty
+  as transformers, a random seed), one token at a time so each reaches ``on_token`` as it is produced.
+
+Tokenization uses the Hugging Face tokenizer files copied into the folder at export, so token ids are those of the
+torch backends. onnxruntime-genai ends a generation at the model's EOS (genai_config.json) by itself: when the EOS is
+not among ``stop_ids`` it is returned as the last token, as the torch backend would return it (but nothing follows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "dml", "webgpu")
+ONNX_SUFFIXES = (".onnx", ".data", ".onnx_data")
+
+
+# ------------------------------------------------------------------------------------------------------ pure helpers
+
+
+def search_options(settings: GenerationSettings, prompt_len: int, budget: int) -> dict[str, Any]:
+    """onnxruntime-genai search options for our settings. top_k is set to 0 (off): the builder writes top_k 50 into
+    genai_config.json, which the other backends do not apply."""
+    options: dict[str, Any] = {"max_length": prompt_len + budget, "do_sample": settings.temperature > 0,
+                               "repetition_penalty": settings.repetition_penalty, "top_k": 0}  # fmt: skip
+    if settings.temperature > 0:
+        options.update(temperature=settings.temperature, top_p=settings.top_p)
+    if settings.seed is not None:
+        options["random_seed"] = settings.seed
+    return options
+
+
+def session_overlay(threads: int | None) -> str | None:
+    if threads is None:
+        return None
+    return json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
+
+
+def onnx_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file() and p.suffix in ONNX_SUFFIXES)
+
+
+# ------------------------------------------------------------------------------------------------------ the backend
+
+
+class OnnxBackend:
+    """Score and generate with an onnxruntime-genai export. ``threads``: intra-op threads (None: onnxruntime's
+    default, all cores). ``device``: auto runs on the execution provider the folder was exported for."""
+
+    def __init__(self, path: Path, kind: str = "onnx", device: str = "auto", threads: int | None = None):
+        import numpy as np
+
+        if kind != "onnx":
+            raise ValueError(f"OnnxBackend handles kind 'onnx', not '{kind}'.")
+        if device not in DEVICES:
+            raise ValueError(f"device '{device}' is not one of {list(DEVICES)}.")
+        self.path, self.kind, self.device, self.threads = Path(path), kind, device, threads
+        config_path = self.path / "genai_config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no genai_config.json; pass a folder written by `tulu-quant export-onnx`.")
+        self.genai_config = json.loads(config_path.read_text())
+        self.context_length = int(self.genai_config["model"]["context_length"])
+        self.tokenizer = _load_tokenizer(self.path)
+        self._og = _import_genai()
+        self.model = _load_model(self._og, self.path, device, threads)
+        self._np = np
+
+    # ---------------------------------------------------------------------------------------------- scoring
+
+    def logits(self, ids: list[int]):
+        """float32 numpy array [len(ids), vocab]: the next-token logits at every position."""
+        if not ids:
+            raise ValueError("logits() needs at least one token id.")
+        if len(ids) > self.context_length:
+            raise ValueError(f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows.")
+        og, np = self._og, self._np
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids))
+        generator = og.Generator(self.model, params)
+        generator.append_tokens(np.asarray([ids], dtype=np.int32))
+        return np.asarray(generator.get_output("logits"))[0].astype(np.float32, copy=False)
+
+    # ---------------------------------------------------------------------------------------------- generation
+
+    def generate(self, ids: list[int], settings: GenerationSettings = GenerationSettings(),
+                 on_token: Callable[[int], bool | None] | None = None, stop_ids: tuple[int, ...] = ()) -> list[int]:  # fmt: skip
+        """New token ids after ``ids`` (a stop id that ended generation is not included). ``on_token(id)`` is called
+        for each returned id as it is produced; returning True stops generation after that id."""
+        if not ids:
+            raise ValueError("generate() needs a prompt of at least one token.")
+        budget = min(settings.max_new_tokens, self.context_length - len(ids))
+        if budget <= 0:
+            return []
+        og, np = self._og, self._np
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(**search_options(settings, len(ids), budget))
+        generator = og.Generator(self.model, params)
+        generator.append_tokens(np.asarray([ids], dtype=np.int32))
+        new: list[int] = []
+        while not generator.is_done() and len(new) < budget:
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if token in stop_ids:
+                break
+            new.append(token)
+            if on_token is not None and on_token(token):
+                break
+        return new
+
+    # ---------------------------------------------------------------------------------------------- facts
+
+    def size_bytes(self) -> int:
+        return onnx_size(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        record = self.path / "export.json"
+        export = json.loads(record.read_text()) if record.is_file() else {}
+        providers = self.genai_config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
+        return {"kind": self.kind, "path": str(self.path), "device": self.device, "threads": self.threads,
+                "providers": [next(iter(p)) for p in providers] or ["cpu"], "context_length": self.context_length,
+                "precision": export.get("precision"), "target": export.get("target"), "source": export.get("source"),
+                "size_bytes": self.size_bytes()}  # fmt: skip
+
+
+def genai_tokenizer_agrees(backend: OnnxBackend, text: str) -> bool:
+    """Whether onnxruntime-genai's own tokenizer (what apps using the folder directly get) encodes `text` to the same
+    ids as the Hugging Face tokenizer (special tokens aside)."""
+    hf = backend.tokenizer(text, add_special_tokens=False).input_ids
+    genai = [int(t) for t in backend._og.Tokenizer(backend.model).encode(text)]
+    special = set(backend.tokenizer.all_special_ids)
+    return [t for t in genai if t not in special] == hf
+
+
+# ------------------------------------------------------------------------------------------------------ library calls
+
+
+def _import_genai():
+    try:
+        import onnxruntime_genai as og
+    except ImportError as err:
+        raise ImportError(f"the ONNX backend needs onnxruntime-genai ({err}); pip install 'onnxruntime-genai>=0.18' "
+                          "(onnxruntime-genai-cuda for CUDA).") from None  # fmt: skip
+    return og
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _load_model(og, path: Path, device: str, threads: int | None):
+    config = og.Config(str(path))
+    overlay = session_overlay(threads)
+    if overlay:
+        config.overlay(overlay)
+    if device != "auto":
+        config.clear_providers()
+        if device != "cpu":
+            config.append_provider(device)
+    model = og.Model(config)
+    log.debug("loaded %s with onnxruntime-genai (device %s, threads %s)", path, device, threads)
+    return model

@@ -1,0 +1,279 @@
+"""Quantization quality on the stand-in: `python -m tulu_quant.bench_quant --out DIR [--jobs 2] [--only NAME ...]`.
+
+Every row is one model scored by the same protocol (DESIGN.md): wiki perplexity over 24 non-overlapping windows of 512
+tokens of the wiki evaluation split (the second half of the articles), weights computed in float32. GPTQ rows are made
+by this project's own stages (`calibrate` on the wiki calibration split, the first half; `quantize` through GPTQModel),
+then their checkpoint is dequantized (qweight, qzeros, scales, g_idx -> W) into a float32 model, so the rows differ only
+in their weights. RTN rows round each group of the fp16 weights to the nearest grid point (GPTQ's quantizer grid).
+
+Each row runs in its own process (peak RSS is that row's), writes DIR/rows/NAME.json and is reused by later runs (delete
+the file to measure it again); DIR/results.json and DIR/results.md hold the table of all rows present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+WINDOWS, WINDOW_LEN = 24, 512
+CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference figures' calibration (DESIGN.md)
+# GPTQModel 7.6's own defaults for a 4-bit g64 run: damp 0.05, group-aware reordering, bfloat16 forward on CPU.
+GPTQMODEL_DEFAULTS = {"bits": 4, "group_size": 64, "damp_percent": 0.05, "compute_dtype": "bfloat16"}
+
+# name -> (kind, quantize settings, calibrate settings, what it shows). Order = table order.
+ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
+    "fp16": ("fp16", {}, {}, "the stand-in's weights"),
+    "rtn-g64-sym": ("rtn", {"bits": 4, "group_size": 64, "sym": True}, {}, "round to nearest"),
+    "rtn-g64-asym": ("rtn", {"bits": 4, "group_size": 64, "sym": False}, {}, "round to nearest, zero points"),
+    "gptqmodel-g64-sym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": True}, {}, "GPTQModel 7.6 defaults"),
+    "gptqmodel-g64-asym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": False}, {}, "GPTQModel 7.6 defaults, asym"),
+    "asym-fp32": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": False, "compute_dtype": "float32"}, {},
+                  "+ float32 forward (our cpu default)"),
+    "asym-mse": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4}, {},
+                 "+ damp 0.01, clipping search"),
+    "asym-gptaq": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "gptaq_alpha": 0.25}, {},
+                   "+ damp 0.01, GPTAQ"),
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------ pure math
+
+
+def rtn(weight, bits: int, group_size: int, sym: bool):
+    """Round-to-nearest per group of `group_size` input columns, GPTQ's grid: levels 0..2^b-1, scale = range / maxq,
+    zero = (maxq + 1) / 2 (sym, range symmetric about 0) or round(-min / scale) (asym); the range always spans 0."""
+    import torch
+
+    maxq = 2**bits - 1
+    out = torch.empty_like(weight)
+    for start in range(0, weight.shape[1], group_size):
+        w = weight[:, start : start + group_size]
+        low = w.min(dim=1, keepdim=True).values.clamp(max=0)
+        high = w.max(dim=1, keepdim=True).values.clamp(min=0)
+        if sym:
+            high = torch.maximum(low.abs(), high)
+            low = -high
+        scale = ((high - low) / maxq).clamp(min=1e-12)
+        zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-low / scale)
+        out[:, start : start + group_size] = scale * (torch.clamp(torch.round(w / scale) + zero, 0, maxq) - zero)
+    return out
+
+
+def unpack(packed, bits: int, dim: int):
+    """int32 words -> the 32/bits integer codes each holds, along dim 0 (qweight rows) or 1 (qzeros columns)."""
+    import torch
+
+    if 32 % bits:
+        raise ValueError(f"{bits}-bit codes do not fill int32 words evenly; the bench dequantizes 2, 4 and 8 bits")
+    per_word = 32 // bits
+    shifts = torch.arange(per_word, dtype=torch.int32) * bits
+    words = packed.to(torch.int32)
+    if dim == 0:
+        codes = (words.unsqueeze(1) >> shifts.view(1, per_word, 1)) & (2**bits - 1)
+        return codes.reshape(words.shape[0] * per_word, words.shape[1])
+    codes = (words.unsqueeze(2) >> shifts.view(1, 1, per_word)) & (2**bits - 1)
+    return codes.reshape(words.shape[0], words.shape[1] * per_word)
+
+
+def dequantize(qweight, qzeros, scales, g_idx, bits: int):
+    """GPTQ v1 tensors -> W [out, in] in float32: W[:, i] = scale[g] * (q[i] - (z[g] + 1)), g = g_idx[i] (v1 stores
+    zero - 1)."""
+    codes = unpack(qweight, bits, 0).float()  # [in, out]
+    zeros = unpack(qzeros, bits, 1).float() + 1  # [groups, out]
+    groups = g_idx.long()
+    return ((codes - zeros[groups]) * scales.float()[groups]).t().contiguous()
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def float32_model(model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32").eval()
+
+
+def linear_modules(model):
+    return [(name, module) for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in LINEARS]
+
+
+def rtn_model(model_dir: Path, bits: int, group_size: int, sym: bool):
+    model = float32_model(model_dir)
+    for _, module in linear_modules(model):
+        module.weight.data = rtn(module.weight.data, bits, group_size, sym)
+    return model
+
+
+def dequantized_model(model_dir: Path, gptq_dir: Path, bits: int):
+    """The fp16 model's architecture with every linear replaced by the GPTQ checkpoint's dequantized weights."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for path in sorted(gptq_dir.glob("*.safetensors")):
+        state.update(load_file(path))
+    model = float32_model(model_dir)
+    for name, module in linear_modules(model):
+        parts = [state[f"{name}.{k}"] for k in ("qweight", "qzeros", "scales", "g_idx")]
+        module.weight.data = dequantize(*parts, bits)
+    return model
+
+
+def perplexity(model, windows: list[list[int]]) -> float:
+    import torch
+
+    from .eval.perplexity import token_nll
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids in windows:
+            nll = token_nll(model(torch.tensor([ids])).logits[0].float().numpy(), ids)
+            total, count = total + float(nll.sum()), count + len(nll)
+    return math.exp(total / count)
+
+
+def eval_windows(model_dir: Path) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    from .data import get_source
+    from .eval.perplexity import bos_id_of, make_windows, tokenize_documents
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenize_documents(tokenizer, get_source("wiki").documents("evaluation"))
+    return make_windows(ids, WINDOW_LEN, bos_id_of(tokenizer), WINDOWS).inputs
+
+
+# ------------------------------------------------------------------------------------------------------ one row
+
+
+def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
+    """Measure one row in this process; returns its JSON record."""
+    import torch
+
+    from .config import CalibrateConfig, QuantizeConfig, SourceWeight
+    from .progress import measure
+    from .stages import calibrate, quantize
+
+    torch.manual_seed(0)
+    kind, qsettings, csettings, note = ROWS[name]
+    record: dict[str, Any] = {"name": name, "kind": kind, "quantize": qsettings, "note": note}
+    windows = eval_windows(model_dir)
+    if kind == "fp16":
+        model = float32_model(model_dir)
+    elif kind == "rtn":
+        model = rtn_model(model_dir, qsettings["bits"], qsettings["group_size"], qsettings["sym"])
+    else:
+        ccfg = CalibrateConfig(mix=[SourceWeight(source="wiki")], **{**CALIBRATION, **csettings})
+        calib_dir = out / "calib" / f"n{ccfg.num_samples}-l{ccfg.seq_len}-s{ccfg.seed}"
+        calibrate.run(model_dir, calib_dir, ccfg, "tokenizer", [("wiki", "evaluation")])
+        qcfg = QuantizeConfig(**{"offload_to_disk": False, **qsettings})
+        gptq_dir = out / "gptq" / name
+        with measure() as usage:
+            result = quantize.run(model_dir, calib_dir, gptq_dir, qcfg, "tokenizer", force=True,
+                                  log_file=out / "logs" / f"{name}.log")  # fmt: skip
+        record.update(calibrate=ccfg.model_dump(mode="json"), quantize=qcfg.model_dump(mode="json"),
+                      seconds=round(result.seconds, 1), peak_rss=usage.peak_rss, bytes=result.bytes,
+                      mean_loss=result.mean_loss)  # fmt: skip
+        model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
+    record["wiki_ppl"] = round(perplexity(model, windows), 3)
+    record["windows"] = f"{len(windows)} x {len(windows[0])}"
+    return record
+
+
+# ------------------------------------------------------------------------------------------------------ the table
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    fp16 = next((r["wiki_ppl"] for r in records if r["kind"] == "fp16"), None)
+    rows = ["| row | settings | wiki ppl | vs fp16 | GPTQ seconds | peak RSS |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        q = r["quantize"]
+        settings = r["note"] if r["kind"] == "fp16" else (
+            f"{q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}"
+            + ("" if r["kind"] == "rtn" else _gptq_settings(r)) + f"; {r['note']}")  # fmt: skip
+        delta = f"+{100 * (r['wiki_ppl'] / fp16 - 1):.1f} %" if fp16 and r["kind"] != "fp16" else ""
+        seconds = f"{r['seconds']:.0f}" if "seconds" in r else ""
+        rss = f"{r['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in r else ""
+        rows.append(f"| {r['name']} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {rss} |")
+    return "\n".join(rows)
+
+
+def _gptq_settings(r: dict[str, Any]) -> str:
+    q, c = r["quantize"], r["calibrate"]
+    order = "act order" if q["desc_act"] else ("GAR" if q.get("act_group_aware") in (None, True) else "natural order")
+    extra = [f"damp {q['damp_percent']}", order, f"{q['compute_dtype']} forward"]
+    if q.get("mse"):
+        extra.append(f"mse {q['mse']}")
+    if q.get("static_groups"):
+        extra.append("static groups")
+    if not q.get("true_sequential", True):
+        extra.append("not true-sequential")
+    return f", {', '.join(extra)}, calibration {c['num_samples']} x {c['seq_len']}"
+
+
+def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str, Any]]:
+    records = [json.loads((out / "rows" / f"{n}.json").read_text()) for n in names if (out / "rows" / f"{n}.json").is_file()]
+    command = "python -m tulu_quant.bench_quant --out " + str(out)
+    (out / "results.json").write_text(json.dumps({"machine": machine(), "model": str(model_dir), "command": command,
+                                                  "rows": records}, indent=2))  # fmt: skip
+    md = (f"Wiki perplexity of the stand-in ({WINDOWS} windows x {WINDOW_LEN} tokens of the evaluation split, "
+          f"float32 compute); `{command}` on {machine()}.\n\n{table(records)}\n")  # fmt: skip
+    (out / "results.md").write_text(md)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench_quant", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--model", type=Path, help="fp16 model (default: the stand-in's HF conversion, built if needed)")
+    parser.add_argument("--only", action="append", choices=list(ROWS), help="measure only these rows (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows measured at once, each in its own process")
+    parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: measure one row here
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.model is None:
+        from .config import StandinConfig
+        from .standin import converted_model
+
+        args.model = converted_model(StandinConfig())[0]
+    out = args.out.resolve()
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    if args.row:
+        record = run_row(args.row, args.model, out)
+        (out / "rows" / f"{args.row}.json").write_text(json.dumps(record, indent=2))
+        return 0
+    names = args.only or list(ROWS)
+    todo = [n for n in names if not (out / "rows" / f"{n}.json").is_file()]
+
+    def measure_row(name: str) -> None:
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "tulu_quant.bench_quant", "--out", str(out), "--model", str(args.model), "--row", name]
+        with open(out / f"{name}.stderr.log", "w") as err:
+            code = subprocess.run(command, stderr=err, stdout=err).returncode
+        logging.info("%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED (exit {code}, see {err.name})",
+                     time.perf_counter() - start)  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(measure_row, todo))
+    for record in write_report(out, list(ROWS), args.model):
+        logging.info("%-24s wiki ppl %.2f", record["name"], record["wiki_ppl"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

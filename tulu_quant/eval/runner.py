@@ -1,0 +1,103 @@
+"""Run a suite's jobs on one artifact, resumably.
+
+Each finished job's result is written to the work folder (``<artifact>-<fingerprint>/<job>.json``) together with the
+key it was computed under: the artifact's fingerprint (every file's name, size and modification time), the job's
+settings and item hashes, the protocol version and, for jobs that compare with the reference, the reference's
+fingerprint. A rerun (after a kill, or for another candidate) reuses every result whose key still matches and loads
+the model only when something is left to compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..progress import NULL, Progress, captured
+from .results import JobResult
+from .suite import Job
+
+log = logging.getLogger(__name__)
+
+# Bump when a change to the metrics or prompts makes earlier cached results incomparable.
+PROTOCOL_VERSION = 1
+
+
+def fingerprint(path: Path) -> str:
+    """Identify an artifact by its files' names, sizes and modification times (hashing 26 GB would take minutes)."""
+    path = Path(path)
+    entries = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def cache_key(job: Job, artifact_print: str, reference_print: str | None) -> str:
+    payload = {"protocol": PROTOCOL_VERSION, "job": job.key, "settings": job.settings, "artifact": artifact_print,
+               "reference": reference_print if job.uses_reference else None}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_cached(file: Path, key: str) -> JobResult | None:
+    if not file.is_file():
+        return None
+    try:
+        stored = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        return None
+    if stored.get("cache_key") != key:
+        return None
+    result = JobResult.from_json(stored["result"])
+    if not all(Path(f).exists() for f in result.files):
+        return None
+    result.cached = True
+    return result
+
+
+def _write_cached(file: Path, key: str, result: JobResult) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"cache_key": key, "result": result.to_json()}))
+    os.replace(tmp, file)
+
+
+def evaluate_artifact(path: Path, role: str, jobs: list[Job], work: Path, load: Callable[[Path], Any],
+                      reference_results: dict[str, JobResult] | None = None, reference_print: str | None = None,
+                      progress: Progress = NULL, log_file: Path | None = None, label: str = "") -> dict[str, JobResult]:  # fmt: skip
+    """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible."""
+    artifact_print = fingerprint(path)
+    folder = work / f"{Path(path).name}-{artifact_print}"
+    backend = None
+    results: dict[str, JobResult] = {}
+    for index, job in enumerate(jobs, 1):
+        prefix = f"{label or Path(path).name} [{index}/{len(jobs)}] {job.label}"
+        if job.skipped:
+            results[job.key] = job.skipped_result()
+            log.info("%s: skipped (%s)", prefix, job.skipped)
+            continue
+        reference = (reference_results or {}).get(job.key)
+        if role == "candidate" and job.uses_reference and reference is None:
+            results[job.key] = job.skipped_result("the reference run has no result for it")
+            continue
+        key = cache_key(job, artifact_print, reference_print)
+        file = folder / f"{job.key}.json"
+        cached = _read_cached(file, key)
+        if cached is not None:
+            results[job.key] = cached
+            log.info("%s: cached (%s)", prefix, file)
+            continue
+        if backend is None:
+            log.info("loading %s", path)
+            with captured(log_file):
+                backend = load(path)
+        start = time.perf_counter()
+        with progress.task(prefix, total=job.total) as advance:
+            result = job.compute(backend, role, reference, folder, advance)
+        result.seconds = time.perf_counter() - start
+        _write_cached(file, key, result)
+        results[job.key] = result
+        log.info("%s: done in %.1f s", prefix, result.seconds)
+    return results

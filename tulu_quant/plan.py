@@ -1,0 +1,217 @@
+"""`tulu-quant plan`: memory estimates from a model's config.json alone (no weights are read).
+
+Quantizing (GPTQModel walks the decoder one layer at a time; what is resident at the peak, in bytes):
+
+    layer       = P_layer * b                          # the layer being quantized, in the compute dtype (b bytes)
+    embeddings  = V * d * b                            # embed_tokens runs on the device to capture layer 0's inputs
+    activations = 2 * N * L * d * b                    # every sample's layer input, and its output for the next layer
+    rotary      = 2 * N * L * head_dim * b             # each sample's cached rotary cos/sin (a layer-input kwarg)
+    forward     = L * (3 f + 4 d) * 4 + h * L^2 * b    # one sample's transient MLP/attention buffers
+    hessians    = sum_{linear in one step} in^2 * 4    # float32; a step is one true-sequential subset (q/k/v, o,
+                                                       #   gate/up, down), or the whole layer without true_sequential
+    solve       = (3 * out * in + in^2) * 4            # GPTQ on the largest linear: W, Q, the error, H^-1 in float32
+    workspace   = WORKSPACE_BYTES                      # GPTQModel's thread pools, logs and packing buffers
+    peak        = the sum of the above (+ the Python/torch/GPTQModel process on CPU, ~PROCESS_BYTES)
+
+Measured on CPU (tests/unit/test_plan.py): a 2-layer model (hidden 512, head_dim 128) with 128 x 256 calibration tokens
+peaked 193-258 MiB above the process's resting RSS over four runs, against 284 MiB estimated. The activations term is
+an upper bound: all inputs and all outputs are resident together only while a layer's last outputs are collected.
+
+Serving the quantized model (transformers / vLLM, weights + KV cache):
+
+    weights  = sum_linear [in * out * bits / 8  +  (in / g) * out * (2 + bits / 8)  +  in * 4]   # qweight, fp16 scales
+               + (V * d * 2) * (1 if tied else 2) + norms                                        # + packed zeros, g_idx
+    kv_cache = 2 * layers * kv_heads * head_dim * context * batch * 2                           # K and V in fp16
+    total    = weights + kv_cache + RUNTIME_BYTES (CUDA context, kernels' workspace, logits)
+
+The 13B estimate reproduces the published TheBloke/tulu-13B-GPTQ size (7.26 GB for 4-bit g128) within 1 %.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import parse_size
+from .progress import human_bytes
+
+# LLaMA-1 shapes (Touvron et al. 2023, table 2) with Tulu's vocabulary (32000 + <pad>); untied embeddings.
+LLAMA1 = {
+    "7B": {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32},
+    "13B": {"num_hidden_layers": 40, "hidden_size": 5120, "intermediate_size": 13824, "num_attention_heads": 40},
+    "30B": {"num_hidden_layers": 60, "hidden_size": 6656, "intermediate_size": 17920, "num_attention_heads": 52},
+    "65B": {"num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 22016, "num_attention_heads": 64},
+}
+for _shape in LLAMA1.values():
+    _shape.update(vocab_size=32001, tie_word_embeddings=False, max_position_embeddings=2048)
+
+CONSUMER_GPUS = {"12 GB": 12 * 2**30, "16 GB": 16 * 2**30, "24 GB": 24 * 2**30}
+RUNTIME_BYTES = 600 * 2**20  # CUDA context + cuBLAS/kernel workspace + logits; typical for one process on one GPU
+PROCESS_BYTES = 1_500 * 2**20  # Python + torch + transformers + GPTQModel resident on CPU before any model is loaded
+WORKSPACE_BYTES = 96 * 2**20  # GPTQModel's own working memory during quantize(): thread pools, logs, packing (CPU)
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Shape":
+        missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                               "vocab_size") if k not in config]  # fmt: skip
+        if missing:
+            raise ValueError(f"config.json lacks {', '.join(missing)}; plan needs a LLaMA-architecture config.")
+        heads = config["num_attention_heads"]
+        return cls(config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"], heads,
+                   config.get("num_key_value_heads") or heads, config.get("head_dim") or config["hidden_size"] // heads,
+                   config["vocab_size"], bool(config.get("tie_word_embeddings", False)))  # fmt: skip
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear of one layer."""
+        d, f, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+                "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}  # fmt: skip
+
+    def steps(self, true_sequential: bool) -> list[list[str]]:
+        if not true_sequential:
+            return [list(self.linears())]
+        return [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+
+    @property
+    def layer_params(self) -> int:
+        return sum(i * o for i, o in self.linears().values()) + 2 * self.hidden
+
+    @property
+    def params(self) -> int:
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return self.layers * self.layer_params + embeddings + self.hidden
+
+
+# ------------------------------------------------------------------------------------------------------ estimates
+
+
+def quantize_peak(shape: Shape, samples: int, seq_len: int, compute_bytes: int = 2,
+                  true_sequential: bool = True) -> dict[str, int]:  # fmt: skip
+    """Bytes resident on the quantizing device at GPTQModel's peak, by term (see the module docstring)."""
+    linears = shape.linears()
+    hessians = max(sum(linears[n][0] ** 2 * 4 for n in step) for step in shape.steps(true_sequential))
+    fan_in, fan_out = max(linears.values(), key=lambda io: io[0] * io[1])
+    return {
+        "layer": shape.layer_params * compute_bytes,
+        "embeddings": shape.vocab * shape.hidden * compute_bytes,
+        "activations": 2 * samples * seq_len * shape.hidden * compute_bytes,
+        "rotary": 2 * samples * seq_len * shape.head_dim * compute_bytes,
+        "forward": seq_len * (3 * shape.intermediate + 4 * shape.hidden) * 4 + shape.heads * seq_len**2 * compute_bytes,
+        "hessians": hessians,
+        "solve": (3 * fan_out * fan_in + fan_in**2) * 4,
+        "workspace": WORKSPACE_BYTES,
+    }
+
+
+def quantized_weight_bytes(shape: Shape, bits: int = 4, group_size: int = 128) -> int:
+    """Bytes of a GPTQ v1 checkpoint: packed codes, fp16 scales, packed zeros, g_idx, fp16 embeddings and norms."""
+    per_layer = 0
+    for fan_in, fan_out in shape.linears().values():
+        groups = 1 if group_size == -1 else -(-fan_in // group_size)
+        per_layer += fan_in * fan_out * bits // 8 + groups * fan_out * 2 + groups * fan_out * bits // 8 + fan_in * 4
+    per_layer += 2 * shape.hidden * 2
+    embeddings = shape.vocab * shape.hidden * 2 * (1 if shape.tied else 2)
+    return shape.layers * per_layer + embeddings + shape.hidden * 2
+
+
+def kv_cache_bytes(shape: Shape, context: int, batch: int = 1) -> int:
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * context * batch * 2
+
+
+def serve_bytes(shape: Shape, bits: int, group_size: int, context: int, batch: int) -> dict[str, int]:
+    return {"weights": quantized_weight_bytes(shape, bits, group_size), "kv_cache": kv_cache_bytes(shape, context, batch),
+            "runtime": RUNTIME_BYTES}  # fmt: skip
+
+
+@dataclass
+class Plan:
+    name: str
+    shape: Shape
+    quantize: dict[str, int]
+    serve: dict[str, int]
+    settings: dict[str, Any]
+
+    @property
+    def quantize_total(self) -> int:
+        return sum(self.quantize.values())
+
+    @property
+    def serve_total(self) -> int:
+        return sum(self.serve.values())
+
+
+def make_plan(name: str, config: dict[str, Any], bits: int = 4, group_size: int = 128, samples: int = 128,
+              seq_len: int = 2048, context: int | None = None, batch: int = 1, compute_bytes: int = 2) -> Plan:  # fmt: skip
+    shape = Shape.from_config(config)
+    context = context or config.get("max_position_embeddings") or seq_len
+    settings = {"bits": bits, "group_size": group_size, "samples": samples, "seq_len": seq_len, "context": context,
+                "batch": batch, "compute_bytes": compute_bytes}  # fmt: skip
+    return Plan(name, shape, quantize_peak(shape, samples, seq_len, compute_bytes),
+                serve_bytes(shape, bits, group_size, context, batch), settings)  # fmt: skip
+
+
+def read_config(model: str) -> tuple[str, dict[str, Any]]:
+    """A model directory's config.json, or a LLaMA-1 size name from the table (7B, 13B, 30B, 65B)."""
+    if model.upper() in LLAMA1:
+        return f"LLaMA-1 {model.upper()}", LLAMA1[model.upper()]
+    path = Path(model).expanduser() / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; pass a model directory with config.json or one of {list(LLAMA1)}.")
+    return str(Path(model)), json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def fits(total: int, memory: int) -> str:
+    return "yes" if total <= memory else "no"
+
+
+def format_plan(plan: Plan, gpus: dict[str, int]) -> str:
+    s = plan.settings
+    lines = [f"{plan.name}: {plan.shape.params / 1e9:.2f} B parameters, {plan.shape.layers} layers, hidden "
+             f"{plan.shape.hidden}, intermediate {plan.shape.intermediate}",
+             f"quantize ({s['samples']} x {s['seq_len']} calibration tokens, {s['compute_bytes']}-byte compute): peak "
+             f"{human_bytes(plan.quantize_total)} on the device (+ ~{human_bytes(PROCESS_BYTES)} process on CPU)",
+             "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.quantize.items()),
+             f"serve {s['bits']}-bit g{s['group_size']} at context {s['context']} x batch {s['batch']}: "
+             f"{human_bytes(plan.serve_total)}",
+             "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.serve.items())]  # fmt: skip
+    lines.append("  fits: " + ", ".join(f"{gpu} serve {fits(plan.serve_total, mem)} / quantize "
+                                        f"{fits(plan.quantize_total, mem)}" for gpu, mem in gpus.items()))  # fmt: skip
+    return "\n".join(lines)
+
+
+def family_table(gpus: dict[str, int], bits: int = 4, group_size: int = 128, context: int = 2048, batch: int = 1,
+                 samples: int = 128, seq_len: int = 2048) -> str:  # fmt: skip
+    """Markdown table: each LLaMA-1 size, its serving and quantizing memory, and which GPUs fit it."""
+    head = ["model", f"{bits}-bit g{group_size} weights", "KV cache", "serve", "quantize peak",
+            *[f"{gpu} serve/quantize" for gpu in gpus]]  # fmt: skip
+    rows = [head, ["---"] * len(head)]
+    for name, config in LLAMA1.items():
+        plan = make_plan(name, config, bits, group_size, samples, seq_len, context, batch)
+        rows.append([name, human_bytes(plan.serve["weights"]), human_bytes(plan.serve["kv_cache"]),
+                     human_bytes(plan.serve_total), human_bytes(plan.quantize_total),
+                     *[f"{fits(plan.serve_total, m)}/{fits(plan.quantize_total, m)}" for m in gpus.values()]])  # fmt: skip
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def gpu_list(extra: str | None) -> dict[str, int]:
+    gpus = dict(CONSUMER_GPUS)
+    if extra:
+        gpus[f"{extra} (--gpu-mem)"] = parse_size(extra)
+    return gpus

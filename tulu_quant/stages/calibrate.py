@@ -1,0 +1,250 @@
+"""Build the GPTQ calibration set: N samples of L tokens drawn deterministically from a weighted mix of data sources.
+
+    for each source s of the mix (weight w_s):
+        documents_s  = s.documents(split)                      # text sources
+                     | render(c, chat_format) for c in s.conversations(split)   # chat sources, with the answers
+        stream_s     = tokenize("\\n\\n".join(documents_s))      # no special tokens
+        windows_s    = non-overlapping slices of L tokens (L-1 after BOS when the tokenizer starts with BOS)
+        n_s          = round(N * w_s / sum w)                  # largest remainder, so sum n_s = N
+        samples     += n_s windows drawn without replacement by Random(f"{seed}:{s}:{split}")
+    input_ids [N, L] int64, shuffled by the seed
+
+Output ``calib/``: ``calibration.safetensors`` (input_ids) and ``calibration.json`` (the mix, samples per source, the
+sha256 of the tokenizer files, the seed). A folder made from the same config, chat format and tokenizer is reused.
+The calibration splits must be disjoint from the evaluation splits (``tulu_quant.data.check_disjoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import TOKENIZER_FILES, atomic_dir
+from ..config import CalibrateConfig, RunConfig, config_hash
+from ..progress import NULL, Progress, human_seconds, measure
+
+log = logging.getLogger(__name__)
+
+SAMPLES_FILE = "calibration.safetensors"
+RECORD_FILE = "calibration.json"
+DOCUMENT_SEPARATOR = "\n\n"
+
+
+class CalibrateError(ValueError):
+    """A calibration set that cannot be built as configured: one sentence naming the key/source and what to do."""
+
+
+@dataclass
+class CalibrateResult:
+    out: Path
+    num_samples: int
+    seq_len: int
+    counts: dict[str, int]  # "source:split" -> samples drawn from it
+    tokenizer_sha256: str
+    reused: bool
+    seconds: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        mix = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        verb = "reused" if self.reused else f"built in {human_seconds(self.seconds)}"
+        return f"calibration set {self.num_samples} x {self.seq_len} tokens ({mix}) {verb}: {self.out}"
+
+
+# ------------------------------------------------------------------------------------------------------ pure helpers
+
+
+def allocate(total: int, weights: list[float]) -> list[int]:
+    """Split `total` samples in proportion to weights (largest remainder: the counts sum to total exactly)."""
+    mass = sum(weights)
+    exact = [total * w / mass for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def cut_windows(ids: list[int], seq_len: int, bos_id: int | None) -> list[list[int]]:
+    """Non-overlapping windows of seq_len model inputs ([BOS] + seq_len-1 tokens when bos_id is given)."""
+    text_len = seq_len - 1 if bos_id is not None else seq_len
+    prefix = [bos_id] if bos_id is not None else []
+    return [prefix + ids[i : i + text_len] for i in range(0, len(ids) - text_len + 1, text_len)]
+
+
+def draw(windows: list[list[int]], count: int, seed: str) -> list[list[int]]:
+    """`count` windows without replacement, in stream order, chosen by a string-seeded RNG (stable across runs)."""
+    picks = sorted(random.Random(seed).sample(range(len(windows)), count))
+    return [windows[i] for i in picks]
+
+
+def tokenizer_sha256(model_dir: Path) -> str:
+    """sha256 over the tokenizer files present in model_dir (name and content, in a fixed order)."""
+    digest = hashlib.sha256()
+    found = [name for name in sorted(TOKENIZER_FILES) if (Path(model_dir) / name).is_file()]
+    if not found:
+        raise CalibrateError(f"{model_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...); pass a model "
+                             "directory that holds its tokenizer.")  # fmt: skip
+    for name in found:
+        digest.update(name.encode() + b"\0" + (Path(model_dir) / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def bos_prefix(tokenizer) -> int | None:
+    """The BOS id when the tokenizer starts encoded text with it (LLaMA does, SmolLM2 does not)."""
+    bos = tokenizer.bos_token_id
+    probe = tokenizer("a").input_ids if bos is not None else []
+    return bos if probe and probe[0] == bos else None
+
+
+def max_positions(model_dir: Path) -> int | None:
+    path = Path(model_dir) / "config.json"
+    return json.loads(path.read_text()).get("max_position_embeddings") if path.is_file() else None
+
+
+def reuse_key(cfg: CalibrateConfig, chat_format: str, tokenizer_hash: str) -> str:
+    return config_hash(cfg, {"chat_format": chat_format, "tokenizer_sha256": tokenizer_hash})
+
+
+# ------------------------------------------------------------------------------------------------------ sources
+
+
+def source_documents(name: str, split: str, tokenizer, chat_format: str) -> list[str]:
+    """A source's split as plain text documents; chat conversations rendered with the answers (no generation prompt)."""
+    from ..chat import render
+    from ..data import get_source
+
+    source = get_source(name)
+    if source.kind == "chat":
+        return [render(conv, tokenizer, chat_format, add_generation_prompt=False) for conv in source.conversations(split)]
+    return source.documents(split)
+
+
+def source_samples(name: str, split: str, count: int, cfg: CalibrateConfig, tokenizer, chat_format: str,
+                   bos_id: int | None) -> list[list[int]]:  # fmt: skip
+    documents = source_documents(name, split, tokenizer, chat_format)
+    ids = tokenizer(DOCUMENT_SEPARATOR.join(documents), add_special_tokens=False).input_ids
+    windows = cut_windows(ids, cfg.seq_len, bos_id)
+    if len(windows) < count:
+        raise CalibrateError(f"calibrate.mix: source '{name}' split '{split}' holds {len(ids)} tokens, {len(windows)} "
+                             f"windows of {cfg.seq_len}, but {count} samples are drawn from it; lower num_samples or "
+                             "seq_len, lower its weight, or add sources.")  # fmt: skip
+    return draw(windows, count, f"{cfg.seed}:{name}:{split}")
+
+
+# ------------------------------------------------------------------------------------------------------ the stage
+
+
+def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), chat_format: str = "tulu",
+        evaluation: list[tuple[str, str]] = (), force: bool = False, progress: Progress = NULL) -> CalibrateResult:  # fmt: skip
+    """Build (or reuse) out/calibration.safetensors from model_dir's tokenizer; refuses sources that overlap the
+    evaluation (source, split) pairs."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    from ..data import check_disjoint
+
+    model_dir, out = Path(model_dir), Path(out)
+    pairs = [(s.source, s.split) for s in cfg.mix]
+    check_disjoint(pairs, list(evaluation))
+    positions = max_positions(model_dir)
+    if positions is not None and cfg.seq_len > positions:
+        raise CalibrateError(f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "
+                             f"({positions}, {model_dir / 'config.json'}); lower seq_len.")  # fmt: skip
+    tok_hash = tokenizer_sha256(model_dir)
+    key = reuse_key(cfg, chat_format, tok_hash)
+    existing = _load_record(out)
+    if existing is not None and not force:
+        if existing.get("key") == key and (out / SAMPLES_FILE).is_file():
+            log.info("calibrate: %s matches this config and tokenizer; reusing it", out)
+            return _result(out, existing, reused=True)
+        raise FileExistsError(f"{out} holds a calibration set made with other settings or another tokenizer; choose "
+                              "another --out or pass --force to rebuild it.")  # fmt: skip
+
+    counts = allocate(cfg.num_samples, [s.weight for s in cfg.mix])
+    for spec, count in zip(cfg.mix, counts):
+        if count == 0:
+            raise CalibrateError(f"calibrate.mix: source '{spec.source}' gets 0 of {cfg.num_samples} samples at weight "
+                                 f"{spec.weight}; raise its weight or num_samples, or remove it.")  # fmt: skip
+    with measure() as usage:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        bos_id = bos_prefix(tokenizer)
+        samples: list[list[int]] = []
+        with progress.task("calibrate", total=len(cfg.mix), unit="source") as advance:
+            for spec, count in zip(cfg.mix, counts):
+                samples += source_samples(spec.source, spec.split, count, cfg, tokenizer, chat_format, bos_id)
+                advance(1, source=spec.source)
+        random.Random(cfg.seed).shuffle(samples)
+        record = {
+            "key": key, "num_samples": cfg.num_samples, "seq_len": cfg.seq_len, "seed": cfg.seed,
+            "chat_format": chat_format, "bos": bos_id is not None, "tokenizer_sha256": tok_hash,
+            "mix": [s.model_dump(mode="json") for s in cfg.mix],
+            "counts": {f"{s.source}:{s.split}": n for s, n in zip(cfg.mix, counts)},
+            "evaluation": [list(p) for p in evaluation], "model": str(model_dir.resolve()),
+        }  # fmt: skip
+        with atomic_dir(out, force=True) as tmp:
+            save_file({"input_ids": torch.tensor(samples, dtype=torch.int64)}, tmp / SAMPLES_FILE,
+                      metadata={"seq_len": str(cfg.seq_len), "seed": str(cfg.seed)})  # fmt: skip
+            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    result = _result(out, record, reused=False)
+    result.seconds = usage.seconds
+    return result
+
+
+def load_samples(calib_dir: Path):
+    """input_ids [N, L] int64 of a calibration folder."""
+    from safetensors.torch import load_file
+
+    path = Path(calib_dir) / SAMPLES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no calibration set; run `tulu-quant calibrate --model DIR --out {calib_dir}`.")
+    return load_file(path)["input_ids"]
+
+
+def _load_record(out: Path) -> dict[str, Any] | None:
+    path = out / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def _result(out: Path, record: dict[str, Any], reused: bool) -> CalibrateResult:
+    return CalibrateResult(out, record["num_samples"], record["seq_len"], record["counts"], record["tokenizer_sha256"],
+                           reused, record=record)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------ pipeline
+
+
+def evaluation_pairs(cfg: RunConfig) -> list[tuple[str, str]]:
+    """The (source, split) pairs the validate stage scores: its suite's perplexity sources."""
+    from ..config import load_suite
+
+    suite = load_suite(cfg.validate_.suite)
+    return [(source, suite.perplexity.split) for source in suite.perplexity.sources]
+
+
+def step(cfg: RunConfig, ctx):
+    from ..pipeline import Step
+
+    out = ctx.out("calibrate")
+    model_dir = ctx.produced("recover")
+    evaluation = evaluation_pairs(cfg)
+
+    def work() -> dict[str, Any]:
+        result = run(model_dir, out, cfg.calibrate, cfg.model.chat_format, evaluation, force=True, progress=ctx.progress)
+        return {"samples": result.num_samples, "seq_len": result.seq_len, "counts": result.counts,
+                "tokenizer_sha256": result.tokenizer_sha256}  # fmt: skip
+
+    config = {**cfg.calibrate.model_dump(mode="json"), "chat_format": cfg.model.chat_format, "evaluation": evaluation}
+    return Step("calibrate", [model_dir], [out], config, work,
+                lambda s: f"{s['samples']} x {s['seq_len']} tokens ({', '.join(f'{k} {v}' for k, v in s['counts'].items())})")  # fmt: skip

@@ -1,0 +1,230 @@
+"""Validate artifacts against the full-precision reference: perplexity, KL divergence, benchmarks, gates, a report.
+
+    reference, candidates  -> the same suite on each (tulu_quant.eval), resumable from the work folder
+    candidate vs reference -> paired deltas with 95% intervals, gates from the config
+    report_dir             -> report.json (every number), report.md (a table per candidate), report.png
+
+A violated gate raises GateFailed after the report is written (the CLI exits non-zero and names the gate). The work
+folder ``.<report>.work`` beside the report keeps each finished benchmark, so a killed or repeated run only computes
+what is missing; delete it to start from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends import detect_kind, load_backend
+from ..chat import TULU_TEMPLATE
+from ..checkpoint import atomic_dir, dir_size, refuse_existing
+from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite
+from ..manifest import library_versions
+from ..progress import NULL, Progress, human_seconds, measure
+
+log = logging.getLogger(__name__)
+
+
+class GateFailed(RuntimeError):
+    """A candidate violated a quality gate; the message names each violated gate."""
+
+
+@dataclass
+class ValidateResult:
+    report_dir: Path
+    report: dict[str, Any]
+    failed: list[str] = field(default_factory=list)  # "candidate: gate -> detail"
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = []
+        for cand in self.report["candidates"]:
+            metrics = cand["metrics"]
+            shown = [f"{k} {metrics[k]['value']:.3g}" for k in ("ppl.wiki", "kl_mean", "mmlu_0shot")
+                     if k in metrics and metrics[k]["value"] is not None]  # fmt: skip
+            parts.append(f"{cand['name']}: {'passed' if cand['passed'] else 'FAILED'} ({', '.join(shown)})")
+        return f"report in {self.report_dir} after {human_seconds(self.seconds)}; " + ("; ".join(parts) or "reference only")
+
+
+# ------------------------------------------------------------------------------------------------------ pure helpers
+
+
+def resolve_chat_format(requested: str, tokenizer) -> str:
+    """auto: the tokenizer's own template when it ships one other than Tulu's, else the tulu format."""
+    if requested != "auto":
+        return requested
+    template = getattr(tokenizer, "chat_template", None)
+    return "tokenizer" if template and template != TULU_TEMPLATE else "tulu"
+
+
+def context_length_of(path: Path, cfg: ValidateConfig) -> int:
+    if cfg.context_length is not None:
+        return cfg.context_length
+    config = path / "config.json"
+    length = json.loads(config.read_text()).get("max_position_embeddings") if config.is_file() else None
+    if not length:
+        raise ConfigError(f"{path}: config.json has no max_position_embeddings; set validate.context_length.")
+    return int(length)
+
+
+def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
+    """(source, split) of everything the suite scores, for tulu_quant.data.check_disjoint. AlpacaFarm's instructions
+    are built over the perplexity sources' evaluation text; MMLU's few-shot pool (mmlu:calibration) is shown, not scored."""
+    pairs = [(source, suite.perplexity.split) for source in suite.perplexity.sources]
+    benchmarks = (("mmlu", suite.mmlu.enabled), ("gsm8k", suite.gsm.enabled), ("bbh", suite.bbh.enabled),
+                  ("tydiqa", suite.tydiqa.enabled), ("humaneval", suite.codex.enabled))  # fmt: skip
+    return pairs + [(name, "evaluation") for name, enabled in benchmarks if enabled]
+
+
+def artifact_info(path: Path) -> dict[str, Any]:
+    config = path / "config.json"
+    quant_file = path / "quantize_config.json"
+    quant = json.loads(quant_file.read_text()) if quant_file.is_file() else None
+    if quant is None and config.is_file():
+        quant = json.loads(config.read_text()).get("quantization_config")
+    return {"kind": detect_kind(path), "size_bytes": dir_size(path), "quantization": quant}
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _metrics(results) -> dict[str, Any]:
+    return {m.key: m for result in results.values() for m in result.metrics}
+
+
+def _timings(results) -> dict[str, Any]:
+    return {k: {"seconds": round(r.seconds, 2), "cached": r.cached, "skipped": all(m.skipped for m in r.metrics) and
+                bool(r.metrics)} for k, r in results.items()}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------ the stage
+
+
+def run(reference: Path, candidates: list[Path], report_dir: Path, cfg: ValidateConfig = ValidateConfig(),
+        suite: SuiteConfig | None = None, calibration: list[tuple[str, str]] = (), force: bool = False,
+        progress: Progress = NULL, log_file: Path | None = None) -> ValidateResult:  # fmt: skip
+    from transformers import AutoTokenizer
+
+    from .. import data
+    from ..eval.report import markdown, report_json, unmatched_gates
+    from ..eval.runner import evaluate_artifact, fingerprint
+    from ..eval.suite import build_jobs
+
+    reference, candidates, report_dir = Path(reference), [Path(c) for c in candidates], Path(report_dir)
+    refuse_existing(report_dir, force)
+    kinds = {path: detect_kind(path) for path in [reference, *candidates]}  # a clear error for a non-model folder
+    suite = suite or load_suite(cfg.suite)
+    evaluation = evaluated_material(suite)
+    data.check_disjoint(list(calibration), evaluation)
+    with measure() as usage:
+        tokenizer = AutoTokenizer.from_pretrained(reference)
+        _check_tokenizers(tokenizer, reference, candidates)
+        fmt = resolve_chat_format(cfg.chat_format, tokenizer)
+        context = context_length_of(reference, cfg)
+        jobs = build_jobs(suite, cfg, fmt, tokenizer, context)
+        missing = unmatched_gates(cfg.gates, [key for job in jobs for key, *_ in job.metrics])
+        if missing:
+            raise ConfigError(f"validate.gates: {missing} match no metric of suite '{cfg.suite}'; use keys such as "
+                              f"{[key for job in jobs for key, *_ in job.metrics][:8]}.")  # fmt: skip
+
+        def load(path: Path):
+            options = {"device": cfg.device} if kinds[path] in ("torch", "gptq") else {}
+            return load_backend(path, kinds[path], **options)
+
+        work = report_dir.parent / f".{report_dir.name}.work"
+        names = unique_names([reference, *candidates])
+        common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
+        ref_results = evaluate_artifact(reference, "reference", jobs, label=f"reference {names[0]}", **common)
+        ref_entry = {"name": names[0], "path": str(reference), "info": artifact_info(reference),
+                     "metrics": _metrics(ref_results), "timings": _timings(ref_results)}  # fmt: skip
+        ref_print = fingerprint(reference)
+        entries = [_candidate_entry(path, name, evaluate_artifact(path, "candidate", jobs, reference_results=ref_results,
+                                    reference_print=ref_print, label=name, **common), ref_entry, cfg, suite)
+                   for path, name in zip(candidates, names[1:])]  # fmt: skip
+        failed = [f"{e['name']}: {g.gate} -> {g.detail}" for e in entries for g in e["gates"] if g.status == "fail"]
+        protocol = {"suite_name": cfg.suite, "suite": suite.model_dump(mode="json"), "chat_format": fmt,
+                    "context_length": context, "calibration": [list(p) for p in calibration], "evaluation": evaluation,
+                    "validate": cfg.model_dump(mode="json"), "jobs": [job.key for job in jobs],
+                    "data": {job.key: job.settings for job in jobs},
+                    "skipped": {job.key: job.skipped for job in jobs if job.skipped},
+                    "sources": {s: data.get_source(s).describe([suite.perplexity.split]) for s in suite.perplexity.sources
+                                if not any(j.skipped for j in jobs if j.key == f"ppl.{s}")}}  # fmt: skip
+        report = report_json(ref_entry, entries, protocol, library_versions())
+        _write(report_dir, report, markdown(ref_entry, entries, protocol), entries, force)
+    result = ValidateResult(report_dir, report, failed, usage.seconds)
+    log.info(result.summary())
+    if failed:
+        raise GateFailed(f"{len(failed)} quality gate(s) violated (see {report_dir / 'report.md'}): " + "; ".join(failed))
+    return result
+
+
+def _candidate_entry(path: Path, name: str, results, ref_entry: dict[str, Any], cfg: ValidateConfig,
+                     suite: SuiteConfig) -> dict[str, Any]:  # fmt: skip
+    """A candidate's metrics, its paired deltas against the reference and its gate outcomes."""
+    from ..eval.report import check_gates
+    from ..eval.results import compare
+
+    metrics = _metrics(results)
+    deltas = {}
+    for key, metric in metrics.items():
+        if key in ref_entry["metrics"]:
+            delta = compare(ref_entry["metrics"][key], metric, suite.bootstrap_samples, suite.seed)
+            if delta is not None:
+                deltas[key] = delta
+    return {"name": name, "path": str(path), "info": artifact_info(path), "metrics": metrics, "deltas": deltas,
+            "gates": check_gates(cfg.gates, metrics, deltas), "timings": _timings(results)}  # fmt: skip
+
+
+def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> None:
+    """Perplexity windows and KL compare token by token: every candidate must tokenize as the reference does."""
+    from transformers import AutoTokenizer
+
+    vocab = tokenizer.get_vocab()
+    for path in candidates:
+        if AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
+            raise ValueError(f"{path}: its tokenizer differs from the reference's ({reference}); validate compares "
+                             "artifacts of one model, which share a tokenizer.")  # fmt: skip
+
+
+def _write(report_dir: Path, report: dict[str, Any], md: str, entries: list[dict[str, Any]], force: bool) -> None:
+    from ..eval.chart import write_chart
+    from ..eval.report import write_json
+
+    with atomic_dir(report_dir, force) as tmp:
+        write_json(tmp / "report.json", report)
+        (tmp / "report.md").write_text(md)
+        if not write_chart(tmp / "report.png", entries) and entries:
+            log.warning("report.png not drawn: matplotlib is not installed (pip install matplotlib)")
+
+
+# ------------------------------------------------------------------------------------------------------ pipeline
+
+
+def step(cfg: RunConfig, ctx):
+    from ..pipeline import Step
+
+    reference = ctx.produced("recover")
+    candidates = [path for stage in ("quantize", "export_onnx") if stage in cfg.stages
+                  and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()]  # fmt: skip
+    updates = {"context_length": cfg.validate_.context_length or cfg.model.context_length}
+    if cfg.validate_.chat_format == "auto":
+        updates["chat_format"] = cfg.model.chat_format
+    vcfg = cfg.validate_.model_copy(update=updates)
+    suite = load_suite(vcfg.suite)
+    calibration = [(m.source, m.split) for m in cfg.calibrate.mix]
+    out = ctx.out("validate")
+
+    def work() -> dict[str, Any]:
+        result = run(reference, candidates, out, vcfg, suite, calibration, force=True, progress=ctx.progress,
+                     log_file=ctx.log_file)  # fmt: skip
+        return {"candidates": {c["name"]: {k: m["value"] for k, m in c["metrics"].items()} | {"passed": c["passed"]}
+                               for c in result.report["candidates"]},
+                "reference": {k: m["value"] for k, m in result.report["reference"]["metrics"].items()}}  # fmt: skip
+
+    config = {"validate": vcfg.model_dump(mode="json"), "suite": suite.model_dump(mode="json"), "calibration": calibration}
+    return Step("validate", [reference, *candidates], [out], config, work,
+                lambda s: ", ".join(f"{n}: {'passed' if v['passed'] else 'FAILED'}" for n, v in s["candidates"].items()))  # fmt: skip
