@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-STAGE_ORDER = ("standin", "recover", "calibrate", "quantize", "validate", "export_onnx", "publish")
-StageName = Literal["standin", "recover", "calibrate", "quantize", "validate", "export_onnx", "publish"]
+# ONNX export comes before validation so that the report (and the model card) covers every artifact.
+STAGE_ORDER = ("standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish")
+StageName = Literal["standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish"]
 Dtype = Literal["float16", "bfloat16", "float32"]
 # Semantic checks of `recover` that an expert may switch off (structural errors cannot be skipped: no output is possible).
 RecoverCheck = Literal["keys", "config", "diff-scale", "finite", "verify"]

@@ -33,7 +33,7 @@ def quality(cand: dict[str, Any] | None) -> tuple[str, str, str]:
     if cand is None:
         return "-", "-", "-"
     deltas = cand.get("deltas", {})
-    ppl = [f"{k.removeprefix('ppl_')} {d['delta_pct']:+.1f}%" for k, d in deltas.items() if k.startswith("ppl_") and d.get("delta_pct") is not None]
+    ppl = [f"{k.removeprefix('ppl.')} {d['delta_pct']:+.1f}%" for k, d in deltas.items() if k.startswith("ppl.") and d.get("delta_pct") is not None]
     kl = cand["metrics"].get("kl_mean", {}).get("value")
     bench = [f"{SHORT.get(k, k)} {d['delta']:+.1f}{'' if d['within_noise'] else '*'}" for k, d in deltas.items() if k in SHORT]
     failed = [g["metric"] for g in cand.get("gates", []) if g["status"] == "fail"]

@@ -32,16 +32,16 @@ def artifacts(tmp_path):
     report_dir.mkdir()
     report = {
         "protocol": {"suite_name": "quick", "context_length": 2048},
-        "reference": {"metrics": {"ppl_wiki": metric("ppl_wiki", "wiki perplexity", 5.0912, "ppl"),
+        "reference": {"metrics": {"ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.0912, "ppl"),
                                   "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 49.25)}},
         "candidates": [{
             "path": str(model), "name": "gptq",
-            "metrics": {"ppl_wiki": metric("ppl_wiki", "wiki perplexity", 5.2047, "ppl"),
+            "metrics": {"ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.2047, "ppl"),
                         "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 48.75),
                         "gsm_cot": metric("gsm_cot", "GSM CoT", None, skipped="gsm8k data unavailable offline")},
-            "deltas": {"ppl_wiki": {"delta": 0.1135, "delta_pct": 2.23, "ci": [1.9, 2.6], "ci_unit": "%", "within_noise": False},
+            "deltas": {"ppl.wiki": {"delta": 0.1135, "delta_pct": 2.23, "ci": [1.9, 2.6], "ci_unit": "%", "within_noise": False},
                        "mmlu_0shot": {"delta": -0.5, "delta_pct": None, "ci": [-1.4, 0.4], "ci_unit": "points", "within_noise": True}},
-            "gates": [{"metric": "ppl_wiki", "status": "pass"}],
+            "gates": [{"metric": "ppl.wiki", "status": "pass"}],
         }],
     }  # fmt: skip
     (report_dir / "report.json").write_text(json.dumps(report))

@@ -1,0 +1,128 @@
+"""The whole pipeline on the stand-in with reduced settings: every stage, the manifest, the summary, the model card;
+then a run killed in the middle of a stage resumes and produces the same files, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tulu_quant.config import load_config
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "tulu-quant")
+
+SUITE = {
+    "description": "integration test", "seed": 0, "bootstrap_samples": 200,
+    "perplexity": {"sources": ["wiki"], "split": "evaluation", "max_windows": 4, "kl_windows": 2},
+    "mmlu": {"shots": [0], "subjects": 1, "per_subject": 3, "max_prompt_tokens": 512},
+    "gsm": {"enabled": False}, "bbh": {"enabled": False}, "tydiqa": {"enabled": False},
+    "codex": {"problems": 1, "sampled_problems": 1, "samples": 2, "pass_at": [2], "max_new_tokens": 48},
+    "alpaca": {"instructions": 1, "max_new_tokens": 16},
+}  # fmt: skip
+
+
+def reduced_config(tmp: Path) -> Path:
+    data = yaml.safe_load((ROOT / "configs" / "standin.yaml").read_text())
+    data["run_dir"] = str(tmp / "run")
+    data["recover"]["verify"] = False
+    data["calibrate"].update(num_samples=16, seq_len=256)
+    (tmp / "suite.yaml").write_text(yaml.safe_dump(SUITE))
+    data["validate"] = {"suite": str(tmp / "suite.yaml"),
+                        "gates": [{"metric": "ppl.*", "max_increase_pct": 50.0, "outside_noise_only": False}]}  # fmt: skip
+    path = tmp / "standin-test.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run(config: Path, *extra: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "-q", "run", "--config", str(config), *extra], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)  # fmt: skip
+
+
+def output_hashes(run_dir: Path, stages) -> dict[str, str]:
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    return {f: v["sha256"] for s in stages for f, v in manifest[s]["outputs"].items()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    config = reduced_config(tmp)
+    done = run(config)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return config, load_config(config).run_dir, done
+
+
+def test_every_stage_ran_and_is_recorded(finished):
+    config, run_dir, done = finished
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert list(manifest) == ["standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish"]
+    for name, entry in manifest.items():
+        assert entry["status"] == "done" and entry["outputs"] and entry["seconds"] >= 0 and entry["peak_rss_bytes"] > 0
+    assert (run_dir / "gptq" / "quantize_config.json").is_file() and (run_dir / "onnx" / "genai_config.json").is_file()
+    summary = done.stderr
+    for label in ("fp16 (reference)", "GPTQ", "ONNX", "smaller", "publishable folder"):
+        assert label in summary, label
+    # A second run skips everything.
+    again = run(config)
+    assert again.returncode == 0 and again.stderr.count("skipped") >= 7
+
+
+def test_model_card_carries_the_measured_numbers(finished):
+    _, run_dir, _ = finished
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    card = (run_dir / "publish" / "README.md").read_text()
+    gptq = next(c for c in report["candidates"] if Path(c["path"]).name == "gptq")
+    ppl = gptq["metrics"]["ppl.wiki"]["value"]
+    reference = report["reference"]["metrics"]["ppl.wiki"]["value"]
+    assert f"{ppl:.3f}" in card and f"{reference:.3f}" in card
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "license: apache-2.0" in card
+    sums = (run_dir / "publish" / "SHA256SUMS").read_text()
+    assert "model.safetensors" in sums and "onnx/genai_config.json" in sums
+
+
+def test_killed_run_resumes_with_the_same_hashes(finished, tmp_path):
+    config, run_dir, _ = finished
+    # A copy of the finished run that must redo quantize and everything after it.
+    data = yaml.safe_load(config.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    resumed_config = tmp_path / "resume.yaml"
+    resumed_config.write_text(yaml.safe_dump(data))
+    shutil.copytree(run_dir, tmp_path / "run", symlinks=True)
+    later = ["quantize", "export_onnx", "validate", "publish"]
+    manifest_path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for stage in later:
+        manifest["stages"].pop(stage)
+    manifest_path.write_text(json.dumps(manifest))
+    for folder in ("gptq", "onnx", "report", "publish"):
+        shutil.rmtree(tmp_path / "run" / folder)
+
+    proc = subprocess.Popen([CLI, "-q", "run", "--config", str(resumed_config)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "run").glob(".gptq.partial-*")):
+        time.sleep(0.5)
+    time.sleep(3)  # inside the quantize stage
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "gptq").exists()  # nothing half-written looks finished
+    assert "quantize" not in json.loads(manifest_path.read_text())["stages"]
+
+    done = run(resumed_config)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stderr.count("skipped") >= 3  # standin, recover, calibrate were not redone
+    assert not list((tmp_path / "run").glob(".gptq.partial-*"))
+    original = output_hashes(run_dir, ["quantize"])
+    resumed = output_hashes(tmp_path / "run", ["quantize"])
+    assert resumed == original
