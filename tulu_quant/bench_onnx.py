@@ -3,8 +3,9 @@
 Rows: torch fp32 (the fp16 model computed in float32), our GPTQ checkpoint through transformers, int4 ONNX from the
 GPTQ checkpoint, int4 ONNX from fp16 (k-quant and RTN, the builder's quantizer), fp32 ONNX. For each:
 
-- decode speed on THREADS threads: a warm-up generation, then NEW_TOKENS greedy tokens after a chat prompt; time to
-  first token and decode tokens/s as defined in tulu_quant.generate (the same numbers `tulu-quant generate` prints);
+- decode speed on THREADS threads: a warm-up generation, then REPEATS times NEW_TOKENS greedy tokens after a chat
+  prompt; the medians of time to first token and decode tokens/s as defined in tulu_quant.generate (the numbers
+  `tulu-quant generate` prints);
 - wiki perplexity (DESIGN.md protocol: WINDOWS non-overlapping windows of WINDOW_TOKENS tokens of the evaluation half
   of the wiki text, tulu_quant.eval.perplexity), computed by the row's own runtime: onnxruntime for the ONNX rows;
 - size on disk of the weights.
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ NEW_TOKENS = 128
 WINDOWS = 24
 WINDOW_TOKENS = 512
 WARMUP_TOKENS = 8
+REPEATS = 3  # timed generations per row; the median is reported (the machine may be shared)
 PROMPT = "Tell me a long story about a river, an old stone bridge and the market of a small town."
 # ONNX rows: name -> (ExportOnnxConfig values, exported from the GPTQ checkpoint)
 EXPORTS = {
@@ -78,9 +81,11 @@ def decode_speed(backend, chat_format: str, new_tokens: int) -> dict[str, Any]:
 
     ids = prompt_ids(backend.tokenizer, PROMPT, chat_format)
     backend.generate(ids, GenerationSettings(max_new_tokens=WARMUP_TOKENS))
-    new, timing = timed_generate(backend, ids, GenerationSettings(max_new_tokens=new_tokens))
-    return {"prompt_tokens": len(ids), "new_tokens": len(new), "ttft_ms": round(timing.ttft_s * 1000, 1),
-            "decode_tokens_per_s": round(timing.decode_tokens_per_s, 1)}  # fmt: skip
+    runs = [timed_generate(backend, ids, GenerationSettings(max_new_tokens=new_tokens)) for _ in range(REPEATS)]
+    ttft = statistics.median(t.ttft_s for _, t in runs)
+    rate = statistics.median(t.decode_tokens_per_s for _, t in runs)
+    return {"prompt_tokens": len(ids), "new_tokens": len(runs[0][0]), "ttft_ms": round(ttft * 1000, 1),
+            "decode_tokens_per_s": round(rate, 1), "decode_runs": [round(t.decode_tokens_per_s, 1) for _, t in runs]}  # fmt: skip
 
 
 def wiki_perplexity(backend, windows: int, window_tokens: int) -> dict[str, Any]:

@@ -37,12 +37,10 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
     "rtn-g64-asym": ("rtn", {"bits": 4, "group_size": 64, "sym": False}, {}, "round to nearest, zero points"),
     "gptqmodel-g64-sym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": True}, {}, "GPTQModel 7.6 defaults"),
     "gptqmodel-g64-asym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": False}, {}, "GPTQModel 7.6 defaults, asym"),
-    "asym-fp32": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": False, "compute_dtype": "float32"}, {},
-                  "+ float32 forward (our cpu default)"),
     "asym-mse": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4}, {},
                  "+ damp 0.01, clipping search"),
-    "asym-gptaq": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "gptaq_alpha": 0.25}, {},
-                   "+ damp 0.01, GPTAQ"),
+    "asym-mse-gptaq": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
+                                "gptaq_alpha": 0.25}, {}, "+ damp 0.01, clipping search, GPTAQ"),
 }  # fmt: skip
 
 

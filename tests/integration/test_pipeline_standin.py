@@ -123,6 +123,8 @@ def test_killed_run_resumes_with_the_same_hashes(finished, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stderr.count("skipped") >= 3  # standin, recover, calibrate were not redone
     assert not list((tmp_path / "run").glob(".gptq.partial-*"))
-    original = output_hashes(run_dir, ["quantize"])
-    resumed = output_hashes(tmp_path / "run", ["quantize"])
-    assert resumed == original
+    # The checkpoint is byte-identical; only the two records of wall times and per-layer timings may differ.
+    timing_records = ("gptq/quant_log.csv", "gptq/quantization.json")
+    original = {k: v for k, v in output_hashes(run_dir, ["quantize"]).items() if k not in timing_records}
+    resumed = {k: v for k, v in output_hashes(tmp_path / "run", ["quantize"]).items() if k not in timing_records}
+    assert any(k.endswith(".safetensors") for k in original) and resumed == original

@@ -136,6 +136,13 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
              f"{protocol['context_length']} tokens. Values are points (0-100) unless the unit says otherwise; "
              "brackets hold 95% intervals; deltas are candidate minus reference on the same items, with a paired "
              "bootstrap interval (and the exact McNemar test for accuracies).", ""]  # fmt: skip
+    lines += [f"## {reference['name']} (reference, {reference['info']['kind']}, "
+              f"{reference['info']['size_bytes'] / 2**20:.1f} MiB)", "", f"`{reference['path']}`", "",
+              "| metric | value [95% CI] | items / tokens | interval |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for key, metric in reference["metrics"].items():
+        if not metric.skipped:
+            lines.append(f"| {metric.label} (`{key}`) | {fmt_value(metric)} | {metric.n} | {metric.ci_method or '-'} |")
+    lines.append("")
     for cand in candidates:
         gates_by_metric: dict[str, list] = {}
         for outcome in cand["gates"]:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import (TOKENIZER_FILES, SafetensorsWriter, atomic_dir, copy_if_present, dir_size, open_checkpoint,
+from ..checkpoint import (TOKENIZER_FILES, SafetensorsWriter, atomic_dir, copy_if_present, open_checkpoint,
                           read_safetensors_header, read_tensor, refuse_existing)  # fmt: skip
 from ..config import QuantizeConfig, RunConfig
 from ..progress import NULL, Progress, captured, human_bytes, human_seconds, measure
@@ -322,7 +322,6 @@ def run(model_dir: Path, calib_dir: Path, out: Path, cfg: QuantizeConfig = Quant
     record = json.loads((out / RECORD_FILE).read_text())
     record.update(seconds=round(result.seconds, 2), peak_rss=result.peak_rss, peak_vram=result.peak_vram)
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2))
-    log.debug("quantize: %s on disk in total", human_bytes(dir_size(out)))
     return result
 
 

@@ -64,6 +64,7 @@ def test_markdown_table_per_candidate():
     protocol = {"suite_name": "quick", "chat_format": "tulu", "context_length": 512, "jobs": ["mmlu_0shot"]}
     text = markdown(ref, [cand], protocol)
     assert "## q4 (gptq, 0.5 MiB): gates FAILED" in text
-    row = next(line for line in text.splitlines() if line.startswith("| MMLU"))
+    row = [line for line in text.splitlines() if line.startswith("| MMLU")][-1]  # the candidate's table
     assert "| 50.00 [" in row and "| 0.00 [" in row and "-50.00" in row and "fail: drop 50" in row
     assert "| q4 | 2.0 (cached) |" in text
+    assert "## ref (reference, torch, 1.0 MiB)" in text and "| MMLU (`mmlu_0shot`) | 50.00 [" in text
