@@ -95,9 +95,10 @@ def test_builds_n_by_l_int64_from_the_weighted_mix(model_dir, sources, tmp_path)
 
     text = [AutoTokenizer.from_pretrained(model_dir).decode(row) for row in ids.tolist()]
     chat_rows = [t for t in text if any(mark in t for mark in ("<|", "</s>", "Question", "Answer"))]
-    assert len(chat_rows) == 3
-    # the chat source's conversations, rendered in the tulu format with their answers
-    assert any("<|user|>\n" in t or "<|assistant|>\n" in t for t in chat_rows) and any("</s>" in t for t in chat_rows)
+    assert len(chat_rows) == 3 and any("<|user|>" in t or "<|assistant|>" in t for t in chat_rows)
+    # the chat source's conversations are rendered in the tulu format, answers included, no generation prompt
+    documents = calibrate.source_documents(sources["chat"], "calibration", AutoTokenizer.from_pretrained(model_dir), "tulu")
+    assert documents[0] == "<|user|>\nQuestion 0 about foxes?\n<|assistant|>\nAnswer 0: the fox is quick and brown.</s>\n"
 
 
 def test_deterministic_by_seed(model_dir, sources, tmp_path):
