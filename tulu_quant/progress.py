@@ -103,8 +103,9 @@ def captured(log_file: Path | None) -> Iterator[None]:
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     terminal_out = os.fdopen(os.dup(saved[1]), "w", buffering=1)
     terminal_err = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    # Console handlers only; one left over with a closed stream (a test's captured stderr, say) is left alone.
     console_handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)
-                        and not isinstance(h, logging.FileHandler)]  # fmt: skip
+                        and not isinstance(h, logging.FileHandler) and not getattr(h.stream, "closed", False)]  # fmt: skip
     old_streams = [h.setStream(terminal_err) for h in console_handlers]
     _terminal[:] = [terminal_out, terminal_err]
     _capturing.append(log_file)
