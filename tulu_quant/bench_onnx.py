@@ -11,8 +11,8 @@ GPTQ checkpoint, int4 ONNX from fp16 (k-quant and RTN, the builder's quantizer),
 - size on disk of the weights.
 
 Inputs come from a run directory's manifest (recover and quantize outputs) or --model/--gptq. Exports are written
-under OUT/exports and reused when present (delete them, or pass --force, to rebuild). Results: OUT/bench.json and
-OUT/bench.md; the builder's console output goes to OUT/bench.log.
+under OUT/exports and each finished row under OUT/rows; both are reused when present (--force redoes them), so an
+interrupted run resumes. Results: OUT/bench.json and OUT/bench.md; the builder's console output goes to OUT/bench.log.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     from .progress import human_bytes
 
     lines = [f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores_visible']} cores visible, {THREADS} threads. "
-             f"Command: `{meta['command']}`.", "",
+             f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
+             f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.", "",
              f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | decode tokens/s ({meta['new_tokens']} new) | "
              f"wiki ppl ({meta['windows']} x {meta['window_tokens']}) |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for row in rows:
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gptq", type=Path, help="the GPTQ checkpoint (instead of the run's gptq/)")
     parser.add_argument("--chat-format", choices=["tulu", "tokenizer"], help="default: the model's template, else tulu")
     parser.add_argument("--skip-torch-ppl", action="store_true", help="perplexity of the ONNX rows only")
-    parser.add_argument("--force", action="store_true", help="rebuild exports found in --out")
+    parser.add_argument("--skip-gptq-ppl", action="store_true", help="no perplexity for the GPTQ checkpoint through "
+                        "transformers (slow on CPU; tulu-quant validate reports it)")  # fmt: skip
+    parser.add_argument("--speed-only", action="store_true", help="no perplexity at all (re-measure speed)")
+    parser.add_argument("--force", action="store_true", help="rebuild exports and re-measure rows found in --out")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="greedy tokens timed per row (protocol: 128)")
     parser.add_argument("--windows", type=int, default=WINDOWS, help="perplexity windows (protocol: 24)")
     parser.add_argument("--window-tokens", type=int, default=WINDOW_TOKENS, help="tokens per window (protocol: 512)")
@@ -181,15 +185,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     exports = export_all(model, gptq, args.out, chat_format, args.force, args.out / "bench.log")
-    rows = [measure("torch fp32 (fp16 weights)", model, chat_format, not args.skip_torch_ppl, args)]
+    load_before = os.getloadavg()
+    torch_ppl = not (args.skip_torch_ppl or args.speed_only)
+    plan = [("torch fp32 (fp16 weights)", model, torch_ppl)]
     if gptq is not None:
-        rows.append(measure("GPTQ checkpoint, transformers", gptq, chat_format, not args.skip_torch_ppl, args))
-    rows += [measure(name, path, chat_format, True, args) for name, path in exports.items()]
+        plan.append(("GPTQ checkpoint, transformers", gptq, torch_ppl and not args.skip_gptq_ppl))
+    plan += [(name, path, not args.speed_only) for name, path in exports.items()]
+    rows = []
+    for name, path, perplexity in plan:  # each finished row is kept, so an interrupted run resumes
+        done = args.out / "rows" / f"{slug(name)}.json"
+        if done.is_file() and not args.force:
+            rows.append(json.loads(done.read_text()))
+            continue
+        rows.append(measure(name, path, chat_format, perplexity, args))
+        done.parent.mkdir(exist_ok=True)
+        done.write_text(json.dumps(rows[-1], indent=2))
     meta = {"command": "python -m tulu_quant.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": machine(), "model": str(model), "gptq": str(gptq) if gptq else None, "chat_format": chat_format,
             "prompt": PROMPT, "prompt_tokens": rows[0]["prompt_tokens"], "new_tokens": args.new_tokens,
             "windows": args.windows, "window_tokens": args.window_tokens, "threads": THREADS,
-            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+            "seconds": round(time.perf_counter() - start, 1),
+            "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                    "after": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     (args.out / "bench.md").write_text(table)

@@ -41,6 +41,10 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
                  "+ damp 0.01, clipping search"),
     "asym-mse-gptaq": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
                                 "gptaq_alpha": 0.25}, {}, "+ damp 0.01, clipping search, GPTAQ"),
+    "asym-mse-n256": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4},
+                      {"num_samples": 256}, "+ damp 0.01, clipping search, 2x calibration"),
+    "asym-mse-foem": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
+                               "foem_beta": 0.2}, {}, "+ damp 0.01, clipping search, FOEM"),
 }  # fmt: skip
 
 
@@ -178,9 +182,10 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
         with measure() as usage:
             result = quantize.run(model_dir, calib_dir, gptq_dir, qcfg, "tokenizer", force=True,
                                   log_file=out / "logs" / f"{name}.log")  # fmt: skip
+        written = json.loads((gptq_dir / quantize.RECORD_FILE).read_text())
         record.update(calibrate=ccfg.model_dump(mode="json"), quantize=qcfg.model_dump(mode="json"),
-                      seconds=round(result.seconds, 1), peak_rss=usage.peak_rss, bytes=result.bytes,
-                      mean_loss=result.mean_loss)  # fmt: skip
+                      compute_dtype=written["compute_dtype"], seconds=round(result.seconds, 1),
+                      peak_rss=usage.peak_rss, bytes=result.bytes, mean_loss=result.mean_loss)  # fmt: skip
         model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
     record["wiki_ppl"] = round(perplexity(model, windows), 3)
     record["windows"] = f"{len(windows)} x {len(windows[0])}"
@@ -212,7 +217,11 @@ def table(records: list[dict[str, Any]]) -> str:
 def _gptq_settings(r: dict[str, Any]) -> str:
     q, c = r["quantize"], r["calibrate"]
     order = "act order" if q["desc_act"] else ("GAR" if q.get("act_group_aware") in (None, True) else "natural order")
-    extra = [f"damp {q['damp_percent']}", order, f"{q['compute_dtype']} forward"]
+    if q.get("gptaq_alpha") and not q["desc_act"]:
+        order = "natural order"  # GPTAQ has no group-aware reordering path
+    extra = [f"damp {q['damp_percent']}", order, f"{r.get('compute_dtype', q['compute_dtype'])} forward"]
+    if q.get("gptaq_alpha"):
+        extra.append(f"GPTAQ alpha {q['gptaq_alpha']}")
     if q.get("mse"):
         extra.append(f"mse {q['mse']}")
     if q.get("static_groups"):
