@@ -59,3 +59,42 @@ def write_checkpoint(root: Path, state: dict, config: dict | None, fmt: str = "s
     if config is not None:
         (root / "config.json").write_text(json.dumps(config))
     return root
+
+
+def bpe_tokenizer(text: str, specials=("<s>", "</s>", "<pad>"), repeat: int = 3, bos_prefix: bool = True):
+    """A byte-level BPE tokenizer of up to 300 tokens trained on `text` on the spot; specials get ids 0, 1, 2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(specials), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator([text] * repeat, trainer)
+    if bos_prefix:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    names = dict(zip(("bos_token", "eos_token", "pad_token" if specials[2] == "<pad>" else "unk_token"), specials))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+
+
+def save_tiny_hf(root: Path, tokenizer, *, seed: int = 0, dtype=None, vocab_size: int | None = None,
+                 head_scale: float = 1.0, **config) -> Path:
+    """A random 2-layer LLaMA (hidden 64, intermediate 128, 4/2 heads) with `tokenizer`, saved as transformers does.
+    `config` overrides LlamaConfig fields (tie_word_embeddings, max_position_embeddings, ...); `head_scale` multiplies
+    lm_head, sharpening the output distribution."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    special = {"bos_token_id": 0, "eos_token_id": 1} | ({"pad_token_id": 2} if tokenizer.pad_token else {})
+    values = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": vocab_size or len(tokenizer), "max_position_embeddings": 64,
+              **special, **config}  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**values))
+    if head_scale != 1.0:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(head_scale)
+    model.to(dtype or torch.float16).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root

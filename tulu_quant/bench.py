@@ -3,6 +3,12 @@
 Each benchmark writes DIR/NAME.json (every figure) and DIR/NAME.md (a Markdown section); `docs` assembles the sections
 into docs/benchmarks.md with the machine they ran on. Comparisons are made side by side in one run and given as ratios.
 
+pipeline: `tulu-quant run` on configs/standin.yaml from an empty run directory (what `make quantize` does after
+installing), stage by stage from its manifest, with the summary's artifact table.
+quantize: python -m tulu_quant.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
+validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint, with the time each took.
+onnx: python -m tulu_quant.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
+
 recover: a ~1B-parameter random LLaMA pair on disk (fp16 base, float32 diff with one added vocabulary row, both
 sharded), recovered by `tulu-quant recover` and by the naive full-load algorithm (open-instruct's: both state dicts in
 float32 in memory), each in its own process so peak RSS (wait4's ru_maxrss) is that process's alone.
@@ -185,9 +191,96 @@ on this machine's disk, against {ex['naive_seconds'] // 60} min for the naive on
     return result
 
 
+def tool(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "tulu-quant"), *args]
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") -> dict:
+    from .config import load_config
+
+    run_dir = out / "pipeline-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    before = load_average()
+    start = time.perf_counter()
+    proc = subprocess.run(tool("--log-file", str(out / "pipeline.log"), "run", "--config", str(config), "--run-dir",
+                               str(run_dir)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    stages = {name: {"seconds": e["seconds"], "peak_rss_bytes": e["peak_rss_bytes"], "summary": e.get("summary", {})}
+              for name, e in manifest.items()}  # fmt: skip
+    summary = proc.stdout[proc.stdout.rfind("artifact "):] if "artifact " in proc.stdout else ""
+    result = {"machine": machine(), "config": str(config.relative_to(ROOT)), "exit_code": proc.returncode,
+              "wall_seconds": round(seconds, 1), "stages": stages, "load_average_before": before,
+              "load_average_after": load_average(), "model": load_config(config).model.name}  # fmt: skip
+    (out / "pipeline.json").write_text(json.dumps(result, indent=2))
+    from .progress import human_bytes, human_seconds
+
+    rows = "\n".join(f"| {name} | {human_seconds(e['seconds'])} | {human_bytes(e['peak_rss_bytes'])} |"
+                     for name, e in stages.items())  # fmt: skip
+    md = f"""## The stand-in pipeline (`make quantize`), stage by stage
+
+Command: `python -m tulu_quant.bench pipeline` (`tulu-quant run --config {result['config']}` into an empty run directory;
+the stand-in's GGUF conversion cached, as after a first run). Machine: {result['machine']}; load average (1/5/15 min)
+{before} before, {result['load_average_after']} after. Exit code {proc.returncode}; wall time
+{human_seconds(seconds)}, plus about a minute for `make install` on a machine with pip's cache warm.
+
+| stage | wall time | peak RSS |
+| --- | --- | --- |
+{rows}
+
+The run's summary:
+
+```
+{summary.strip()}
+```
+"""
+    (out / "pipeline.md").write_text(md)
+    return result
+
+
+def bench_module(out: Path, name: str, module: str, title: str, *extra: str) -> None:
+    """Run a benchmark module writing its own Markdown table into out/name/, and wrap it as a section."""
+    folder = out / name
+    subprocess.run([sys.executable, "-m", module, "--out", str(folder), *extra], check=True)
+    table = next((folder / f).read_text() for f in ("results.md", "bench.md") if (folder / f).is_file())
+    (out / f"{name}.md").write_text(f"## {title}\n\n{table}")
+
+
+def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
+    """The suite on the run's fp16 model (reference) and GPTQ checkpoint, timed job by job from report.json."""
+    report = out / f"validate-{suite}"
+    shutil.rmtree(report, ignore_errors=True)
+    before = load_average()
+    proc = subprocess.run(tool("--log-file", str(out / "validate.log"), "validate", "--reference", str(run_dir / "recovered"),
+                               "--candidate", str(run_dir / "gptq"), "--suite", suite, "--report", str(report),
+                               "--config", str(ROOT / "configs" / "standin.yaml")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    data = json.loads((report / "report.json").read_text())
+    ref, cand = data["reference"], data["candidates"][0]
+    seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in (("fp16", ref), ("gptq", cand))}
+    result = {"machine": machine(), "suite": suite, "exit_code": proc.returncode, "seconds": seconds,
+              "load_average_before": before, "load_average_after": load_average()}  # fmt: skip
+    (out / "validate.json").write_text(json.dumps(result, indent=2))
+    tables = (report / "report.md").read_text().split("\n", 2)[2]  # drop the report's own title
+    md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit
+
+Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
+RUN/gptq` (what `python -m tulu_quant.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result['machine']}; load average {before} before,
+{result['load_average_after']} after. Time spent scoring: fp16 {seconds['fp16']:.0f} s, GPTQ (transformers, GPTQModel's
+CPU kernel) {seconds['gptq']:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
+
+{tables.strip()}
+"""
+    (out / "validate.md").write_text(md.replace("\n# ", "\n### ").replace("\n## ", "\n### "))
+    return result
+
+
 def assemble_docs(out: Path, doc: Path = ROOT / "docs" / "benchmarks.md") -> Path:
     """docs/benchmarks.md from every section the benchmarks wrote into `out` (others keep their previous text)."""
-    order = ["recover", "quantize", "validate", "onnx"]
+    order = ["recover", "pipeline", "quantize", "validate", "onnx"]
     sections = {p.stem: p.read_text() for p in Path(out).glob("*.md")}
     previous = _split_sections(doc.read_text()) if doc.is_file() else {}
     parts = ["# Benchmarks\n\nGenerated by `make bench` (each section by its own target; a section not re-run keeps its "
@@ -210,20 +303,33 @@ def _split_sections(text: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench")
-    parser.add_argument("what", choices=["recover", "docs", "all", "_naive"])
+    parser.add_argument("what", choices=["recover", "pipeline", "quantize", "validate", "onnx", "docs", "all", "_naive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--run-dir", type=Path, help="validate/onnx: a finished stand-in run (default: the pipeline "
+                        "benchmark's run in OUT, else runs/standin)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.what == "_naive":
         naive_recover(*map(Path, args.args))
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what in ("recover", "all"):
-        print(json.dumps(bench_recover(args.out), indent=2))
-    if args.what == "all":
-        for module in ("tulu_quant.bench_quant", "tulu_quant.bench_onnx"):
-            subprocess.run([sys.executable, "-m", module, "--out", str(args.out)], check=True)
-    print(f"wrote {assemble_docs(args.out)}")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    todo = ["recover", "pipeline", "quantize", "validate", "onnx"] if args.what == "all" else [args.what]
+    for what in todo:
+        run_dir = args.run_dir or next((d for d in (out / "pipeline-run", ROOT / "runs" / "standin")
+                                        if (d / "manifest.json").is_file()), out / "pipeline-run")  # fmt: skip
+        if what == "recover":
+            bench_recover(out)
+        elif what == "pipeline":
+            bench_pipeline(out)
+        elif what == "quantize":
+            bench_module(out, "quantize", "tulu_quant.bench_quant", "Quantization quality on the stand-in")
+        elif what == "validate":
+            bench_validate(out, run_dir)
+        elif what == "onnx":
+            bench_module(out, "onnx", "tulu_quant.bench_onnx", "CPU inference paths on the stand-in: speed and perplexity",
+                         "--run-dir", str(run_dir))  # fmt: skip
+    print(f"wrote {assemble_docs(out)}")
     return 0
 
 

@@ -45,6 +45,9 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
                       {"num_samples": 256}, "+ damp 0.01, clipping search, 2x calibration"),
     "asym-mse-foem": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
                                "foem_beta": 0.2}, {}, "+ damp 0.01, clipping search, FOEM"),
+    "asym-mse-nts": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
+                              "true_sequential": False, "batch_size": 8}, {},
+                     "+ damp 0.01, clipping search, one forward per layer (not true sequential), 8 samples per batch"),
 }  # fmt: skip
 
 
@@ -167,7 +170,8 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     kind, qsettings, csettings, note = ROWS[name]
-    record: dict[str, Any] = {"name": name, "kind": kind, "quantize": qsettings, "note": note}
+    record: dict[str, Any] = {"name": name, "kind": kind, "quantize": qsettings, "note": note,
+                              "load_average_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
     windows = eval_windows(model_dir)
     if kind == "fp16":
         model = float32_model(model_dir)
@@ -188,6 +192,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
                       peak_rss=usage.peak_rss, bytes=result.bytes, mean_loss=result.mean_loss)  # fmt: skip
         model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
     record["wiki_ppl"] = round(perplexity(model, windows), 3)
+    record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]  # seconds are comparable only when both are low
     record["windows"] = f"{len(windows)} x {len(windows[0])}"
     return record
 

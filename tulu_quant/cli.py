@@ -120,6 +120,8 @@ def _add_validate(sub):
     p.add_argument("--candidate", action="append", default=[], type=Path, help="an artifact to compare (repeatable)")
     p.add_argument("--suite", help="a suite in configs/eval/ (quick, full) or a suite YAML path")
     p.add_argument("--report", required=True, type=Path, help="output directory for report.json/.md/.png")
+    p.add_argument("--config", type=Path, help="take validate: (suite, gates) and the model's context length and chat "
+                   "format from this run YAML; flags win")  # fmt: skip
     p.add_argument("--context-length", type=int, help="perplexity window length (default: the model's context)")
     p.add_argument("--chat-format", choices=["auto", "tulu", "tokenizer"], help="prompt format of the benchmarks")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -138,8 +140,15 @@ def _cmd_validate(args) -> int:
 
     values = {"suite": args.suite, "context_length": args.context_length, "chat_format": args.chat_format,
               "device": args.device, "judge_url": args.judge_url, "judge_model": args.judge_model}  # fmt: skip
-    cfg = build(ValidateConfig, {k: v for k, v in values.items() if v is not None}, "command line")
+    values = {k: v for k, v in values.items() if v is not None}
     pairs = [tuple(item.split(":", 1)) for item in args.calibration]
+    if args.config:
+        from .config import load_config
+
+        run_cfg = load_config(args.config)
+        values = {**validate.config_for_run(run_cfg).model_dump(), **values}
+        pairs += [(m.source, m.split) for m in run_cfg.calibrate.mix]
+    cfg = build(ValidateConfig, values, str(args.config or "command line"))
     if any(len(pair) != 2 for pair in pairs):
         raise ValueError(f"--calibration {args.calibration}: each value must be SOURCE:SPLIT, e.g. wiki:calibration.")
     log_file = args.report.parent / f"{args.report.name}.log"
@@ -318,7 +327,9 @@ def _add_quantize(sub):
     p.add_argument("--true-sequential", action=argparse.BooleanOptionalAction)
     p.add_argument("--act-group-aware", action=argparse.BooleanOptionalAction, help="GPTQModel's group-aware reordering")
     p.add_argument("--mse", type=float, help="norm of the clipping search (0: off; 2.4 as in GPTQ)")
+    p.add_argument("--gptaq", type=float, dest="gptaq_alpha", help="GPTAQ alpha (0: off; 0.25 recommended; ~2.5x slower)")
     p.add_argument("--compute-dtype", choices=["auto", "float16", "bfloat16", "float32"])
+    p.add_argument("--batch-size", type=int, help="calibration samples per forward pass")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--chat-format", choices=["tulu", "tokenizer"], help="chat template shipped with the checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -326,7 +337,7 @@ def _add_quantize(sub):
 
 
 QUANTIZE_FLAGS = ("bits", "group_size", "desc_act", "sym", "damp_percent", "true_sequential", "act_group_aware", "mse",
-                  "compute_dtype", "device")  # fmt: skip
+                  "gptaq_alpha", "compute_dtype", "batch_size", "device")  # fmt: skip
 
 
 def _cmd_quantize(args) -> int:

@@ -181,6 +181,7 @@ class QuantizeConfig(Strict):
         "cuda and bfloat16 on cpu (float32 measured no better on the stand-in, and slower).")  # fmt: skip
     offload_to_disk: bool = Field(True, description="GPTQModel moves finished layers to a temporary folder (saves RAM on "
                                   "13B+; costs a few seconds on small models).")  # fmt: skip
+    batch_size: int = Field(1, gt=0, description="Calibration samples per forward pass (more: faster, more memory).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
 
     @field_validator("group_size", mode="after")
@@ -268,8 +269,17 @@ class PerplexitySuite(Strict):
     sources: list[str] = Field(default_factory=lambda: ["wiki", "shakespeare"], description="tulu_quant.data sources.")
     split: str = Field("evaluation", description="Never the calibration split: validate checks disjointness.")
     max_windows: int | None = Field(None, gt=0, description="The first N windows of each source (None: all).")
+    source_windows: dict[str, int] = Field(default_factory=dict, description="Per-source override of max_windows, "
+                                           "e.g. {shakespeare: 8}.")  # fmt: skip
     kl_windows: int = Field(16, ge=0, description="Windows of the first source scored against the reference's logits "
                             "(KL divergence); the reference's log-probabilities are kept on disk in float16.")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> PerplexitySuite:
+        unknown = sorted(set(self.source_windows) - set(self.sources))
+        if unknown:
+            raise ValueError(f"source_windows names {unknown}, which are not in sources {self.sources}")
+        return self
 
 
 class MmluSuite(Strict):

@@ -71,3 +71,10 @@ def test_overrides_and_variant_layering(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_suite_source_windows_must_name_a_source(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("perplexity: {sources: [wiki], source_windows: {shakespear: 8}}\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml.*source_windows names \['shakespear'\]"):
+        load_suite(str(path))

@@ -73,7 +73,7 @@ def test_cli_plan_prints_the_model_and_the_family_table(capfd):
 MEASURE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    sys.path.insert(0, sys.argv[2])
+    sys.path[:0] = [sys.argv[2], str(Path(sys.argv[2]).parents[1])]  # tests/unit/stages and tests (for tiny.py)
     import test_quantize as tq
     import torch
     from tulu_quant.config import QuantizeConfig

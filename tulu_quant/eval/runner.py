@@ -76,7 +76,7 @@ def evaluate_artifact(path: Path, role: str, jobs: list[Job], work: Path, load: 
         prefix = f"{label or Path(path).name} [{index}/{len(jobs)}] {job.label}"
         if job.skipped:
             results[job.key] = job.skipped_result()
-            log.info("%s: skipped (%s)", prefix, job.skipped)
+            log.info("%s: skipped (%s)", prefix, job.skipped if role == "reference" else "as for the reference")
             continue
         reference = (reference_results or {}).get(job.key)
         if role == "candidate" and job.uses_reference and reference is None:

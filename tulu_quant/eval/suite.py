@@ -137,7 +137,7 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
         key, label = f"ppl.{source}", f"perplexity ({source}, {cfg.split})"
         documents, reason = _unavailable(lambda: get_source(source).documents(cfg.split))
         windows = perplexity.make_windows(perplexity.tokenize_documents(tokenizer, documents), context_length, bos,
-                                          cfg.max_windows) if documents else None  # fmt: skip
+                                          cfg.source_windows.get(source, cfg.max_windows)) if documents else None  # fmt: skip
         if windows is not None and not windows.inputs:
             reason = f"the {source} {cfg.split} text is shorter than one window of {context_length} tokens"
         spec = [(key, label, "ppl", False)]

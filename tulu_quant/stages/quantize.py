@@ -272,7 +272,7 @@ def gptqmodel_quantize(model_dir: Path, samples, cfg: QuantizeConfig, device: st
     model = GPTQModel.load(str(model_dir), qcfg, dtype=getattr(torch, dtype))
     model.layer_callback = callback
     calibration = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in samples]
-    model.quantize(calibration, batch_size=1)
+    model.quantize(calibration, batch_size=cfg.batch_size)
     model.save(str(save_dir))
 
 

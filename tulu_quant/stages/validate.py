@@ -204,16 +204,21 @@ def _write(report_dir: Path, report: dict[str, Any], md: str, entries: list[dict
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
+def config_for_run(cfg: RunConfig) -> ValidateConfig:
+    """The run's validate: settings with the model's context length and chat format filled in."""
+    updates = {"context_length": cfg.validate_.context_length or cfg.model.context_length}
+    if cfg.validate_.chat_format == "auto":
+        updates["chat_format"] = cfg.model.chat_format
+    return cfg.validate_.model_copy(update=updates)
+
+
 def step(cfg: RunConfig, ctx):
     from ..pipeline import Step
 
     reference = ctx.produced("recover")
     candidates = [path for stage in ("quantize", "export_onnx") if stage in cfg.stages
                   and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()]  # fmt: skip
-    updates = {"context_length": cfg.validate_.context_length or cfg.model.context_length}
-    if cfg.validate_.chat_format == "auto":
-        updates["chat_format"] = cfg.model.chat_format
-    vcfg = cfg.validate_.model_copy(update=updates)
+    vcfg = config_for_run(cfg)
     suite = load_suite(vcfg.suite)
     calibration = [(m.source, m.split) for m in cfg.calibrate.mix]
     out = ctx.out("validate")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.backends import GenerationSettings, detect_kind, load_backend
 from tulu_quant.backends.onnx_backend import OnnxBackend, genai_tokenizer_agrees, search_options
@@ -21,24 +22,7 @@ TEXT = "The quick brown fox jumps over the lazy dog while the old river runs sou
 
 def build_tiny(root: Path) -> Path:
     """A random 2-layer LLaMA in float16 with a BOS-prefixing byte-level BPE tokenizer trained on the spot."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
-    tok.train_from_iterator([TEXT] * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=0,
-                         eos_token_id=1, pad_token_id=2, initializer_range=0.1)  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.float16).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    return save_tiny_hf(root, bpe_tokenizer(TEXT), initializer_range=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.checkpoint import read_safetensors_header
 from tulu_quant.config import ConfigError, QuantizeConfig, build, load_config, load_variant
@@ -21,22 +22,9 @@ FAST = {"offload_to_disk": False, "device": "cpu"}  # offload costs seconds per 
 
 def build_tiny(root: Path, seed: int = 0) -> Path:
     """A 2-layer LLaMA (hidden 64, intermediate 128) in float16 with a byte-level BPE tokenizer of 300 tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "</s>", "<unk>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator(["The quick brown fox jumps over the lazy dog. Calibration text for GPTQ."] * 50, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    config = LlamaConfig(**WIDTHS, num_hidden_layers=2, vocab_size=VOCAB, max_position_embeddings=256,
-                         bos_token_id=0, eos_token_id=1)  # fmt: skip
-    LlamaForCausalLM(config).to(torch.float16).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    tokenizer = bpe_tokenizer("The quick brown fox jumps over the lazy dog. Calibration text for GPTQ.",
+                              specials=("<s>", "</s>", "<unk>"), repeat=50, bos_prefix=False)
+    return save_tiny_hf(root, tokenizer, seed=seed, vocab_size=VOCAB, max_position_embeddings=256, **WIDTHS)
 
 
 def write_calibration(model_dir: Path, out: Path, n: int = 16, length: int = 64, seed: int = 0) -> Path:

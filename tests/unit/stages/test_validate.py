@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.config import ConfigError, Gate, SuiteConfig, ValidateConfig
 from tulu_quant.stages import validate
@@ -21,27 +22,8 @@ WORDS = ("the river town north south water bridge market farmers bread children 
 
 def build_tiny(root: Path, seed: int = 0, head_scale: float = 1.0) -> Path:
     """A random 2-layer LLaMA with a byte-level BPE tokenizer trained on the spot; head_scale sharpens its output."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
-    tok.train_from_iterator([" ".join(WORDS)] * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=256, bos_token_id=0,
-                         eos_token_id=1, pad_token_id=2)  # fmt: skip
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(head_scale)
-    model.to(torch.float16).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    return save_tiny_hf(root, bpe_tokenizer(" ".join(WORDS)), seed=seed, head_scale=head_scale,
+                        max_position_embeddings=256)
 
 
 def fake_data_module() -> types.ModuleType:
@@ -94,7 +76,7 @@ def fake_data_module() -> types.ModuleType:
 
 SUITE = {
     "seed": 0, "bootstrap_samples": 200,
-    "perplexity": {"sources": ["wiki", "shakespeare"], "max_windows": 4, "kl_windows": 2},
+    "perplexity": {"sources": ["wiki", "shakespeare"], "max_windows": 4, "source_windows": {"shakespeare": 2}, "kl_windows": 2},
     "mmlu": {"shots": [0, 5], "per_subject": 3},
     "gsm": {"examples": 4}, "bbh": {"per_task": 2}, "tydiqa": {"per_language": 2},
     "codex": {"problems": 2, "sampled_problems": 1, "samples": 2, "pass_at": [2], "max_new_tokens": 12},
@@ -138,6 +120,7 @@ def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     assert metrics["kl_mean"]["value"] == pytest.approx(0.0, abs=1e-3) and metrics["top1_agreement"]["value"] == 100.0
     assert metrics["ppl.wiki"]["value"] == pytest.approx(report["reference"]["metrics"]["ppl.wiki"]["value"])
     assert metrics["ppl.wiki"]["details"]["tokens_scored"] == 4 * 31 and metrics["ppl.wiki"]["details"]["bos"]
+    assert metrics["ppl.shakespeare"]["details"]["tokens_scored"] == 2 * 31  # source_windows overrides max_windows
     assert metrics["mmlu_5shot"]["n"] == 6 and metrics["mmlu_0shot"]["ci"] is not None
     assert cand["deltas"]["mmlu_0shot"]["delta"] == 0.0 and cand["deltas"]["mmlu_0shot"]["within_noise"]
     assert set(metrics) >= {"codex_pass1", "codex_pass2", "alpaca_exact_match", "alpaca_rougeL", "ppl.shakespeare"}
@@ -180,6 +163,16 @@ def test_cli_exits_non_zero_on_a_violated_gate(tmp_path, models, fake_data):
     assert main([*common, "--candidate", str(models["same"]), "--report", str(tmp_path / "ok")]) == 0
     assert main([*common, "--candidate", str(models["worse"]), "--report", str(tmp_path / "bad")]) == 2
     assert (tmp_path / "bad" / "report.md").is_file()
+    # --config takes the run YAML's gates (here loose enough for the worse model) and context length; flags win.
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({
+        "model": {"name": "m", "base": "/b", "diff": "/d", "context_length": 32}, "run_dir": str(tmp_path / "run"),
+        "validate": {"gates": [{"metric": "ppl.*", "max_increase_pct": 1e9, "outside_noise_only": False}]}}))  # fmt: skip
+    loose = ["-q", "validate", "--config", str(run_yaml), "--reference", str(models["reference"]), "--suite", str(suite),
+             "--device", "cpu", "--candidate", str(models["worse"])]  # fmt: skip
+    assert main([*loose, "--report", str(tmp_path / "loose")]) == 0
+    report = json.loads((tmp_path / "loose" / "report.json").read_text())
+    assert report["candidates"][0]["passed"] and report["protocol"]["context_length"] == 32
 
 
 def test_bad_inputs_fail_before_any_work(tmp_path, models, fake_data):
