@@ -145,12 +145,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
              f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.", "",
              f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | decode tokens/s ({meta['new_tokens']} new) | "
-             f"wiki ppl ({meta['windows']} x {meta['window_tokens']}) |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             f"decode vs torch fp32 | wiki ppl ({meta['windows']} x {meta['window_tokens']}) | ppl vs fp16 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    base = rows[0]  # torch fp32: the reference of both ratio columns
     for row in rows:
         ppl = f"{row['wiki_ppl']:.2f}" if "wiki_ppl" in row else "not measured"
+        ppl_ratio = f"{row['wiki_ppl'] / base['wiki_ppl']:.3f}" if "wiki_ppl" in row and "wiki_ppl" in base else ""
         tokens = "" if row["new_tokens"] == meta["new_tokens"] else f" ({row['new_tokens']} tokens)"
         lines.append(f"| {row['name']} | {human_bytes(row['size_bytes'])} | {row['ttft_ms']:.0f} | "
-                     f"{row['decode_tokens_per_s']:.1f}{tokens} | {ppl} |")  # fmt: skip
+                     f"{row['decode_tokens_per_s']:.1f}{tokens} | "
+                     f"{row['decode_tokens_per_s'] / base['decode_tokens_per_s']:.1f}x | {ppl} | {ppl_ratio} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

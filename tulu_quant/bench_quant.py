@@ -204,9 +204,21 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
 
 
+def is_standin_default(r: dict[str, Any]) -> bool:
+    """Whether a GPTQ row's settings are configs/standin.yaml's quantize: block."""
+    from .config import QuantizeConfig, load_config
+
+    if r["kind"] != "gptq" or r["calibrate"].get("num_samples") != CALIBRATION["num_samples"]:
+        return False
+    default = load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize
+    where = {"offload_to_disk", "device"}  # where the work happens, not what it computes
+    return QuantizeConfig.model_validate(r["quantize"]).model_dump(exclude=where) == default.model_dump(exclude=where)
+
+
 def table(records: list[dict[str, Any]]) -> str:
     fp16 = next((r["wiki_ppl"] for r in records if r["kind"] == "fp16"), None)
-    rows = ["| row | settings | wiki ppl | vs fp16 | GPTQ seconds | peak RSS |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| row | settings | wiki ppl | vs fp16 | GPTQ seconds | load average before/after | peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         q = r["quantize"]
         settings = r["note"] if r["kind"] == "fp16" else (
@@ -215,7 +227,10 @@ def table(records: list[dict[str, Any]]) -> str:
         delta = f"+{100 * (r['wiki_ppl'] / fp16 - 1):.1f} %" if fp16 and r["kind"] != "fp16" else ""
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else ""
         rss = f"{r['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in r else ""
-        rows.append(f"| {r['name']} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {rss} |")
+        load = (f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}" if "load_average_before" in r
+                else ("not recorded (shared machine)" if seconds else ""))  # fmt: skip
+        name = f"**{r['name']} (stand-in default)**" if is_standin_default(r) else r["name"]
+        rows.append(f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {load} | {rss} |")
     return "\n".join(rows)
 
 
