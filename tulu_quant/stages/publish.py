@@ -122,8 +122,10 @@ def model_card(model: ModelConfig, cfg: PublishConfig, variant: str, quant: dict
         "tags:", "- llama", "- tulu", "- gptq", f"- {bits}-bit", "- quantized", *(["- onnx"] if onnx else []),
         "inference: false", "---",
     ]  # fmt: skip
-    settings = ", ".join(f"{k} {quant[k]}" for k in ("bits", "group_size", "desc_act", "sym", "damp_percent",
-                                                      "true_sequential", "checkpoint_format") if k in quant)  # fmt: skip
+    flat = {**quant.get("meta", {}), **quant}  # GPTQModel keeps damp, mse, true_sequential... under "meta"
+    settings = ", ".join(f"{k} {flat[k]}" for k in ("bits", "group_size", "desc_act", "sym", "damp_percent", "mse",
+                                                     "true_sequential", "act_group_aware", "gptaq", "checkpoint_format")
+                         if flat.get(k) is not None)  # fmt: skip
     lines = meta + [
         "", f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}", "",
         f"A {bits}-bit GPTQ quantization of [{model.hub_base_model}](https://huggingface.co/{model.hub_base_model}), "

@@ -25,7 +25,8 @@ def artifacts(tmp_path):
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (model / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 128, "desc_act": False, "sym": True,
-                                                            "damp_percent": 0.01, "checkpoint_format": "gptq"}))  # fmt: skip
+                                                            "checkpoint_format": "gptq", "meta": {  # as GPTQModel 7.6
+                                                                "damp_percent": 0.01, "mse": 2.4, "gptaq": None}}))  # fmt: skip
     (model / "model.safetensors").write_bytes(b"\x00" * 1000)
     (model / "tokenizer_config.json").write_text("{}")
     report_dir = tmp_path / "report"
@@ -61,6 +62,7 @@ def test_folder_card_and_sums(tmp_path, artifacts):
     assert "GSM CoT: not measured (gsm8k data unavailable offline)" in card
     assert "<|user|>\nYour message here!\n<|assistant|>\n" in card
     assert 'revision="gptq-4bit-128g"' in card and "--quantization gptq" in card
+    assert "- Settings: bits 4, group_size 128, desc_act False, sym True, damp_percent 0.01, mse 2.4, checkpoint_format" in card
     sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == set(result.files) - {"SHA256SUMS"}
     for rel, digest in sums.items():
