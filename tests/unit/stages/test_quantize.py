@@ -228,3 +228,25 @@ def test_group_aware_reordering_defaults_on_unless_act_order():
     assert not QuantizeConfig(desc_act=True).group_aware
     assert not QuantizeConfig(group_size=-1).group_aware
     assert not QuantizeConfig(act_group_aware=False).group_aware
+
+
+def test_cli_flags_reach_the_config(tiny, calib, tmp_path, monkeypatch):
+    from tulu_quant.cli import main
+
+    seen = {}
+
+    class Done:
+        def summary(self):
+            return "done"
+
+    def fake_run(model, calib_dir, out, cfg, chat_format, **kwargs):
+        seen.update(cfg=cfg, calib=calib_dir, format=chat_format)
+        return Done()
+
+    monkeypatch.setattr(quantize, "run", fake_run)
+    code = main(["-q", "quantize", "--model", str(tiny), "--out", str(tmp_path / "gptq"), "--calib", str(calib),
+                 "--group-size", "32", "--no-sym", "--mse", "2.4", "--gptaq", "0.25", "--batch-size", "4",
+                 "--no-true-sequential", "--chat-format", "tokenizer"])  # fmt: skip
+    assert code == 0 and seen["calib"] == calib and seen["format"] == "tokenizer"
+    cfg = seen["cfg"]
+    assert (cfg.group_size, cfg.sym, cfg.mse, cfg.gptaq_alpha, cfg.batch_size, cfg.true_sequential) == (32, False, 2.4, 0.25, 4, False)
