@@ -139,8 +139,8 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     start = time.perf_counter()
     base, diff = write_random_pair(work, shape)
     gen_seconds = time.perf_counter() - start
-    ours = timed([str(Path(sys.executable).parent / "tulu-quant"), "-q", "--log-file", str(work / "log"), "recover",
-                  "--base", str(base), "--diff", str(diff), "--out", str(work / "ours"), "--dtype", "float16"])  # fmt: skip
+    ours = timed(tool("-q", "--log-file", str(work / "log"), "recover", "--base", str(base), "--diff", str(diff),
+                      "--out", str(work / "ours"), "--dtype", "float16"))  # fmt: skip
     naive = timed([sys.executable, "-m", "tulu_quant.bench", "_naive", str(base), str(diff), str(work / "naive")])
     # Same weights from both: compare every tensor.
     mine = open_checkpoint(work / "ours")
@@ -194,11 +194,17 @@ on this machine's disk, against {ex['naive_seconds'] // 60} min for the naive on
 
 
 def tool(*args: str) -> list[str]:
+    """The tulu-quant command of this environment with its arguments."""
     return [str(Path(sys.executable).parent / "tulu-quant"), *args]
 
 
-def load_average() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: a benchmark's seconds are comparable only when they are low."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def shown(load: list[float]) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
 
 
 def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") -> dict:
@@ -206,7 +212,7 @@ def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") 
 
     run_dir = out / "pipeline-run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    before = load_average()
+    before = shown(load_average())
     start = time.perf_counter()
     proc = subprocess.run(tool("--log-file", str(out / "pipeline.log"), "run", "--config", str(config), "--run-dir",
                                str(run_dir)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -217,7 +223,7 @@ def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") 
     summary = proc.stdout[proc.stdout.rfind("artifact "):] if "artifact " in proc.stdout else ""
     result = {"machine": machine(), "config": str(config.relative_to(ROOT)), "exit_code": proc.returncode,
               "wall_seconds": round(seconds, 1), "stages": stages, "load_average_before": before,
-              "load_average_after": load_average(), "model": load_config(config).model.name}  # fmt: skip
+              "load_average_after": shown(load_average()), "model": load_config(config).model.name}  # fmt: skip
     (out / "pipeline.json").write_text(json.dumps(result, indent=2))
     from .progress import human_bytes, human_seconds
 
@@ -256,7 +262,7 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     """The suite on the run's fp16 model (reference) and GPTQ checkpoint, timed job by job from report.json."""
     report = out / f"validate-{suite}"
     shutil.rmtree(report, ignore_errors=True)
-    before = load_average()
+    before = shown(load_average())
     proc = subprocess.run(tool("--log-file", str(out / "validate.log"), "validate", "--reference", str(run_dir / "recovered"),
                                "--candidate", str(run_dir / "gptq"), "--suite", suite, "--report", str(report),
                                "--config", str(ROOT / "configs" / "standin.yaml")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -264,7 +270,7 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     ref, cand = data["reference"], data["candidates"][0]
     seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in (("fp16", ref), ("gptq", cand))}
     result = {"machine": machine(), "suite": suite, "exit_code": proc.returncode, "seconds": seconds,
-              "load_average_before": before, "load_average_after": load_average()}  # fmt: skip
+              "load_average_before": before, "load_average_after": shown(load_average())}  # fmt: skip
     (out / "validate.json").write_text(json.dumps(result, indent=2))
     tables = (report / "report.md").read_text().split("\n", 2)[2]  # drop the report's own title
     md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bench import load_average
+
 log = logging.getLogger("tulu_quant.bench_onnx")
 
 THREADS = 2
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     exports = export_all(model, gptq, args.out, chat_format, args.force, args.out / "bench.log")
-    load_before = os.getloadavg()
+    load_before = load_average()
     torch_ppl = not (args.skip_torch_ppl or args.speed_only)
     plan = [("torch fp32 (fp16 weights)", model, torch_ppl)]
     if gptq is not None:
@@ -209,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompt": PROMPT, "prompt_tokens": rows[0]["prompt_tokens"], "new_tokens": args.new_tokens,
             "windows": args.windows, "window_tokens": args.window_tokens, "threads": THREADS,
             "seconds": round(time.perf_counter() - start, 1),
-            "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
-                                    "after": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
+            "load_average_1_5_15": {"before": load_before, "after": load_average()}}  # fmt: skip
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     (args.out / "bench.md").write_text(table)

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .bench import load_average
+
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 WINDOWS, WINDOW_LEN = 24, 512
 CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference figures' calibration (DESIGN.md)
@@ -171,7 +173,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     kind, qsettings, csettings, note = ROWS[name]
     record: dict[str, Any] = {"name": name, "kind": kind, "quantize": qsettings, "note": note,
-                              "load_average_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+                              "load_average_before": load_average()}  # fmt: skip
     windows = eval_windows(model_dir)
     if kind == "fp16":
         model = float32_model(model_dir)
@@ -192,7 +194,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
                       peak_rss=usage.peak_rss, bytes=result.bytes, mean_loss=result.mean_loss)  # fmt: skip
         model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
     record["wiki_ppl"] = round(perplexity(model, windows), 3)
-    record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]  # seconds are comparable only when both are low
+    record["load_average_after"] = load_average()
     record["windows"] = f"{len(windows)} x {len(windows[0])}"
     return record
 
@@ -204,19 +206,28 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
 
 
-def is_standin_default(r: dict[str, Any]) -> bool:
-    """Whether a GPTQ row's settings are configs/standin.yaml's quantize: block."""
-    from .config import QuantizeConfig, load_config
+WHERE = {"offload_to_disk", "device"}  # where the work happens, not what it computes
+
+
+def standin_default() -> dict[str, Any]:
+    """configs/standin.yaml's quantize: settings, without WHERE."""
+    from .config import load_config
+
+    return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize.model_dump(exclude=WHERE)
+
+
+def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
+    """Whether a GPTQ row's settings (and calibration size) are the stand-in's default ones."""
+    from .config import QuantizeConfig
 
     if r["kind"] != "gptq" or r["calibrate"].get("num_samples") != CALIBRATION["num_samples"]:
         return False
-    default = load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize
-    where = {"offload_to_disk", "device"}  # where the work happens, not what it computes
-    return QuantizeConfig.model_validate(r["quantize"]).model_dump(exclude=where) == default.model_dump(exclude=where)
+    return QuantizeConfig.model_validate(r["quantize"]).model_dump(exclude=WHERE) == default
 
 
 def table(records: list[dict[str, Any]]) -> str:
     fp16 = next((r["wiki_ppl"] for r in records if r["kind"] == "fp16"), None)
+    default = standin_default()
     rows = ["| row | settings | wiki ppl | vs fp16 | GPTQ seconds | load average before/after | peak RSS |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
@@ -229,7 +240,7 @@ def table(records: list[dict[str, Any]]) -> str:
         rss = f"{r['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in r else ""
         load = (f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}" if "load_average_before" in r
                 else ("not recorded (shared machine)" if seconds else ""))  # fmt: skip
-        name = f"**{r['name']} (stand-in default)**" if is_standin_default(r) else r["name"]
+        name = f"**{r['name']} (stand-in default)**" if is_standin_default(r, default) else r["name"]
         rows.append(f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {load} | {rss} |")
     return "\n".join(rows)
 

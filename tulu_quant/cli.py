@@ -147,7 +147,7 @@ def _cmd_validate(args) -> int:
 
         run_cfg = load_config(args.config)
         values = {**validate.config_for_run(run_cfg).model_dump(), **values}
-        pairs += [(m.source, m.split) for m in run_cfg.calibrate.mix]
+        pairs += run_cfg.calibrate.splits
     cfg = build(ValidateConfig, values, str(args.config or "command line"))
     if any(len(pair) != 2 for pair in pairs):
         raise ValueError(f"--calibration {args.calibration}: each value must be SOURCE:SPLIT, e.g. wiki:calibration.")

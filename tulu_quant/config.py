@@ -133,9 +133,14 @@ class CalibrateConfig(Strict):
     seq_len: int = Field(2048, gt=1, description="L: tokens per sample (LLaMA-1's context, 2048, for Tulu).")
     seed: int = 0
 
+    @property
+    def splits(self) -> list[tuple[str, str]]:
+        """(source, split) of every mix entry: what validation must never score."""
+        return [(s.source, s.split) for s in self.mix]
+
     @model_validator(mode="after")
     def _unique(self) -> "CalibrateConfig":
-        pairs = [(s.source, s.split) for s in self.mix]
+        pairs = self.splits
         if len(set(pairs)) != len(pairs):
             raise ValueError("each (source, split) may appear once in mix; merge the duplicates' weights")
         return self

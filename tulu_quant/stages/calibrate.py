@@ -151,8 +151,7 @@ def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), ch
     from ..data import check_disjoint
 
     model_dir, out = Path(model_dir), Path(out)
-    pairs = [(s.source, s.split) for s in cfg.mix]
-    check_disjoint(pairs, list(evaluation))
+    check_disjoint(cfg.splits, list(evaluation))
     positions = max_positions(model_dir)
     if positions is not None and cfg.seq_len > positions:
         raise CalibrateError(f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "

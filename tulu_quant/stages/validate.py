@@ -220,7 +220,7 @@ def step(cfg: RunConfig, ctx):
                   and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()]  # fmt: skip
     vcfg = config_for_run(cfg)
     suite = load_suite(vcfg.suite)
-    calibration = [(m.source, m.split) for m in cfg.calibrate.mix]
+    calibration = cfg.calibrate.splits
     out = ctx.out("validate")
 
     def work() -> dict[str, Any]:
