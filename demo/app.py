@@ -25,9 +25,11 @@ log = logging.getLogger("tulu_quant.demo.app")
 # ------------------------------------------------------------------------------------------------------ constants
 
 TITLE = "tulu-quant demo"
-EXAMPLES = ["Explain in two sentences what 4-bit quantization does to a language model.",
-            "Write a short poem about a llama who learns to code.",
-            "Give me three tips for writing clear documentation."]  # fmt: skip
+EXAMPLES = [
+    "Explain in two sentences what 4-bit quantization does to a language model.",
+    "Write a short poem about a llama who learns to code.",
+    "Give me three tips for writing clear documentation.",
+]
 # System fonts only: the page makes no requests beyond this server (no web fonts, no analytics).
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = "#chat-stats, .stats { font-size: 0.85em; opacity: 0.8; min-height: 1.5em; }"
@@ -62,8 +64,11 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
         except logic.InputError as err:
             raise gr.Error(str(err)) from None
         signals.arm(request.session_hash)
-        return [*(history or []), {"role": "user", "content": message}], gr.Textbox(value="", interactive=False), \
-            *busy(True)[1:]
+        return (
+            [*(history or []), {"role": "user", "content": message}],
+            gr.Textbox(value="", interactive=False),
+            *busy(True)[1:],
+        )
 
     def regenerate_from(history, request: gr.Request):
         try:
@@ -97,8 +102,12 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
         stop = signals.arm(request.session_hash)
         try:
             for left, right in logic.compare_stream([main, other], [user], settings, stop):
-                yield ([user, {"role": "assistant", "content": left.text}], left.stats(),
-                       [user, {"role": "assistant", "content": right.text}], right.stats())  # fmt: skip
+                yield (
+                    [user, {"role": "assistant", "content": left.text}],
+                    left.stats(),
+                    [user, {"role": "assistant", "content": right.text}],
+                    right.stats(),
+                )
         finally:
             signals.release(request.session_hash, stop)
 
@@ -106,16 +115,26 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
         signals.stop(request.session_hash)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as ui:
-        gr.Markdown(f"## {TITLE}\nServing the **{main.artifact.label}** `{main.artifact.path}`, "
-                    f"{human_bytes(main.size_bytes)} on disk. Why this one: {models.choice.reason}.")  # fmt: skip
+        gr.Markdown(
+            f"## {TITLE}\nServing the **{main.artifact.label}** `{main.artifact.path}`, "
+            f"{human_bytes(main.size_bytes)} on disk. Why this one: {models.choice.reason}."
+        )
         with gr.Tab("Chat"):
-            chatbot = gr.Chatbot(elem_id="chat", show_label=False, height=440, buttons=["copy"], feedback_options=None,
-                                 allow_file_downloads=False, placeholder="Ask the model something.")  # fmt: skip
+            chatbot = gr.Chatbot(
+                elem_id="chat",
+                show_label=False,
+                height=440,
+                buttons=["copy"],
+                feedback_options=None,
+                allow_file_downloads=False,
+                placeholder="Ask the model something.",
+            )
             stats = gr.Markdown(elem_id="chat-stats")
             with gr.Row():
                 hint = f"Message (Enter to send, at most {cfg.max_input_chars:,} characters)"
-                textbox = gr.Textbox(elem_id="message", show_label=False, scale=8, lines=1, max_lines=8, autofocus=True,
-                                     placeholder=hint)  # fmt: skip
+                textbox = gr.Textbox(
+                    elem_id="message", show_label=False, scale=8, lines=1, max_lines=8, autofocus=True, placeholder=hint
+                )
                 send = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
             with gr.Row():
                 stop = gr.Button("Stop", elem_id="stop", variant="stop", size="sm")
@@ -124,8 +143,10 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
             gr.Examples(EXAMPLES, inputs=[textbox], label="Examples")
         if other is not None:
             with gr.Tab("Compare"):
-                gr.Markdown("The same prompt and settings, answered by each model in turn (one at a time, so each "
-                            "speed is measured alone).")  # fmt: skip
+                gr.Markdown(
+                    "The same prompt and settings, answered by each model in turn (one at a time, so each "
+                    "speed is measured alone)."
+                )
                 with gr.Row():
                     prompt = gr.Textbox(elem_id="compare-prompt", show_label=False, scale=8, placeholder="Prompt")
                     run_compare = gr.Button("Compare", elem_id="compare", variant="primary", scale=1, min_width=80)
@@ -135,19 +156,29 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
                     for index, engine in enumerate((main, other)):
                         with gr.Column():
                             gr.Markdown(f"**{engine.artifact.label}**, {human_bytes(engine.size_bytes)} on disk")
-                            panes += [gr.Chatbot(elem_id=f"compare-chat-{index}", show_label=False, height=360,
-                                                 buttons=["copy"], feedback_options=None, allow_file_downloads=False),
-                                      gr.Markdown(elem_id=f"compare-stats-{index}", elem_classes=["stats"])]  # fmt: skip
+                            panes += [
+                                gr.Chatbot(
+                                    elem_id=f"compare-chat-{index}",
+                                    show_label=False,
+                                    height=360,
+                                    buttons=["copy"],
+                                    feedback_options=None,
+                                    allow_file_downloads=False,
+                                ),
+                                gr.Markdown(elem_id=f"compare-stats-{index}", elem_classes=["stats"]),
+                            ]
         with gr.Tab("About"):
             gr.Markdown(models.about, elem_id="about")
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
-                max_new_tokens = gr.Slider(1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1,
-                                           label="max new tokens")  # fmt: skip
+                max_new_tokens = gr.Slider(
+                    1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="max new tokens"
+                )
                 temperature = gr.Slider(0.0, 2.0, value=cfg.temperature, step=0.05, label="temperature (0: greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=cfg.top_p, step=0.05, label="top-p")
-                repetition_penalty = gr.Slider(1.0, 2.0, value=cfg.repetition_penalty, step=0.05,
-                                               label="repetition penalty")  # fmt: skip
+                repetition_penalty = gr.Slider(
+                    1.0, 2.0, value=cfg.repetition_penalty, step=0.05, label="repetition penalty"
+                )
                 seed = gr.Number(value=-1 if cfg.seed is None else cfg.seed, precision=0, label="seed (-1: random)")
         settings = [max_new_tokens, temperature, top_p, repetition_penalty, seed]
 
@@ -159,8 +190,14 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
         for trigger in (textbox.submit, send.click):
             sent = trigger(add_user, [textbox, chatbot], [chatbot, *controls], show_progress_on=[textbox], **checked)
             answers.append(sent.success(respond, [chatbot, *settings], [chatbot, stats], **generation))
-        again = regenerate.click(regenerate_from, [chatbot], [chatbot, *controls], cancels=list(answers),
-                                 show_progress_on=[regenerate], **checked)  # fmt: skip
+        again = regenerate.click(
+            regenerate_from,
+            [chatbot],
+            [chatbot, *controls],
+            cancels=list(answers),
+            show_progress_on=[regenerate],
+            **checked,
+        )
         answers.append(again.success(respond, [chatbot, *settings], [chatbot, stats], **generation))
         for answer in answers:
             answer.then(lambda: busy(False), None, controls, **instant)
@@ -182,12 +219,23 @@ def launch(ui: gr.Blocks, cfg: DemoConfig, block: bool = True) -> str:
     URL. With block, serve until interrupted."""
     ui.queue(default_concurrency_limit=cfg.concurrency_limit, max_size=cfg.max_queue_size)
     try:
-        _, local_url, share_url = ui.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, quiet=True,
-                                            prevent_thread_lock=True, show_error=False, ssr_mode=False, mcp_server=False,
-                                            footer_links=["gradio", "settings"], theme=THEME, css=CSS)  # fmt: skip
+        _, local_url, share_url = ui.launch(
+            server_name=cfg.host,
+            server_port=cfg.port,
+            share=cfg.share,
+            quiet=True,
+            prevent_thread_lock=True,
+            show_error=False,
+            ssr_mode=False,
+            mcp_server=False,
+            footer_links=["gradio", "settings"],
+            theme=THEME,
+            css=CSS,
+        )
     except OSError as err:
-        raise RuntimeError(f"cannot serve on {cfg.host}:{cfg.port} ({str(err).split('.')[0]}); pass another --port "
-                           "or --host.") from None  # fmt: skip
+        raise RuntimeError(
+            f"cannot serve on {cfg.host}:{cfg.port} ({str(err).split('.')[0]}); pass another --port or --host."
+        ) from None
     url = share_url or local_url
     if share_url:
         log.warning("demo: anyone with the public link can use this model while the demo runs")

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
 def tiny_llama_config(vocab_size: int = 96, tie: bool = False, **overrides) -> dict:
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
-        "rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "rope_theta": 10000.0, "vocab_size": vocab_size,
-        "tie_word_embeddings": tie, "bos_token_id": 1, "eos_token_id": 2,
-    }  # fmt: skip
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": tie,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
     config.update(overrides)
     return config
 
@@ -28,10 +38,17 @@ def tiny_state(config: dict, dtype=None, seed: int = 0, scale: float = 0.05) -> 
     shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
     for n in range(config["num_hidden_layers"]):
         p = f"model.layers.{n}."
-        shapes |= {p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight": (kv, d),
-                   p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, d),
-                   p + "mlp.gate_proj.weight": (i, d), p + "mlp.up_proj.weight": (i, d), p + "mlp.down_proj.weight": (d, i),
-                   p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,)}  # fmt: skip
+        shapes |= {
+            p + "self_attn.q_proj.weight": (d, d),
+            p + "self_attn.k_proj.weight": (kv, d),
+            p + "self_attn.v_proj.weight": (kv, d),
+            p + "self_attn.o_proj.weight": (d, d),
+            p + "mlp.gate_proj.weight": (i, d),
+            p + "mlp.up_proj.weight": (i, d),
+            p + "mlp.down_proj.weight": (d, i),
+            p + "input_layernorm.weight": (d,),
+            p + "post_attention_layernorm.weight": (d,),
+        }
     if not config["tie_word_embeddings"]:
         shapes["lm_head.weight"] = (v, d)
     state = {k: torch.randn(s, generator=g) * scale + (1.0 if len(s) == 1 else 0.0) for k, s in shapes.items()}
@@ -51,7 +68,9 @@ def write_checkpoint(root: Path, state: dict, config: dict | None, fmt: str = "s
     files = [f"{stem}.{ext}"] if shards == 1 else [f"{stem}-{k + 1:05d}-of-{shards:05d}.{ext}" for k in range(shards)]
     for group, fname in zip(groups, files):
         part = {n: state[n].contiguous() for n in group}
-        save_file(part, root / fname, metadata={"format": "pt"}) if fmt == "safetensors" else torch.save(part, root / fname)
+        save_file(part, root / fname, metadata={"format": "pt"}) if fmt == "safetensors" else torch.save(
+            part, root / fname
+        )
     if shards > 1:
         index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
         weight_map = {n: f for group, f in zip(groups, files) for n in group}
@@ -69,8 +88,12 @@ def bpe_tokenizer(text: str, specials=("<s>", "</s>", "<pad>"), repeat: int = 3,
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(specials), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=list(specials),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([text] * repeat, trainer)
     if bos_prefix:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
@@ -78,8 +101,16 @@ def bpe_tokenizer(text: str, specials=("<s>", "</s>", "<pad>"), repeat: int = 3,
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
 
 
-def save_tiny_hf(root: Path, tokenizer, *, seed: int = 0, dtype=None, vocab_size: int | None = None,
-                 head_scale: float = 1.0, **config) -> Path:
+def save_tiny_hf(
+    root: Path,
+    tokenizer,
+    *,
+    seed: int = 0,
+    dtype=None,
+    vocab_size: int | None = None,
+    head_scale: float = 1.0,
+    **config,
+) -> Path:
     """A random 2-layer LLaMA (hidden 64, intermediate 128, 4/2 heads) with `tokenizer`, saved as transformers does.
     `config` overrides LlamaConfig fields (tie_word_embeddings, max_position_embeddings, ...); `head_scale` multiplies
     lm_head, sharpening the output distribution."""
@@ -87,9 +118,17 @@ def save_tiny_hf(root: Path, tokenizer, *, seed: int = 0, dtype=None, vocab_size
     from transformers import LlamaConfig, LlamaForCausalLM
 
     special = {"bos_token_id": 0, "eos_token_id": 1} | ({"pad_token_id": 2} if tokenizer.pad_token else {})
-    values = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": vocab_size or len(tokenizer), "max_position_embeddings": 64,
-              **special, **config}  # fmt: skip
+    values = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": vocab_size or len(tokenizer),
+        "max_position_embeddings": 64,
+        **special,
+        **config,
+    }
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**values))
     if head_scale != 1.0:

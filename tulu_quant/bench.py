@@ -39,9 +39,13 @@ def llama_entries(layers: int, hidden: int, intermediate: int, vocab: int, dtype
     for i in range(layers):
         p = f"model.layers.{i}."
         entries += [(p + f"self_attn.{m}_proj.weight", dtype, (hidden, hidden)) for m in "qkvo"]
-        entries += [(p + "mlp.gate_proj.weight", dtype, (intermediate, hidden)), (p + "mlp.up_proj.weight", dtype, (intermediate, hidden)),
-                    (p + "mlp.down_proj.weight", dtype, (hidden, intermediate)),
-                    (p + "input_layernorm.weight", dtype, (hidden,)), (p + "post_attention_layernorm.weight", dtype, (hidden,))]  # fmt: skip
+        entries += [
+            (p + "mlp.gate_proj.weight", dtype, (intermediate, hidden)),
+            (p + "mlp.up_proj.weight", dtype, (intermediate, hidden)),
+            (p + "mlp.down_proj.weight", dtype, (hidden, intermediate)),
+            (p + "input_layernorm.weight", dtype, (hidden,)),
+            (p + "post_attention_layernorm.weight", dtype, (hidden,)),
+        ]
     return entries + [("model.norm.weight", dtype, (hidden,)), ("lm_head.weight", dtype, (vocab, hidden))]
 
 
@@ -73,11 +77,20 @@ def write_random_model(root: Path, shape: dict, dtype, scale: float, seed: int, 
             writer.write(name, (torch.randn(dims, generator=g) * scale).to(dtype))
         writer.close()
     write_index(root, shards, names)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": shape["hidden"],
-              "intermediate_size": shape["intermediate"], "num_hidden_layers": shape["layers"],
-              "num_attention_heads": shape["hidden"] // 128, "num_key_value_heads": shape["hidden"] // 128,
-              "vocab_size": shape["vocab"], "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
-              "hidden_act": "silu", "tie_word_embeddings": False}  # fmt: skip
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": shape["hidden"],
+        "intermediate_size": shape["intermediate"],
+        "num_hidden_layers": shape["layers"],
+        "num_attention_heads": shape["hidden"] // 128,
+        "num_key_value_heads": shape["hidden"] // 128,
+        "vocab_size": shape["vocab"],
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 2048,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+    }
     (root / "config.json").write_text(json.dumps(config, indent=2))
     return root
 
@@ -86,8 +99,9 @@ def write_random_pair(root: Path, shape: dict, shard_bytes: int = 2 * 10**9) -> 
     import torch
 
     base = write_random_model(root / "base", shape, torch.float16, 0.02, seed=1, shard_bytes=shard_bytes)
-    diff = write_random_model(root / "diff", {**shape, "vocab": shape["vocab"] + 1}, torch.float32, 0.0002, seed=2,
-                              shard_bytes=shard_bytes)  # fmt: skip
+    diff = write_random_model(
+        root / "diff", {**shape, "vocab": shape["vocab"] + 1}, torch.float32, 0.0002, seed=2, shard_bytes=shard_bytes
+    )
     return base, diff
 
 
@@ -139,8 +153,22 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     start = time.perf_counter()
     base, diff = write_random_pair(work, shape)
     gen_seconds = time.perf_counter() - start
-    ours = timed(tool("-q", "--log-file", str(work / "log"), "recover", "--base", str(base), "--diff", str(diff),
-                      "--out", str(work / "ours"), "--dtype", "float16"))  # fmt: skip
+    ours = timed(
+        tool(
+            "-q",
+            "--log-file",
+            str(work / "log"),
+            "recover",
+            "--base",
+            str(base),
+            "--diff",
+            str(diff),
+            "--out",
+            str(work / "ours"),
+            "--dtype",
+            "float16",
+        )
+    )
     naive = timed([sys.executable, "-m", "tulu_quant.bench", "_naive", str(base), str(diff), str(work / "naive")])
     # Same weights from both: compare every tensor.
     mine = open_checkpoint(work / "ours")
@@ -152,41 +180,49 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     largest = max(_numel(s) for _, _, s in llama_entries(**shape, dtype=torch.float32)) * 4
     largest_13b = (LLAMA_13B["vocab"] + 1) * LLAMA_13B["hidden"] * 4
     result = {
-        "machine": machine(), "params": params, "input_bytes": input_bytes, "generate_seconds": round(gen_seconds, 1),
-        "tulu_quant": ours, "naive": naive, "identical_output": identical,
-        "ratios": {"time_naive_over_ours": round(naive["seconds"] / ours["seconds"], 2),
-                   "rss_naive_over_ours": round(naive["peak_rss_bytes"] / ours["peak_rss_bytes"], 2)},
+        "machine": machine(),
+        "params": params,
+        "input_bytes": input_bytes,
+        "generate_seconds": round(gen_seconds, 1),
+        "tulu_quant": ours,
+        "naive": naive,
+        "identical_output": identical,
+        "ratios": {
+            "time_naive_over_ours": round(naive["seconds"] / ours["seconds"], 2),
+            "rss_naive_over_ours": round(naive["peak_rss_bytes"] / ours["peak_rss_bytes"], 2),
+        },
         "extrapolation_13b": {
             "params": n_params(LLAMA_13B),
             "naive_peak_rss_gb": round(naive["peak_rss_bytes"] * scale / 1e9, 1),
             # Ours holds a few copies of the largest tensor (+ the interpreter): scale only that part.
             "ours_peak_rss_gb": round((ours["peak_rss_bytes"] + (largest_13b - largest) * 4) / 1e9, 1),
-            "ours_seconds": round(ours["seconds"] * scale), "naive_seconds": round(naive["seconds"] * scale),
+            "ours_seconds": round(ours["seconds"] * scale),
+            "naive_seconds": round(naive["seconds"] * scale),
         },
-    }  # fmt: skip
+    }
     (out / "recover.json").write_text(json.dumps(result, indent=2))
     gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
     ex = result["extrapolation_13b"]
     md = f"""## Streaming recovery vs the full-load algorithm
 
-Command: `make bench-recover` (`python -m tulu_quant.bench recover --out bench-out`). Machine: {result['machine']}.
-Input: a random LLaMA pair of {params / 1e9:.2f} B parameters ({shape['layers']} layers, hidden {shape['hidden']},
-intermediate {shape['intermediate']}, vocabulary {shape['vocab']} + 1 added row): fp16 base + float32 diff, {gb(input_bytes)} on disk,
-sharded. Output fp16. Both outputs compared tensor by tensor: {'identical' if identical else 'DIFFERENT'}. Both read
+Command: `make bench-recover` (`python -m tulu_quant.bench recover --out bench-out`). Machine: {result["machine"]}.
+Input: a random LLaMA pair of {params / 1e9:.2f} B parameters ({shape["layers"]} layers, hidden {shape["hidden"]},
+intermediate {shape["intermediate"]}, vocabulary {shape["vocab"]} + 1 added row): fp16 base + float32 diff, {gb(input_bytes)} on disk,
+sharded. Output fp16. Both outputs compared tensor by tensor: {"identical" if identical else "DIFFERENT"}. Both read
 files the page cache holds (they were just written). `tulu-quant recover` also checks every tensor (finite values, the
 diff-to-base norm ratio), which the naive algorithm does not.
 
 | method | wall time | peak RSS |
 | --- | --- | --- |
-| `tulu-quant recover` (streaming) | {ours['seconds']} s | {gb(ours['peak_rss_bytes'])} |
-| naive full load (open-instruct's algorithm) | {naive['seconds']} s | {gb(naive['peak_rss_bytes'])} |
-| ratio naive / ours | {result['ratios']['time_naive_over_ours']}x | {result['ratios']['rss_naive_over_ours']}x |
+| `tulu-quant recover` (streaming) | {ours["seconds"]} s | {gb(ours["peak_rss_bytes"])} |
+| naive full load (open-instruct's algorithm) | {naive["seconds"]} s | {gb(naive["peak_rss_bytes"])} |
+| ratio naive / ours | {result["ratios"]["time_naive_over_ours"]}x | {result["ratios"]["rss_naive_over_ours"]}x |
 
-Extrapolated to LLaMA-1 13B ({ex['params'] / 1e9:.1f} B parameters, x{scale:.1f}): the naive algorithm needs about
-{ex['naive_peak_rss_gb']} GB of RAM (open-instruct's own script, with transformers model objects, about 104 GB);
-`tulu-quant recover` about {ex['ours_peak_rss_gb']} GB (its peak is a few copies of the largest tensor, the 32001 x 5120
-embedding in float32, plus the interpreter). Time scales with bytes read and written: about {ex['ours_seconds'] // 60} min
-on this machine's disk, against {ex['naive_seconds'] // 60} min for the naive one (if it had the memory).
+Extrapolated to LLaMA-1 13B ({ex["params"] / 1e9:.1f} B parameters, x{scale:.1f}): the naive algorithm needs about
+{ex["naive_peak_rss_gb"]} GB of RAM (open-instruct's own script, with transformers model objects, about 104 GB);
+`tulu-quant recover` about {ex["ours_peak_rss_gb"]} GB (its peak is a few copies of the largest tensor, the 32001 x 5120
+embedding in float32, plus the interpreter). Time scales with bytes read and written: about {ex["ours_seconds"] // 60} min
+on this machine's disk, against {ex["naive_seconds"] // 60} min for the naive one (if it had the memory).
 """
     (out / "recover.md").write_text(md)
     shutil.rmtree(work, ignore_errors=True)
@@ -214,26 +250,40 @@ def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") 
     shutil.rmtree(run_dir, ignore_errors=True)
     before = shown(load_average())
     start = time.perf_counter()
-    proc = subprocess.run(tool("--log-file", str(out / "pipeline.log"), "run", "--config", str(config), "--run-dir",
-                               str(run_dir)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.run(
+        tool("--log-file", str(out / "pipeline.log"), "run", "--config", str(config), "--run-dir", str(run_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    stages = {name: {"seconds": e["seconds"], "peak_rss_bytes": e["peak_rss_bytes"], "summary": e.get("summary", {})}
-              for name, e in manifest.items()}  # fmt: skip
-    summary = proc.stdout[proc.stdout.rfind("artifact "):] if "artifact " in proc.stdout else ""
-    result = {"machine": machine(), "config": str(config.relative_to(ROOT)), "exit_code": proc.returncode,
-              "wall_seconds": round(seconds, 1), "stages": stages, "load_average_before": before,
-              "load_average_after": shown(load_average()), "model": load_config(config).model.name}  # fmt: skip
+    stages = {
+        name: {"seconds": e["seconds"], "peak_rss_bytes": e["peak_rss_bytes"], "summary": e.get("summary", {})}
+        for name, e in manifest.items()
+    }
+    summary = proc.stdout[proc.stdout.rfind("artifact ") :] if "artifact " in proc.stdout else ""
+    result = {
+        "machine": machine(),
+        "config": str(config.relative_to(ROOT)),
+        "exit_code": proc.returncode,
+        "wall_seconds": round(seconds, 1),
+        "stages": stages,
+        "load_average_before": before,
+        "load_average_after": shown(load_average()),
+        "model": load_config(config).model.name,
+    }
     (out / "pipeline.json").write_text(json.dumps(result, indent=2))
     from .progress import human_bytes, human_seconds
 
-    rows = "\n".join(f"| {name} | {human_seconds(e['seconds'])} | {human_bytes(e['peak_rss_bytes'])} |"
-                     for name, e in stages.items())  # fmt: skip
+    rows = "\n".join(
+        f"| {name} | {human_seconds(e['seconds'])} | {human_bytes(e['peak_rss_bytes'])} |" for name, e in stages.items()
+    )
     md = f"""## The stand-in pipeline (`make quantize`), stage by stage
 
-Command: `python -m tulu_quant.bench pipeline` (`tulu-quant run --config {result['config']}` into an empty run directory;
-the stand-in's GGUF conversion cached, as after a first run). Machine: {result['machine']}; load average (1/5/15 min)
-{before} before, {result['load_average_after']} after. Exit code {proc.returncode}; wall time
+Command: `python -m tulu_quant.bench pipeline` (`tulu-quant run --config {result["config"]}` into an empty run directory;
+the stand-in's GGUF conversion cached, as after a first run). Machine: {result["machine"]}; load average (1/5/15 min)
+{before} before, {result["load_average_after"]} after. Exit code {proc.returncode}; wall time
 {human_seconds(seconds)}, plus about a minute for `make install` on a machine with pip's cache warm.
 
 | stage | wall time | peak RSS |
@@ -263,22 +313,47 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     report = out / f"validate-{suite}"
     shutil.rmtree(report, ignore_errors=True)
     before = shown(load_average())
-    proc = subprocess.run(tool("--log-file", str(out / "validate.log"), "validate", "--reference", str(run_dir / "recovered"),
-                               "--candidate", str(run_dir / "gptq"), "--suite", suite, "--report", str(report),
-                               "--config", str(ROOT / "configs" / "standin.yaml")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.run(
+        tool(
+            "--log-file",
+            str(out / "validate.log"),
+            "validate",
+            "--reference",
+            str(run_dir / "recovered"),
+            "--candidate",
+            str(run_dir / "gptq"),
+            "--suite",
+            suite,
+            "--report",
+            str(report),
+            "--config",
+            str(ROOT / "configs" / "standin.yaml"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     data = json.loads((report / "report.json").read_text())
     ref, cand = data["reference"], data["candidates"][0]
-    seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in (("fp16", ref), ("gptq", cand))}
-    result = {"machine": machine(), "suite": suite, "exit_code": proc.returncode, "seconds": seconds,
-              "load_average_before": before, "load_average_after": shown(load_average())}  # fmt: skip
+    seconds = {
+        name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in (("fp16", ref), ("gptq", cand))
+    }
+    result = {
+        "machine": machine(),
+        "suite": suite,
+        "exit_code": proc.returncode,
+        "seconds": seconds,
+        "load_average_before": before,
+        "load_average_after": shown(load_average()),
+    }
     (out / "validate.json").write_text(json.dumps(result, indent=2))
     tables = (report / "report.md").read_text().split("\n", 2)[2]  # drop the report's own title
     md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit
 
 Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
-RUN/gptq` (what `python -m tulu_quant.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result['machine']}; load average {before} before,
-{result['load_average_after']} after. Time spent scoring: fp16 {seconds['fp16']:.0f} s, GPTQ (transformers, GPTQModel's
-CPU kernel) {seconds['gptq']:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
+RUN/gptq` (what `python -m tulu_quant.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result["machine"]}; load average {before} before,
+{result["load_average_after"]} after. Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's
+CPU kernel) {seconds["gptq"]:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
 
 {tables.strip()}
 """
@@ -291,8 +366,10 @@ def assemble_docs(out: Path, doc: Path = ROOT / "docs" / "benchmarks.md") -> Pat
     order = ["recover", "pipeline", "quantize", "validate", "onnx"]
     sections = {p.stem: p.read_text() for p in Path(out).glob("*.md")}
     previous = _split_sections(doc.read_text()) if doc.is_file() else {}
-    parts = ["# Benchmarks\n\nGenerated by `make bench` (each section by its own target; a section not re-run keeps its "
-             "previous figures). Every figure was measured on the machine named in its section.\n"]  # fmt: skip
+    parts = [
+        "# Benchmarks\n\nGenerated by `make bench` (each section by its own target; a section not re-run keeps its "
+        "previous figures). Every figure was measured on the machine named in its section.\n"
+    ]
     for name in order + sorted(set(sections) - set(order)):
         text = sections.get(name) or previous.get(name)
         if text:
@@ -311,11 +388,16 @@ def _split_sections(text: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench")
-    parser.add_argument("what", choices=["recover", "pipeline", "quantize", "validate", "onnx", "docs", "all", "_naive"])
+    parser.add_argument(
+        "what", choices=["recover", "pipeline", "quantize", "validate", "onnx", "docs", "all", "_naive"]
+    )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
-    parser.add_argument("--run-dir", type=Path, help="validate/onnx: a finished stand-in run (default: the pipeline "
-                        "benchmark's run in OUT, else runs/standin)")  # fmt: skip
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="validate/onnx: a finished stand-in run (default: the pipeline benchmark's run in OUT, else runs/standin)",
+    )
     args = parser.parse_args(argv)
     if args.what == "_naive":
         naive_recover(*map(Path, args.args))
@@ -324,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     todo = ["recover", "pipeline", "quantize", "validate", "onnx"] if args.what == "all" else [args.what]
     for what in todo:
-        run_dir = args.run_dir or next((d for d in (out / "pipeline-run", ROOT / "runs" / "standin")
-                                        if (d / "manifest.json").is_file()), out / "pipeline-run")  # fmt: skip
+        run_dir = args.run_dir or next(
+            (d for d in (out / "pipeline-run", ROOT / "runs" / "standin") if (d / "manifest.json").is_file()),
+            out / "pipeline-run",
+        )
         if what == "recover":
             bench_recover(out)
         elif what == "pipeline":
@@ -335,8 +419,14 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "validate":
             bench_validate(out, run_dir)
         elif what == "onnx":
-            bench_module(out, "onnx", "tulu_quant.bench_onnx", "CPU inference paths on the stand-in: speed and perplexity",
-                         "--run-dir", str(run_dir))  # fmt: skip
+            bench_module(
+                out,
+                "onnx",
+                "tulu_quant.bench_onnx",
+                "CPU inference paths on the stand-in: speed and perplexity",
+                "--run-dir",
+                str(run_dir),
+            )
     print(f"wrote {assemble_docs(out)}")
     return 0
 

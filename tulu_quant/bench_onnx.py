@@ -54,12 +54,27 @@ def slug(name: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.processor()
+    )
     from .manifest import library_versions
 
-    return {"cpu": cpu, "cores_visible": os.cpu_count(), "threads": THREADS, "platform": platform.platform(),
-            "versions": library_versions()}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores_visible": os.cpu_count(),
+        "threads": THREADS,
+        "platform": platform.platform(),
+        "versions": library_versions(),
+    }
 
 
 def resolve_inputs(args) -> tuple[Path, Path | None]:
@@ -70,7 +85,9 @@ def resolve_inputs(args) -> tuple[Path, Path | None]:
     manifest = Manifest.load(args.run_dir)
     model, gptq = manifest.output_dir("recover"), manifest.output_dir("quantize")
     if model is None or not model.exists():
-        raise FileNotFoundError(f"{args.run_dir}: no recovered model in its manifest; run the pipeline first or pass --model.")
+        raise FileNotFoundError(
+            f"{args.run_dir}: no recovered model in its manifest; run the pipeline first or pass --model."
+        )
     return model, args.gptq or gptq
 
 
@@ -86,8 +103,13 @@ def decode_speed(backend, chat_format: str, new_tokens: int) -> dict[str, Any]:
     runs = [timed_generate(backend, ids, GenerationSettings(max_new_tokens=new_tokens)) for _ in range(REPEATS)]
     ttft = statistics.median(t.ttft_s for _, t in runs)
     rate = statistics.median(t.decode_tokens_per_s for _, t in runs)
-    return {"prompt_tokens": len(ids), "new_tokens": len(runs[0][0]), "ttft_ms": round(ttft * 1000, 1),
-            "decode_tokens_per_s": round(rate, 1), "decode_runs": [round(t.decode_tokens_per_s, 1) for _, t in runs]}  # fmt: skip
+    return {
+        "prompt_tokens": len(ids),
+        "new_tokens": len(runs[0][0]),
+        "ttft_ms": round(ttft * 1000, 1),
+        "decode_tokens_per_s": round(rate, 1),
+        "decode_runs": [round(t.decode_tokens_per_s, 1) for _, t in runs],
+    }
 
 
 def wiki_perplexity(backend, windows: int, window_tokens: int) -> dict[str, Any]:
@@ -100,9 +122,12 @@ def wiki_perplexity(backend, windows: int, window_tokens: int) -> dict[str, Any]
     cut = make_windows(ids, window_tokens, bos_id_of(backend.tokenizer), windows)
     start = time.perf_counter()
     nll = score_windows(backend, cut)
-    return {"wiki_ppl": round(float(np.exp(nll.mean())), 3), "ppl_windows": len(cut.inputs),
-            "ppl_tokens": len(cut.inputs) * cut.scored_per_window,
-            "ppl_seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return {
+        "wiki_ppl": round(float(np.exp(nll.mean())), 3),
+        "ppl_windows": len(cut.inputs),
+        "ppl_tokens": len(cut.inputs) * cut.scored_per_window,
+        "ppl_seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> dict[str, Any]:
@@ -110,8 +135,13 @@ def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> 
 
     log.info("measuring %s (%s)", name, path)
     backend = load(path, device="cpu", threads=THREADS)
-    row = {"name": name, "path": str(path), "kind": backend.kind, "size_bytes": backend.size_bytes(),
-           **decode_speed(backend, chat_format, args.new_tokens)}  # fmt: skip
+    row = {
+        "name": name,
+        "path": str(path),
+        "kind": backend.kind,
+        "size_bytes": backend.size_bytes(),
+        **decode_speed(backend, chat_format, args.new_tokens),
+    }
     if perplexity:
         row.update(wiki_perplexity(backend, args.windows, args.window_tokens))
     log.info("%s: %s", name, {k: v for k, v in row.items() if k not in ("name", "path")})
@@ -120,7 +150,9 @@ def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> 
     return row
 
 
-def export_all(model: Path, gptq: Path | None, out: Path, chat_format: str, force: bool, log_file: Path) -> dict[str, Path]:
+def export_all(
+    model: Path, gptq: Path | None, out: Path, chat_format: str, force: bool, log_file: Path
+) -> dict[str, Path]:
     from .config import ExportOnnxConfig
     from .stages import export_onnx
 
@@ -143,36 +175,48 @@ def export_all(model: Path, gptq: Path | None, out: Path, chat_format: str, forc
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     from .progress import human_bytes
 
-    lines = [f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores_visible']} cores visible, {THREADS} threads. "
-             f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
-             f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.", "",
-             f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | decode tokens/s ({meta['new_tokens']} new) | "
-             f"decode vs torch fp32 | wiki ppl ({meta['windows']} x {meta['window_tokens']}) | ppl vs fp16 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores_visible']} cores visible, {THREADS} threads. "
+        f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
+        f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.",
+        "",
+        f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | decode tokens/s ({meta['new_tokens']} new) | "
+        f"decode vs torch fp32 | wiki ppl ({meta['windows']} x {meta['window_tokens']}) | ppl vs fp16 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     base = rows[0]  # torch fp32: the reference of both ratio columns
     for row in rows:
         ppl = f"{row['wiki_ppl']:.2f}" if "wiki_ppl" in row else "not measured"
         ppl_ratio = f"{row['wiki_ppl'] / base['wiki_ppl']:.3f}" if "wiki_ppl" in row and "wiki_ppl" in base else ""
         tokens = "" if row["new_tokens"] == meta["new_tokens"] else f" ({row['new_tokens']} tokens)"
-        lines.append(f"| {row['name']} | {human_bytes(row['size_bytes'])} | {row['ttft_ms']:.0f} | "
-                     f"{row['decode_tokens_per_s']:.1f}{tokens} | "
-                     f"{row['decode_tokens_per_s'] / base['decode_tokens_per_s']:.1f}x | {ppl} | {ppl_ratio} |")  # fmt: skip
+        lines.append(
+            f"| {row['name']} | {human_bytes(row['size_bytes'])} | {row['ttft_ms']:.0f} | "
+            f"{row['decode_tokens_per_s']:.1f}{tokens} | "
+            f"{row['decode_tokens_per_s'] / base['decode_tokens_per_s']:.1f}x | {ppl} | {ppl_ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench_onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="results folder (exports, bench.json, bench.md)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/standin"), help="a pipeline run with recover/quantize")
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path("runs/standin"), help="a pipeline run with recover/quantize"
+    )
     parser.add_argument("--model", type=Path, help="the fp16 model (instead of the run's recovered/)")
     parser.add_argument("--gptq", type=Path, help="the GPTQ checkpoint (instead of the run's gptq/)")
     parser.add_argument("--chat-format", choices=["tulu", "tokenizer"], help="default: the model's template, else tulu")
     parser.add_argument("--skip-torch-ppl", action="store_true", help="perplexity of the ONNX rows only")
-    parser.add_argument("--skip-gptq-ppl", action="store_true", help="no perplexity for the GPTQ checkpoint through "
-                        "transformers (slow on CPU; tulu-quant validate reports it)")  # fmt: skip
+    parser.add_argument(
+        "--skip-gptq-ppl",
+        action="store_true",
+        help="no perplexity for the GPTQ checkpoint through transformers (slow on CPU; tulu-quant validate reports it)",
+    )
     parser.add_argument("--speed-only", action="store_true", help="no perplexity at all (re-measure speed)")
     parser.add_argument("--force", action="store_true", help="rebuild exports and re-measure rows found in --out")
-    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="greedy tokens timed per row (protocol: 128)")
+    parser.add_argument(
+        "--new-tokens", type=int, default=NEW_TOKENS, help="greedy tokens timed per row (protocol: 128)"
+    )
     parser.add_argument("--windows", type=int, default=WINDOWS, help="perplexity windows (protocol: 24)")
     parser.add_argument("--window-tokens", type=int, default=WINDOW_TOKENS, help="tokens per window (protocol: 512)")
     args = parser.parse_args(argv)
@@ -206,12 +250,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(name, path, chat_format, perplexity, args))
         done.parent.mkdir(exist_ok=True)
         done.write_text(json.dumps(rows[-1], indent=2))
-    meta = {"command": "python -m tulu_quant.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": machine(), "model": str(model), "gptq": str(gptq) if gptq else None, "chat_format": chat_format,
-            "prompt": PROMPT, "prompt_tokens": rows[0]["prompt_tokens"], "new_tokens": args.new_tokens,
-            "windows": args.windows, "window_tokens": args.window_tokens, "threads": THREADS,
-            "seconds": round(time.perf_counter() - start, 1),
-            "load_average_1_5_15": {"before": load_before, "after": load_average()}}  # fmt: skip
+    meta = {
+        "command": "python -m tulu_quant.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "model": str(model),
+        "gptq": str(gptq) if gptq else None,
+        "chat_format": chat_format,
+        "prompt": PROMPT,
+        "prompt_tokens": rows[0]["prompt_tokens"],
+        "new_tokens": args.new_tokens,
+        "windows": args.windows,
+        "window_tokens": args.window_tokens,
+        "threads": THREADS,
+        "seconds": round(time.perf_counter() - start, 1),
+        "load_average_1_5_15": {"before": load_before, "after": load_average()},
+    }
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     (args.out / "bench.md").write_text(table)

@@ -39,18 +39,45 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
     "rtn-g64-asym": ("rtn", {"bits": 4, "group_size": 64, "sym": False}, {}, "round to nearest, zero points"),
     "gptqmodel-g64-sym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": True}, {}, "GPTQModel 7.6 defaults"),
     "gptqmodel-g64-asym": ("gptq", {**GPTQMODEL_DEFAULTS, "sym": False}, {}, "GPTQModel 7.6 defaults, asym"),
-    "asym-mse": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4}, {},
-                 "+ damp 0.01, clipping search"),
-    "asym-mse-gptaq": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
-                                "gptaq_alpha": 0.25}, {}, "+ damp 0.01, clipping search, GPTAQ"),
-    "asym-mse-n256": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4},
-                      {"num_samples": 256}, "+ damp 0.01, clipping search, 2x calibration"),
-    "asym-mse-foem": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
-                               "foem_beta": 0.2}, {}, "+ damp 0.01, clipping search, FOEM"),
-    "asym-mse-nts": ("gptq", {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4,
-                              "true_sequential": False, "batch_size": 8}, {},
-                     "+ damp 0.01, clipping search, one forward per layer (not true sequential), 8 samples per batch"),
-}  # fmt: skip
+    "asym-mse": (
+        "gptq",
+        {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4},
+        {},
+        "+ damp 0.01, clipping search",
+    ),
+    "asym-mse-gptaq": (
+        "gptq",
+        {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4, "gptaq_alpha": 0.25},
+        {},
+        "+ damp 0.01, clipping search, GPTAQ",
+    ),
+    "asym-mse-n256": (
+        "gptq",
+        {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4},
+        {"num_samples": 256},
+        "+ damp 0.01, clipping search, 2x calibration",
+    ),
+    "asym-mse-foem": (
+        "gptq",
+        {"bits": 4, "group_size": 64, "sym": False, "damp_percent": 0.01, "mse": 2.4, "foem_beta": 0.2},
+        {},
+        "+ damp 0.01, clipping search, FOEM",
+    ),
+    "asym-mse-nts": (
+        "gptq",
+        {
+            "bits": 4,
+            "group_size": 64,
+            "sym": False,
+            "damp_percent": 0.01,
+            "mse": 2.4,
+            "true_sequential": False,
+            "batch_size": 8,
+        },
+        {},
+        "+ damp 0.01, clipping search, one forward per layer (not true sequential), 8 samples per batch",
+    ),
+}
 
 
 # ------------------------------------------------------------------------------------------------------ pure math
@@ -172,8 +199,13 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     kind, qsettings, csettings, note = ROWS[name]
-    record: dict[str, Any] = {"name": name, "kind": kind, "quantize": qsettings, "note": note,
-                              "load_average_before": load_average()}  # fmt: skip
+    record: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "quantize": qsettings,
+        "note": note,
+        "load_average_before": load_average(),
+    }
     windows = eval_windows(model_dir)
     if kind == "fp16":
         model = float32_model(model_dir)
@@ -186,12 +218,19 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
         qcfg = QuantizeConfig(**{"offload_to_disk": False, **qsettings})
         gptq_dir = out / "gptq" / name
         with measure() as usage:
-            result = quantize.run(model_dir, calib_dir, gptq_dir, qcfg, "tokenizer", force=True,
-                                  log_file=out / "logs" / f"{name}.log")  # fmt: skip
+            result = quantize.run(
+                model_dir, calib_dir, gptq_dir, qcfg, "tokenizer", force=True, log_file=out / "logs" / f"{name}.log"
+            )
         written = json.loads((gptq_dir / quantize.RECORD_FILE).read_text())
-        record.update(calibrate=ccfg.model_dump(mode="json"), quantize=qcfg.model_dump(mode="json"),
-                      compute_dtype=written["compute_dtype"], seconds=round(result.seconds, 1),
-                      peak_rss=usage.peak_rss, bytes=result.bytes, mean_loss=result.mean_loss)  # fmt: skip
+        record.update(
+            calibrate=ccfg.model_dump(mode="json"),
+            quantize=qcfg.model_dump(mode="json"),
+            compute_dtype=written["compute_dtype"],
+            seconds=round(result.seconds, 1),
+            peak_rss=usage.peak_rss,
+            bytes=result.bytes,
+            mean_loss=result.mean_loss,
+        )
         model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
     record["wiki_ppl"] = round(perplexity(model, windows), 3)
     record["load_average_after"] = load_average()
@@ -213,7 +252,9 @@ def standin_default() -> dict[str, Any]:
     """configs/standin.yaml's quantize: settings, without WHERE."""
     from .config import load_config
 
-    return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize.model_dump(exclude=WHERE)
+    return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize.model_dump(
+        exclude=WHERE
+    )
 
 
 def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
@@ -228,18 +269,29 @@ def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
 def table(records: list[dict[str, Any]]) -> str:
     fp16 = next((r["wiki_ppl"] for r in records if r["kind"] == "fp16"), None)
     default = standin_default()
-    rows = ["| row | settings | wiki ppl | vs fp16 | GPTQ seconds | load average before/after | peak RSS |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| row | settings | wiki ppl | vs fp16 | GPTQ seconds | load average before/after | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in records:
         q = r["quantize"]
-        settings = r["note"] if r["kind"] == "fp16" else (
-            f"{q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}"
-            + ("" if r["kind"] == "rtn" else _gptq_settings(r)) + f"; {r['note']}")  # fmt: skip
+        settings = (
+            r["note"]
+            if r["kind"] == "fp16"
+            else (
+                f"{q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}"
+                + ("" if r["kind"] == "rtn" else _gptq_settings(r))
+                + f"; {r['note']}"
+            )
+        )
         delta = f"+{100 * (r['wiki_ppl'] / fp16 - 1):.1f} %" if fp16 and r["kind"] != "fp16" else ""
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else ""
         rss = f"{r['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in r else ""
-        load = (f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}" if "load_average_before" in r
-                else ("not recorded (shared machine)" if seconds else ""))  # fmt: skip
+        load = (
+            f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}"
+            if "load_average_before" in r
+            else ("not recorded (shared machine)" if seconds else "")
+        )
         name = f"**{r['name']} (stand-in default)**" if is_standin_default(r, default) else r["name"]
         rows.append(f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {load} | {rss} |")
     return "\n".join(rows)
@@ -263,12 +315,17 @@ def _gptq_settings(r: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str, Any]]:
-    records = [json.loads((out / "rows" / f"{n}.json").read_text()) for n in names if (out / "rows" / f"{n}.json").is_file()]
+    records = [
+        json.loads((out / "rows" / f"{n}.json").read_text()) for n in names if (out / "rows" / f"{n}.json").is_file()
+    ]
     command = "python -m tulu_quant.bench_quant --out " + str(out)
-    (out / "results.json").write_text(json.dumps({"machine": machine(), "model": str(model_dir), "command": command,
-                                                  "rows": records}, indent=2))  # fmt: skip
-    md = (f"Wiki perplexity of the stand-in ({WINDOWS} windows x {WINDOW_LEN} tokens of the evaluation split, "
-          f"float32 compute); `{command}` on {machine()}.\n\n{table(records)}\n")  # fmt: skip
+    (out / "results.json").write_text(
+        json.dumps({"machine": machine(), "model": str(model_dir), "command": command, "rows": records}, indent=2)
+    )
+    md = (
+        f"Wiki perplexity of the stand-in ({WINDOWS} windows x {WINDOW_LEN} tokens of the evaluation split, "
+        f"float32 compute); `{command}` on {machine()}.\n\n{table(records)}\n"
+    )
     (out / "results.md").write_text(md)
     return records
 
@@ -276,7 +333,9 @@ def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench_quant", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--model", type=Path, help="fp16 model (default: the stand-in's HF conversion, built if needed)")
+    parser.add_argument(
+        "--model", type=Path, help="fp16 model (default: the stand-in's HF conversion, built if needed)"
+    )
     parser.add_argument("--only", action="append", choices=list(ROWS), help="measure only these rows (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="rows measured at once, each in its own process")
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: measure one row here
@@ -300,11 +359,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure_row(name: str) -> None:
         start = time.perf_counter()
-        command = [sys.executable, "-m", "tulu_quant.bench_quant", "--out", str(out), "--model", str(args.model), "--row", name]
+        command = [
+            sys.executable,
+            "-m",
+            "tulu_quant.bench_quant",
+            "--out",
+            str(out),
+            "--model",
+            str(args.model),
+            "--row",
+            name,
+        ]
         with open(out / f"{name}.stderr.log", "w") as err:
             code = subprocess.run(command, stderr=err, stdout=err).returncode
-        logging.info("%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED (exit {code}, see {err.name})",
-                     time.perf_counter() - start)  # fmt: skip
+        logging.info(
+            "%s: %s in %.0f s",
+            name,
+            "done" if code == 0 else f"FAILED (exit {code}, see {err.name})",
+            time.perf_counter() - start,
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(measure_row, todo))

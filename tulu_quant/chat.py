@@ -56,7 +56,7 @@ def render(messages: list[Message], tokenizer, fmt: ChatFormat = "tulu", add_gen
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and adds_bos(tokenizer):  # encoding adds it again: keep exactly one
-        return text[len(bos):]
+        return text[len(bos) :]
     return text
 
 

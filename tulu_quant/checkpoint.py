@@ -32,10 +32,19 @@ def _dtypes():
     import torch
 
     return {
-        "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-        "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-    }  # fmt: skip
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+        "F8_E4M3": torch.float8_e4m3fn,
+        "F8_E5M2": torch.float8_e5m2,
+    }
 
 
 def dtype_code(dtype) -> str:
@@ -70,15 +79,18 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
                 raise CheckpointError(f"{path}: truncated safetensors file (header says {n} bytes, file has {size}).")
             header = json.loads(f.read(n))
     except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); re-download or re-convert it.") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({err}); re-download or re-convert it."
+        ) from None
     dtypes, infos, base = _dtypes(), {}, 8 + n
     for name, meta in header.items():
         if name == "__metadata__":
             continue
         start, end = meta["data_offsets"]
         if base + end > size:
-            raise CheckpointError(f"{path}: truncated safetensors file (tensor {name} ends past the end of the file); "
-                                  "re-download it.")
+            raise CheckpointError(
+                f"{path}: truncated safetensors file (tensor {name} ends past the end of the file); re-download it."
+            )
         if meta["dtype"] not in dtypes:
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}.")
         infos[name] = TensorInfo(name, path, dtypes[meta["dtype"]], tuple(meta["shape"]), base + start, end - start)
@@ -111,8 +123,10 @@ class BinShard:
         try:
             self.state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
-            raise CheckpointError(f"{path}: unreadable PyTorch checkpoint ({type(err).__name__}: "
-                                  f"{str(err).splitlines()[0][:200]}); re-download it or convert it to safetensors.") from None
+            raise CheckpointError(
+                f"{path}: unreadable PyTorch checkpoint ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}); re-download it or convert it to safetensors."
+            ) from None
         if not isinstance(self.state, dict):
             raise CheckpointError(f"{path}: expected a state dict, found {type(self.state).__name__}.")
 
@@ -132,7 +146,7 @@ class Checkpoint:
         return sum(t.numel * t.dtype.itemsize for t in self.tensors.values())
 
     @contextlib.contextmanager
-    def reader(self) -> Iterator["callable"]:
+    def reader(self) -> Iterator[callable]:
         """Yield get(name) -> tensor; `.bin` shards stay open (mmap) only while used, one at a time."""
         current: dict[Path, BinShard] = {}
 
@@ -215,7 +229,9 @@ def plan_shards(entries: list[tuple[str, object, tuple[int, ...]]], max_shard_by
 class SafetensorsWriter:
     """Write one safetensors file whose header is fixed up front; tensors are then appended in header order."""
 
-    def __init__(self, path: Path, entries: list[tuple[str, object, tuple[int, ...]]], metadata: dict[str, str] | None = None):
+    def __init__(
+        self, path: Path, entries: list[tuple[str, object, tuple[int, ...]]], metadata: dict[str, str] | None = None
+    ):
         header: dict[str, object] = {"__metadata__": {"format": "pt", **(metadata or {})}}
         offset = 0
         self.expected: list[tuple[str, object, tuple[int, ...], int]] = []
@@ -237,7 +253,9 @@ class SafetensorsWriter:
     def write(self, name: str, tensor) -> None:
         exp_name, dtype, shape, nbytes = self.expected[self.position]
         if name != exp_name or tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise AssertionError(f"writer expected {exp_name} {dtype} {shape}, got {name} {tensor.dtype} {tuple(tensor.shape)}")
+            raise AssertionError(
+                f"writer expected {exp_name} {dtype} {shape}, got {name} {tensor.dtype} {tuple(tensor.shape)}"
+            )
         if nbytes:
             import torch
 
@@ -267,7 +285,9 @@ def write_index(out: Path, shards: list[list[tuple]], names: list[str]) -> None:
         return
     total = sum(dtype.itemsize * _numel(shape) for shard in shards for _, dtype, shape in shard)
     weight_map = {name: fname for shard, fname in zip(shards, names) for name, _, _ in shard}
-    (out / SAFETENSORS_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (out / SAFETENSORS_INDEX).write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
 
 
 def _numel(shape) -> int:
@@ -333,6 +353,12 @@ def copy_if_present(src_dir: Path, dst_dir: Path, names) -> list[str]:
 
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "vocab.json", "merges.txt",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)

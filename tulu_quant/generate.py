@@ -33,7 +33,7 @@ class Timing:
     token_times: list[float] = field(default_factory=list, repr=False)  # seconds since the call started, per token
 
     @classmethod
-    def from_times(cls, times: list[float], total: float) -> "Timing":
+    def from_times(cls, times: list[float], total: float) -> Timing:
         n = len(times)
         rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else float("nan")
         return cls(n, times[0] if times else float("nan"), rate, total, times)
@@ -49,8 +49,10 @@ class GenerateResult:
 
     def summary(self) -> str:
         t = self.timing
-        return (f"{t.new_tokens} tokens, time to first token {t.ttft_s * 1000:.0f} ms, decode {t.decode_tokens_per_s:.1f} "
-                f"tokens/s ({self.prompt_tokens} prompt tokens, {self.backend['kind']})")  # fmt: skip
+        return (
+            f"{t.new_tokens} tokens, time to first token {t.ttft_s * 1000:.0f} ms, decode {t.decode_tokens_per_s:.1f} "
+            f"tokens/s ({self.prompt_tokens} prompt tokens, {self.backend['kind']})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -113,15 +115,20 @@ class TextStream:
 
     def _emit(self, upto: str) -> None:
         if len(upto) > len(self.text) and upto.startswith(self.text):
-            self.write(upto[len(self.text):])
+            self.write(upto[len(self.text) :])
             self.text = upto
 
 
 # ------------------------------------------------------------------------------------------------------ generation
 
 
-def timed_generate(backend, ids: list[int], settings: GenerationSettings, on_token: Callable[[int], bool | None] | None = None,
-                   stop_ids: tuple[int, ...] = ()) -> tuple[list[int], Timing]:  # fmt: skip
+def timed_generate(
+    backend,
+    ids: list[int],
+    settings: GenerationSettings,
+    on_token: Callable[[int], bool | None] | None = None,
+    stop_ids: tuple[int, ...] = (),
+) -> tuple[list[int], Timing]:
     """backend.generate with the arrival time of every token."""
     times: list[float] = []
     start = time.perf_counter()
@@ -149,9 +156,17 @@ def load(model_dir: Path, device: str = "auto", threads: int | None = None):
     return load_backend(Path(model_dir), kind, device=device)
 
 
-def run(model_dir: Path, prompt: str, settings: GenerationSettings = GenerationSettings(), chat_format: str = "auto",
-        system: str | None = None, write: Callable[[str], Any] | None = None, device: str = "auto",
-        threads: int | None = None, log_file: Path | None = None) -> GenerateResult:  # fmt: skip
+def run(
+    model_dir: Path,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    chat_format: str = "auto",
+    system: str | None = None,
+    write: Callable[[str], Any] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    log_file: Path | None = None,
+) -> GenerateResult:
     """Generate for the prompt with the model in model_dir, streaming the text to `write` (e.g. sys.stdout.write).
     The libraries' console output while the model loads goes to log_file (when given)."""
     from .chat import stop_strings

@@ -19,8 +19,18 @@ from typing import Any
 from .checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
-TRACKED_LIBRARIES = ("tulu-quant", "torch", "transformers", "safetensors", "gptqmodel", "optimum", "onnxruntime",
-                     "onnxruntime-genai", "gradio", "huggingface_hub")  # fmt: skip
+TRACKED_LIBRARIES = (
+    "tulu-quant",
+    "torch",
+    "transformers",
+    "safetensors",
+    "gptqmodel",
+    "optimum",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "gradio",
+    "huggingface_hub",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -67,13 +77,15 @@ class Manifest:
         return self.path.parent
 
     @classmethod
-    def load(cls, run_dir: Path) -> "Manifest":
+    def load(cls, run_dir: Path) -> Manifest:
         path = Path(run_dir) / MANIFEST
         if path.is_file():
             try:
                 return cls(path, json.loads(path.read_text())["stages"])
             except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{path}: unreadable manifest ({err}); move it away to start the run afresh.") from None
+                raise ValueError(
+                    f"{path}: unreadable manifest ({err}); move it away to start the run afresh."
+                ) from None
         return cls(path)
 
     def save(self) -> None:
@@ -114,8 +126,19 @@ class Manifest:
             return False, "an output is missing"
         return True, "inputs and configuration unchanged"
 
-    def record(self, name: str, *, config_hash: str, config: dict, inputs: list[Path], input_prints: dict[str, Any],
-               outputs: list[Path], seconds: float, peak_rss: int, summary: dict[str, Any]) -> None:  # fmt: skip
+    def record(
+        self,
+        name: str,
+        *,
+        config_hash: str,
+        config: dict,
+        inputs: list[Path],
+        input_prints: dict[str, Any],
+        outputs: list[Path],
+        seconds: float,
+        peak_rss: int,
+        summary: dict[str, Any],
+    ) -> None:
         self.stages[name] = {
             "status": "done",
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -130,7 +153,7 @@ class Manifest:
             "summary": summary,
         }
 
-    def adopt(self, other: "Manifest", names: list[str]) -> None:
+    def adopt(self, other: Manifest, names: list[str]) -> None:
         """Take finished stages of another run directory as ours (a sweep shares one recovered model and one
         calibration set between variants); their paths are made absolute so they keep pointing at the other run."""
         for name in names:
@@ -138,8 +161,11 @@ class Manifest:
             if entry is None or entry.get("status") != "done":
                 continue
             absolute = lambda rel: str(other.root.resolve() / rel) if not Path(rel).is_absolute() else rel  # noqa: E731
-            self.stages[name] = {**entry, "outputs": {absolute(k): v for k, v in entry["outputs"].items()},
-                                 "output_dirs": [absolute(p) for p in entry.get("output_dirs", [])]}  # fmt: skip
+            self.stages[name] = {
+                **entry,
+                "outputs": {absolute(k): v for k, v in entry["outputs"].items()},
+                "output_dirs": [absolute(p) for p in entry.get("output_dirs", [])],
+            }
 
     def output_dir(self, name: str) -> Path | None:
         entry = self.stages.get(name)

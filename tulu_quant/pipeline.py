@@ -34,8 +34,14 @@ STAGES: dict[str, str] = {
 }
 
 # Where each stage writes inside the run directory (the standin stage writes the config's base/diff paths instead).
-OUTPUT_DIRS = {"recover": "recovered", "calibrate": "calib", "quantize": "gptq", "validate": "report",
-               "export_onnx": "onnx", "publish": "publish"}  # fmt: skip
+OUTPUT_DIRS = {
+    "recover": "recovered",
+    "calibrate": "calib",
+    "quantize": "gptq",
+    "validate": "report",
+    "export_onnx": "onnx",
+    "publish": "publish",
+}
 
 
 @dataclass
@@ -54,8 +60,10 @@ class Context:
         """The output directory an earlier stage recorded in the manifest (a clear error if it has not run)."""
         path = self.manifest.output_dir(stage)
         if path is None or not path.exists():
-            raise RuntimeError(f"{self.run_dir}: stage '{stage}' has not produced its output yet; "
-                               f"add it to the config's stages or run it first.")  # fmt: skip
+            raise RuntimeError(
+                f"{self.run_dir}: stage '{stage}' has not produced its output yet; "
+                f"add it to the config's stages or run it first."
+            )
         return path
 
 
@@ -93,12 +101,17 @@ def select(cfg: RunConfig, only: str | None = None, start: str | None = None) ->
     if only:
         return [only], [only]
     if start:
-        return stages, stages[stages.index(start):]
+        return stages, stages[stages.index(start) :]
     return stages, []
 
 
-def run_pipeline(cfg: RunConfig, progress: Progress = NULL, only: str | None = None, start: str | None = None,
-                 log_file: Path | None = None) -> list[StageOutcome]:  # fmt: skip
+def run_pipeline(
+    cfg: RunConfig,
+    progress: Progress = NULL,
+    only: str | None = None,
+    start: str | None = None,
+    log_file: Path | None = None,
+) -> list[StageOutcome]:
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(run_dir)
@@ -115,7 +128,9 @@ def run_pipeline(cfg: RunConfig, progress: Progress = NULL, only: str | None = N
         if fresh and name not in forced:
             log.info("[%d/%d] %s: skipped (%s)", index, len(stages), name, reason)
             entry = manifest.stages[name]
-            outcomes.append(StageOutcome(name, True, reason, entry["seconds"], entry["peak_rss_bytes"], entry["summary"]))
+            outcomes.append(
+                StageOutcome(name, True, reason, entry["seconds"], entry["peak_rss_bytes"], entry["summary"])
+            )
             continue
         log.info("[%d/%d] %s: running (%s)", index, len(stages), name, "forced" if name in forced else reason)
         _clear_partials(step.outputs)
@@ -124,12 +139,28 @@ def run_pipeline(cfg: RunConfig, progress: Progress = NULL, only: str | None = N
         manifest.save()
         with measure() as usage:
             summary = step.run()
-        manifest.record(name, config_hash=digest, config=step.config, inputs=step.inputs, input_prints=prints,
-                        outputs=step.outputs, seconds=usage.seconds, peak_rss=usage.peak_rss, summary=summary)  # fmt: skip
+        manifest.record(
+            name,
+            config_hash=digest,
+            config=step.config,
+            inputs=step.inputs,
+            input_prints=prints,
+            outputs=step.outputs,
+            seconds=usage.seconds,
+            peak_rss=usage.peak_rss,
+            summary=summary,
+        )
         manifest.save()
         detail = step.describe(summary)
-        log.info("[%d/%d] %s: done in %s, peak RSS %s%s", index, len(stages), name, human_seconds(usage.seconds),
-                 human_bytes(usage.peak_rss), f"; {detail}" if detail else "")  # fmt: skip
+        log.info(
+            "[%d/%d] %s: done in %s, peak RSS %s%s",
+            index,
+            len(stages),
+            name,
+            human_seconds(usage.seconds),
+            human_bytes(usage.peak_rss),
+            f"; {detail}" if detail else "",
+        )
         outcomes.append(StageOutcome(name, False, reason, usage.seconds, usage.peak_rss, summary))
     return outcomes
 

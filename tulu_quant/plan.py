@@ -65,21 +65,38 @@ class Shape:
     tied: bool
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Shape":
-        missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-                               "vocab_size") if k not in config]  # fmt: skip
+    def from_config(cls, config: dict[str, Any]) -> Shape:
+        missing = [
+            k
+            for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+            if k not in config
+        ]
         if missing:
             raise ValueError(f"config.json lacks {', '.join(missing)}; plan needs a LLaMA-architecture config.")
         heads = config["num_attention_heads"]
-        return cls(config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"], heads,
-                   config.get("num_key_value_heads") or heads, config.get("head_dim") or config["hidden_size"] // heads,
-                   config["vocab_size"], bool(config.get("tie_word_embeddings", False)))  # fmt: skip
+        return cls(
+            config["num_hidden_layers"],
+            config["hidden_size"],
+            config["intermediate_size"],
+            heads,
+            config.get("num_key_value_heads") or heads,
+            config.get("head_dim") or config["hidden_size"] // heads,
+            config["vocab_size"],
+            bool(config.get("tie_word_embeddings", False)),
+        )
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear of one layer."""
         d, f, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
-                "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}  # fmt: skip
+        return {
+            "q_proj": (d, q),
+            "k_proj": (d, kv),
+            "v_proj": (d, kv),
+            "o_proj": (q, d),
+            "gate_proj": (d, f),
+            "up_proj": (d, f),
+            "down_proj": (f, d),
+        }
 
     def steps(self, true_sequential: bool) -> list[list[str]]:
         if not true_sequential:
@@ -99,8 +116,9 @@ class Shape:
 # ------------------------------------------------------------------------------------------------------ estimates
 
 
-def quantize_peak(shape: Shape, samples: int, seq_len: int, compute_bytes: int = 2,
-                  true_sequential: bool = True) -> dict[str, int]:  # fmt: skip
+def quantize_peak(
+    shape: Shape, samples: int, seq_len: int, compute_bytes: int = 2, true_sequential: bool = True
+) -> dict[str, int]:
     """Bytes resident on the quantizing device at GPTQModel's peak, by term (see the module docstring)."""
     linears = shape.linears()
     hessians = max(sum(linears[n][0] ** 2 * 4 for n in step) for step in shape.steps(true_sequential))
@@ -133,8 +151,11 @@ def kv_cache_bytes(shape: Shape, context: int, batch: int = 1) -> int:
 
 
 def serve_bytes(shape: Shape, bits: int, group_size: int, context: int, batch: int) -> dict[str, int]:
-    return {"weights": quantized_weight_bytes(shape, bits, group_size), "kv_cache": kv_cache_bytes(shape, context, batch),
-            "runtime": RUNTIME_BYTES}  # fmt: skip
+    return {
+        "weights": quantized_weight_bytes(shape, bits, group_size),
+        "kv_cache": kv_cache_bytes(shape, context, batch),
+        "runtime": RUNTIME_BYTES,
+    }
 
 
 @dataclass
@@ -154,14 +175,35 @@ class Plan:
         return sum(self.serve.values())
 
 
-def make_plan(name: str, config: dict[str, Any], bits: int = 4, group_size: int = 128, samples: int = 128,
-              seq_len: int = 2048, context: int | None = None, batch: int = 1, compute_bytes: int = 2) -> Plan:  # fmt: skip
+def make_plan(
+    name: str,
+    config: dict[str, Any],
+    bits: int = 4,
+    group_size: int = 128,
+    samples: int = 128,
+    seq_len: int = 2048,
+    context: int | None = None,
+    batch: int = 1,
+    compute_bytes: int = 2,
+) -> Plan:
     shape = Shape.from_config(config)
     context = context or config.get("max_position_embeddings") or seq_len
-    settings = {"bits": bits, "group_size": group_size, "samples": samples, "seq_len": seq_len, "context": context,
-                "batch": batch, "compute_bytes": compute_bytes}  # fmt: skip
-    return Plan(name, shape, quantize_peak(shape, samples, seq_len, compute_bytes),
-                serve_bytes(shape, bits, group_size, context, batch), settings)  # fmt: skip
+    settings = {
+        "bits": bits,
+        "group_size": group_size,
+        "samples": samples,
+        "seq_len": seq_len,
+        "context": context,
+        "batch": batch,
+        "compute_bytes": compute_bytes,
+    }
+    return Plan(
+        name,
+        shape,
+        quantize_peak(shape, samples, seq_len, compute_bytes),
+        serve_bytes(shape, bits, group_size, context, batch),
+        settings,
+    )
 
 
 def read_config(model: str) -> tuple[str, dict[str, Any]]:
@@ -183,30 +225,57 @@ def fits(total: int, memory: int) -> str:
 
 def format_plan(plan: Plan, gpus: dict[str, int]) -> str:
     s = plan.settings
-    lines = [f"{plan.name}: {plan.shape.params / 1e9:.2f} B parameters, {plan.shape.layers} layers, hidden "
-             f"{plan.shape.hidden}, intermediate {plan.shape.intermediate}",
-             f"quantize ({s['samples']} x {s['seq_len']} calibration tokens, {s['compute_bytes']}-byte compute): peak "
-             f"{human_bytes(plan.quantize_total)} on the device (+ ~{human_bytes(PROCESS_BYTES)} process on CPU)",
-             "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.quantize.items()),
-             f"serve {s['bits']}-bit g{s['group_size']} at context {s['context']} x batch {s['batch']}: "
-             f"{human_bytes(plan.serve_total)}",
-             "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.serve.items())]  # fmt: skip
-    lines.append("  fits: " + ", ".join(f"{gpu} serve {fits(plan.serve_total, mem)} / quantize "
-                                        f"{fits(plan.quantize_total, mem)}" for gpu, mem in gpus.items()))  # fmt: skip
+    lines = [
+        f"{plan.name}: {plan.shape.params / 1e9:.2f} B parameters, {plan.shape.layers} layers, hidden "
+        f"{plan.shape.hidden}, intermediate {plan.shape.intermediate}",
+        f"quantize ({s['samples']} x {s['seq_len']} calibration tokens, {s['compute_bytes']}-byte compute): peak "
+        f"{human_bytes(plan.quantize_total)} on the device (+ ~{human_bytes(PROCESS_BYTES)} process on CPU)",
+        "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.quantize.items()),
+        f"serve {s['bits']}-bit g{s['group_size']} at context {s['context']} x batch {s['batch']}: "
+        f"{human_bytes(plan.serve_total)}",
+        "  " + ", ".join(f"{k} {human_bytes(v)}" for k, v in plan.serve.items()),
+    ]
+    lines.append(
+        "  fits: "
+        + ", ".join(
+            f"{gpu} serve {fits(plan.serve_total, mem)} / quantize {fits(plan.quantize_total, mem)}"
+            for gpu, mem in gpus.items()
+        )
+    )
     return "\n".join(lines)
 
 
-def family_table(gpus: dict[str, int], bits: int = 4, group_size: int = 128, context: int = 2048, batch: int = 1,
-                 samples: int = 128, seq_len: int = 2048) -> str:  # fmt: skip
+def family_table(
+    gpus: dict[str, int],
+    bits: int = 4,
+    group_size: int = 128,
+    context: int = 2048,
+    batch: int = 1,
+    samples: int = 128,
+    seq_len: int = 2048,
+) -> str:
     """Markdown table: each LLaMA-1 size, its serving and quantizing memory, and which GPUs fit it."""
-    head = ["model", f"{bits}-bit g{group_size} weights", "KV cache", "serve", "quantize peak",
-            *[f"{gpu} serve/quantize" for gpu in gpus]]  # fmt: skip
+    head = [
+        "model",
+        f"{bits}-bit g{group_size} weights",
+        "KV cache",
+        "serve",
+        "quantize peak",
+        *[f"{gpu} serve/quantize" for gpu in gpus],
+    ]
     rows = [head, ["---"] * len(head)]
     for name, config in LLAMA1.items():
         plan = make_plan(name, config, bits, group_size, samples, seq_len, context, batch)
-        rows.append([name, human_bytes(plan.serve["weights"]), human_bytes(plan.serve["kv_cache"]),
-                     human_bytes(plan.serve_total), human_bytes(plan.quantize_total),
-                     *[f"{fits(plan.serve_total, m)}/{fits(plan.quantize_total, m)}" for m in gpus.values()]])  # fmt: skip
+        rows.append(
+            [
+                name,
+                human_bytes(plan.serve["weights"]),
+                human_bytes(plan.serve["kv_cache"]),
+                human_bytes(plan.serve_total),
+                human_bytes(plan.quantize_total),
+                *[f"{fits(plan.serve_total, m)}/{fits(plan.quantize_total, m)}" for m in gpus.values()],
+            ]
+        )
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 

@@ -16,7 +16,10 @@ from .progress import human_bytes
 # Which library each stage imports, and the install hint when it is missing.
 LIBRARIES = {
     "standin": [("gguf", "pip install gguf")],
-    "quantize": [("gptqmodel", 'pip install --no-build-isolation "gptqmodel>=7.6,<7.7"'), ("optimum", "pip install optimum")],
+    "quantize": [
+        ("gptqmodel", 'pip install --no-build-isolation "gptqmodel>=7.6,<7.7"'),
+        ("optimum", "pip install optimum"),
+    ],
     "validate": [("optimum", "pip install optimum")],
     "export_onnx": [("onnxruntime_genai", "pip install onnxruntime-genai"), ("onnx_ir", "pip install onnx-ir")],
     "publish": [("huggingface_hub", "pip install huggingface_hub")],
@@ -65,23 +68,31 @@ def check(cfg: RunConfig, stages: list[str]) -> dict[str, int]:
         for key in ("base", "diff"):
             path = getattr(cfg.model, key)
             if not path.is_dir():
-                problems.append(f"model.{key}: {path} does not exist; pass --{key} (make quantize {key.upper()}=...) "
-                                "pointing at the downloaded model directory.")  # fmt: skip
+                problems.append(
+                    f"model.{key}: {path} does not exist; pass --{key} (make quantize {key.upper()}=...) "
+                    "pointing at the downloaded model directory."
+                )
     for stage in stages:
         for module, hint in LIBRARIES.get(stage, []):
             if importlib.util.find_spec(module) is None:
-                problems.append(f"stage {stage} needs the Python package {module}, which is not installed; run `{hint}`.")
+                problems.append(
+                    f"stage {stage} needs the Python package {module}, which is not installed; run `{hint}`."
+                )
     if "quantize" in stages and cfg.quantize.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            problems.append("quantize.device is cuda but no CUDA device is visible; use device: auto or cpu, or run on a GPU machine.")
+            problems.append(
+                "quantize.device is cuda but no CUDA device is visible; use device: auto or cpu, or run on a GPU machine."
+            )
     sources = {w.source for w in cfg.calibrate.mix}
     if "validate" in stages:
         sources |= set(load_suite(cfg.validate_.suite).perplexity.sources)
     if "calibrate" in stages and sources & HUB_SOURCES and importlib.util.find_spec("datasets") is None:
-        problems.append(f"data sources {sorted(sources & HUB_SOURCES)} come from the Hugging Face Hub through `datasets`, "
-                        "which is not installed; run `pip install 'tulu-quant[hub]'` or use offline sources.")  # fmt: skip
+        problems.append(
+            f"data sources {sorted(sources & HUB_SOURCES)} come from the Hugging Face Hub through `datasets`, "
+            "which is not installed; run `pip install 'tulu-quant[hub]'` or use offline sources."
+        )
 
     estimate: dict[str, int] = {}
     source = cfg.model.base if cfg.model.base.is_dir() and "standin" not in stages else None
@@ -97,8 +108,10 @@ def check(cfg: RunConfig, stages: list[str]) -> dict[str, int]:
             need = sum(estimate.values())
             if need > free:
                 detail = ", ".join(f"{k} {human_bytes(v)}" for k, v in estimate.items())
-                problems.append(f"{cfg.run_dir}: the stages to run need about {human_bytes(need)} ({detail}) but only "
-                                f"{human_bytes(free)} is free; free space or choose another run_dir.")  # fmt: skip
+                problems.append(
+                    f"{cfg.run_dir}: the stages to run need about {human_bytes(need)} ({detail}) but only "
+                    f"{human_bytes(free)} is free; free space or choose another run_dir."
+                )
     if problems:
         raise PreflightError("preflight found problems before any heavy work:\n  - " + "\n  - ".join(problems))
     return estimate

@@ -36,8 +36,16 @@ class Progress:
             return
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=description, unit=unit, unit_scale=unit_scale, unit_divisor=1024 if unit == "B" else 1000,
-                   file=terminal_stream(), dynamic_ncols=True, leave=False)  # fmt: skip
+        bar = tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            unit_scale=unit_scale,
+            unit_divisor=1024 if unit == "B" else 1000,
+            file=terminal_stream(),
+            dynamic_ncols=True,
+            leave=False,
+        )
 
         def advance(n: float = 1, **postfix):
             bar.update(n)
@@ -104,8 +112,13 @@ def captured(log_file: Path | None) -> Iterator[None]:
     terminal_out = os.fdopen(os.dup(saved[1]), "w", buffering=1)
     terminal_err = os.fdopen(os.dup(saved[2]), "w", buffering=1)
     # Console handlers only; one left over with a closed stream (a test's captured stderr, say) is left alone.
-    console_handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)
-                        and not isinstance(h, logging.FileHandler) and not getattr(h.stream, "closed", False)]  # fmt: skip
+    console_handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+        and not getattr(h.stream, "closed", False)
+    ]
     old_streams = [h.setStream(terminal_err) for h in console_handlers]
     _terminal[:] = [terminal_out, terminal_err]
     _capturing.append(log_file)

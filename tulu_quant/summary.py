@@ -12,9 +12,19 @@ from .manifest import Manifest
 from .progress import Progress, human_bytes, human_seconds
 
 ARTIFACTS = (("recover", "fp16 (reference)"), ("quantize", "GPTQ"), ("export_onnx", "ONNX"))
-SHORT = {"mmlu_0shot": "MMLU0", "mmlu_5shot": "MMLU5", "gsm_direct": "GSM", "gsm_cot": "GSM-CoT", "bbh_direct": "BBH",
-         "bbh_cot": "BBH-CoT", "tydiqa_goldp": "TyDi-GP", "tydiqa_closedbook": "TyDi-CB", "codex_pass1": "pass@1",
-         "codex_pass10": "pass@10", "alpaca_rougeL": "Alpaca-RL"}  # fmt: skip
+SHORT = {
+    "mmlu_0shot": "MMLU0",
+    "mmlu_5shot": "MMLU5",
+    "gsm_direct": "GSM",
+    "gsm_cot": "GSM-CoT",
+    "bbh_direct": "BBH",
+    "bbh_cot": "BBH-CoT",
+    "tydiqa_goldp": "TyDi-GP",
+    "tydiqa_closedbook": "TyDi-CB",
+    "codex_pass1": "pass@1",
+    "codex_pass10": "pass@10",
+    "alpaca_rougeL": "Alpaca-RL",
+}
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -33,20 +43,46 @@ def quality(cand: dict[str, Any] | None) -> tuple[str, str, str]:
     if cand is None:
         return "-", "-", "-"
     deltas = cand.get("deltas", {})
-    ppl = [f"{k.removeprefix('ppl.')} {d['delta_pct']:+.1f}%" for k, d in deltas.items() if k.startswith("ppl.") and d.get("delta_pct") is not None]
+    ppl = [
+        f"{k.removeprefix('ppl.')} {d['delta_pct']:+.1f}%"
+        for k, d in deltas.items()
+        if k.startswith("ppl.") and d.get("delta_pct") is not None
+    ]
     kl = cand["metrics"].get("kl_mean", {}).get("value")
-    bench = [f"{SHORT.get(k, k)} {d['delta']:+.1f}{'' if d['within_noise'] else '*'}" for k, d in deltas.items() if k in SHORT]
+    bench = [
+        f"{SHORT.get(k, k)} {d['delta']:+.1f}{'' if d['within_noise'] else '*'}"
+        for k, d in deltas.items()
+        if k in SHORT
+    ]
     failed = [g["metric"] for g in cand.get("gates", []) if g["status"] == "fail"]
-    gates = f"FAILED: {', '.join(failed)}" if failed else f"{sum(g['status'] == 'pass' for g in cand.get('gates', []))} passed"
+    gates = (
+        f"FAILED: {', '.join(failed)}"
+        if failed
+        else f"{sum(g['status'] == 'pass' for g in cand.get('gates', []))} passed"
+    )
     return ", ".join(ppl + ([f"KL {kl:.3f}"] if kl is not None else [])) or "-", " ".join(bench) or "-", gates
 
 
 def artifact_rows(cfg: RunConfig, manifest: Manifest) -> list[tuple[str, ...]]:
     report_dir = manifest.output_dir("validate")
-    report = json.loads((report_dir / "report.json").read_text()) if report_dir and (report_dir / "report.json").is_file() else None
+    report = (
+        json.loads((report_dir / "report.json").read_text())
+        if report_dir and (report_dir / "report.json").is_file()
+        else None
+    )
     by_path = {str(Path(c["path"]).resolve()): c for c in (report or {}).get("candidates", [])}
     reference = dir_bytes(manifest, "recover")
-    rows = [("artifact", "size", "vs fp16", "perplexity / KL", "benchmark deltas (points; * outside noise)", "gates", "where")]
+    rows = [
+        (
+            "artifact",
+            "size",
+            "vs fp16",
+            "perplexity / KL",
+            "benchmark deltas (points; * outside noise)",
+            "gates",
+            "where",
+        )
+    ]
     for stage, label in ARTIFACTS:
         path = manifest.output_dir(stage)
         if path is None:
@@ -61,7 +97,9 @@ def artifact_rows(cfg: RunConfig, manifest: Manifest) -> list[tuple[str, ...]]:
 def print_run_summary(cfg: RunConfig, outcomes, progress: Progress) -> None:
     stage_rows = [("stage", "status", "time", "peak RSS")]
     for o in outcomes:
-        stage_rows.append((o.name, "skipped (unchanged)" if o.skipped else "ran", human_seconds(o.seconds), human_bytes(o.peak_rss)))
+        stage_rows.append(
+            (o.name, "skipped (unchanged)" if o.skipped else "ran", human_seconds(o.seconds), human_bytes(o.peak_rss))
+        )
     progress.echo("")
     for line in table(stage_rows):
         progress.echo(line)

@@ -43,9 +43,19 @@ def variant_row(name: str, cfg: RunConfig, manifest: Manifest, reference_bytes: 
     cand = next((c for c in report["candidates"] if Path(c["path"]).resolve() == gptq.resolve()), None)
     ppl, bench, gates = quality(cand)
     size = dir_bytes(manifest, "quantize")
-    row = {"variant": name, "bits": cfg.quantize.bits, "group_size": cfg.quantize.group_size, "desc_act": cfg.quantize.desc_act,
-           "sym": cfg.quantize.sym, "bytes": size, "compression": round(reference_bytes / size, 2) if size else None,
-           "perplexity_kl": ppl, "benchmarks": bench, "gates": gates, "path": str(gptq)}  # fmt: skip
+    row = {
+        "variant": name,
+        "bits": cfg.quantize.bits,
+        "group_size": cfg.quantize.group_size,
+        "desc_act": cfg.quantize.desc_act,
+        "sym": cfg.quantize.sym,
+        "bytes": size,
+        "compression": round(reference_bytes / size, 2) if size else None,
+        "perplexity_kl": ppl,
+        "benchmarks": bench,
+        "gates": gates,
+        "path": str(gptq),
+    }
     if speed:
         from transformers import AutoTokenizer
 
@@ -58,19 +68,32 @@ def variant_row(name: str, cfg: RunConfig, manifest: Manifest, reference_bytes: 
 
 
 def markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> str:
-    lines = [f"# Variant sweep: {cfg.model.name}", "", "Deltas are against the fp16 reference on the same items "
-             "(* outside noise); speed is greedy decode on this machine.", "",
-             "| variant | bits | group | act order | sym | size | vs fp16 | perplexity / KL | benchmarks | gates | GPTQ tok/s | ONNX tok/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"# Variant sweep: {cfg.model.name}",
+        "",
+        "Deltas are against the fp16 reference on the same items "
+        "(* outside noise); speed is greedy decode on this machine.",
+        "",
+        "| variant | bits | group | act order | sym | size | vs fp16 | perplexity / KL | benchmarks | gates | GPTQ tok/s | ONNX tok/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['bits']} | {r['group_size']} | {r['desc_act']} | {r['sym']} | {human_bytes(r['bytes'])} | "
-                     f"{r['compression']}x | {r['perplexity_kl']} | {r['benchmarks']} | {r['gates']} | "
-                     f"{r.get('gptq_tokens_per_s', '-')} | {r.get('onnx_tokens_per_s', '-')} |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['bits']} | {r['group_size']} | {r['desc_act']} | {r['sym']} | {human_bytes(r['bytes'])} | "
+            f"{r['compression']}x | {r['perplexity_kl']} | {r['benchmarks']} | {r['gates']} | "
+            f"{r.get('gptq_tokens_per_s', '-')} | {r.get('onnx_tokens_per_s', '-')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def run(config_path: Path, variants: list[str], overrides: dict[str, Any] | None = None, speed: bool = True,
-        progress: Progress = NULL, log_file: Path | None = None) -> Path:  # fmt: skip
+def run(
+    config_path: Path,
+    variants: list[str],
+    overrides: dict[str, Any] | None = None,
+    speed: bool = True,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+) -> Path:
     overrides = dict(overrides or {})
     main = load_config(config_path, overrides)
     shared = main.model_copy(update={"stages": [s for s in main.stages if s in SHARED]})
@@ -79,7 +102,9 @@ def run(config_path: Path, variants: list[str], overrides: dict[str, Any] | None
     reference_bytes = dir_bytes(shared_manifest, "recover")
     rows = []
     for name in variants:
-        cfg = load_config(config_path, {**overrides, "quantize.variant": name, "run_dir": str(main.run_dir / "sweep" / name)})
+        cfg = load_config(
+            config_path, {**overrides, "quantize.variant": name, "run_dir": str(main.run_dir / "sweep" / name)}
+        )
         cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in PER_VARIANT]})
         manifest = Manifest.load(cfg.run_dir)
         manifest.adopt(shared_manifest, list(SHARED))
@@ -89,9 +114,21 @@ def run(config_path: Path, variants: list[str], overrides: dict[str, Any] | None
             run_pipeline(cfg, progress, log_file=log_file)
         except Exception as err:  # one variant failing (a gate, a shape it cannot apply to) must not sink the sweep
             log.error("sweep: variant %s failed: %s", name, err)
-            rows.append({"variant": name, "bits": cfg.quantize.bits, "group_size": cfg.quantize.group_size,
-                         "desc_act": cfg.quantize.desc_act, "sym": cfg.quantize.sym, "bytes": 0, "compression": None,
-                         "perplexity_kl": "-", "benchmarks": "-", "gates": f"error: {str(err)[:80]}", "path": "-"})  # fmt: skip
+            rows.append(
+                {
+                    "variant": name,
+                    "bits": cfg.quantize.bits,
+                    "group_size": cfg.quantize.group_size,
+                    "desc_act": cfg.quantize.desc_act,
+                    "sym": cfg.quantize.sym,
+                    "bytes": 0,
+                    "compression": None,
+                    "perplexity_kl": "-",
+                    "benchmarks": "-",
+                    "gates": f"error: {str(err)[:80]}",
+                    "path": "-",
+                }
+            )
             continue
         rows.append(variant_row(name, cfg, Manifest.load(cfg.run_dir), reference_bytes, speed))
     out = main.run_dir / "sweep"

@@ -18,10 +18,18 @@ from tulu_quant.config import DemoConfig
 from tulu_quant.progress import human_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]  # fmt: skip
-WORDS = ("the quick brown fox jumps over lazy dog hello you said bye a cat small model answers every question with "
-         "words from this list only and never stops talking about llamas").split()  # fmt: skip
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WORDS = (
+    "the quick brown fox jumps over lazy dog hello you said bye a cat small model answers every question with "
+    "words from this list only and never stops talking about llamas"
+).split()
 TOKEN_DELAY = 0.03  # seconds added per token so that the page's streaming can be watched
 BOT = "#chat [data-testid='bot']"
 USER = "#chat [data-testid='user']"
@@ -32,8 +40,11 @@ def chromium() -> Path:
     """Debian's chromium; installed here (apt-get, as root) when missing, as on a fresh CI machine."""
     if not CHROMIUM.exists() and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "chromium"]):  # fmt: skip
+        for command in (
+            ["apt-get", "install", "-y", "chromium"],
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "chromium"],
+        ):
             if CHROMIUM.exists():
                 break
             subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
@@ -53,11 +64,21 @@ def build_tiny_chat_model(root: Path, seed: int = 0) -> Path:
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                        unk_token="<unk>")  # fmt: skip
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512, bos_token_id=0,
-                         eos_token_id=1, pad_token_id=2)  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # special tokens get logit 0, below the best of the random word logits: answers run to the
@@ -96,8 +117,11 @@ def served(tmp_path_factory):
     (other weights) for the Compare tab."""
     cfg = DemoConfig(port=free_port(), temperature=0.0, max_new_tokens=16, max_input_chars=200)
     app = demo.load_app()
-    models = app.load(build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat")),
-                      build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat-other"), seed=1), cfg)  # fmt: skip
+    models = app.load(
+        build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat")),
+        build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat-other"), seed=1),
+        cfg,
+    )
     models.main.backend = Paced(models.main.backend, TOKEN_DELAY)
     ui = app.build_ui(models, cfg)
     url = app.launch(ui, cfg, block=False)
@@ -143,10 +167,13 @@ def send(page, text: str) -> None:
 
 def wait_answered(page, answers: int, timeout: float = 20_000) -> str:
     """Wait until the page shows `answers` bot messages and the final speed line; returns that line."""
-    page.wait_for_function(f"""() => document.querySelectorAll("{BOT}").length === {answers} &&
+    page.wait_for_function(
+        f"""() => document.querySelectorAll("{BOT}").length === {answers} &&
         document.querySelector('#chat-stats').innerText.includes('tokens/s') &&
         !document.querySelector('#chat-stats').innerText.includes('...') &&
-        !document.querySelector('#message textarea').disabled""", timeout=timeout)  # fmt: skip
+        !document.querySelector('#message textarea').disabled""",
+        timeout=timeout,
+    )
     return page.inner_text("#chat-stats")
 
 
@@ -166,12 +193,21 @@ def test_chat_streams_replies_in_the_browser(served, browser, tmp_path):
     assert len(seen) >= 3 and all(words(a) == words(b)[: len(words(a))] for a, b in zip(seen, seen[1:]))  # streamed
     assert stats.startswith(f"{len(words(first))} tokens · first token") and "tokens/s" in stats
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
-    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "demo.png").stat().st_size > 10_000
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (
+        tmp_path / "demo.png"
+    ).stat().st_size > 10_000
 
     send(page, "bye")  # a second turn: the prompt carries the first exchange
     wait_answered(page, 2)
-    second = expected_answer(models, cfg, [{"role": "user", "content": "hello fox"}, {"role": "assistant", "content": first},
-                                           {"role": "user", "content": "bye"}])  # fmt: skip
+    second = expected_answer(
+        models,
+        cfg,
+        [
+            {"role": "user", "content": "hello fox"},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "bye"},
+        ],
+    )
     assert words(page.locator(BOT).nth(1).inner_text()) == words(second)
 
     page.click("#regenerate")  # greedy: the same answer again, still two exchanges
@@ -179,7 +215,7 @@ def test_chat_streams_replies_in_the_browser(served, browser, tmp_path):
     wait_answered(page, 2)
     assert page.locator(USER).count() == 2 and words(page.locator(BOT).nth(1).inner_text()) == words(second)
     page.click("#clear")
-    page.wait_for_function(f"document.querySelectorAll(\"{BOT}\").length === 0")
+    page.wait_for_function(f'document.querySelectorAll("{BOT}").length === 0')
     page.context.close()
 
 
@@ -189,8 +225,9 @@ def test_stop_keeps_the_partial_answer_and_its_speed(served, browser):
     try:
         page = open_page(browser, url)
         send(page, "the quick brown fox")
-        page.wait_for_function(f"() => {{ const b = document.querySelector(\"{BOT}\"); "
-                               "return b && b.innerText.split(' ').length >= 2; }")  # fmt: skip
+        page.wait_for_function(
+            f"() => {{ const b = document.querySelector(\"{BOT}\"); return b && b.innerText.split(' ').length >= 2; }}"
+        )
         page.click("#stop")
         stats = wait_answered(page, 1)
         assert "stopped" in stats and len(words(page.inner_text(BOT))) < cfg.max_new_tokens
@@ -234,8 +271,11 @@ def test_compare_tab_answers_with_both_models(served, browser):
     page.get_by_role("tab", name="Compare").click()
     page.fill("#compare-prompt textarea", "quick brown fox")
     page.click("#compare")
-    page.wait_for_function("""() => [0, 1].every(i => { const s = document.querySelector('#compare-stats-' + i);
-        return s && s.innerText.includes('tokens/s') && !s.innerText.includes('...'); })""", timeout=20_000)
+    page.wait_for_function(
+        """() => [0, 1].every(i => { const s = document.querySelector('#compare-stats-' + i);
+        return s && s.innerText.includes('tokens/s') && !s.innerText.includes('...'); })""",
+        timeout=20_000,
+    )
     for index, answer in enumerate(expected):
         assert words(page.locator(f"#compare-chat-{index} [data-testid='bot']").inner_text()) == words(answer)
     captions = [f"{e.artifact.label}, {human_bytes(e.size_bytes)} on disk" for e in (models.main, models.compare)]

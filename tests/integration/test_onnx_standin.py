@@ -60,14 +60,19 @@ def test_int4_export_from_a_gptq_checkpoint(standin, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(standin)
     text = "\n\n".join(get_source("wiki").documents("calibration")[:4])
     ids = tokenizer(text).input_ids
-    calibration = [{"input_ids": ids[i:i + 256], "attention_mask": [1] * 256} for i in range(0, 16 * 256, 256)]
-    model = GPTQModel.load(str(standin), QuantizeConfig(bits=4, group_size=64, sym=False), device="cpu", dtype=torch.float16)
+    calibration = [{"input_ids": ids[i : i + 256], "attention_mask": [1] * 256} for i in range(0, 16 * 256, 256)]
+    model = GPTQModel.load(
+        str(standin), QuantizeConfig(bits=4, group_size=64, sym=False), device="cpu", dtype=torch.float16
+    )
     model.quantize(calibration, batch_size=1)
     model.save(str(tmp_path / "gptq"))
     del model
     result = export(standin, tmp_path / "onnx", gptq=tmp_path / "gptq", precision="int4", lm_head="int8")
     v = result.verification
     # GPTQ's groups of 64 kept; the builder quantized only the lm_head (int8, its own blocks of 32)
-    assert result.source == "gptq" and result.graph["quantized"] == {"bits": [4, 8], "block_size": [32, 64],
-                                                                     "accuracy_level": [4]}  # fmt: skip
+    assert result.source == "gptq" and result.graph["quantized"] == {
+        "bits": [4, 8],
+        "block_size": [32, 64],
+        "accuracy_level": [4],
+    }
     assert v["top1_agreement"] > 70 and v["kl_mean"] < 0.3 and v["generated_tokens"] == 16

@@ -22,13 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "tulu-quant")
 
 SUITE = {
-    "description": "integration test", "seed": 0, "bootstrap_samples": 200,
+    "description": "integration test",
+    "seed": 0,
+    "bootstrap_samples": 200,
     "perplexity": {"sources": ["wiki"], "split": "evaluation", "max_windows": 4, "kl_windows": 2},
     "mmlu": {"shots": [0], "subjects": 1, "per_subject": 3, "max_prompt_tokens": 512},
-    "gsm": {"enabled": False}, "bbh": {"enabled": False}, "tydiqa": {"enabled": False},
+    "gsm": {"enabled": False},
+    "bbh": {"enabled": False},
+    "tydiqa": {"enabled": False},
     "codex": {"problems": 1, "sampled_problems": 1, "samples": 2, "pass_at": [2], "max_new_tokens": 48},
     "alpaca": {"instructions": 1, "max_new_tokens": 16},
-}  # fmt: skip
+}
 
 
 def reduced_config(tmp: Path) -> Path:
@@ -37,16 +41,19 @@ def reduced_config(tmp: Path) -> Path:
     data["recover"]["verify"] = False
     data["calibrate"].update(num_samples=16, seq_len=256)
     (tmp / "suite.yaml").write_text(yaml.safe_dump(SUITE))
-    data["validate"] = {"suite": str(tmp / "suite.yaml"),
-                        "gates": [{"metric": "ppl.*", "max_increase_pct": 50.0, "outside_noise_only": False}]}  # fmt: skip
+    data["validate"] = {
+        "suite": str(tmp / "suite.yaml"),
+        "gates": [{"metric": "ppl.*", "max_increase_pct": 50.0, "outside_noise_only": False}],
+    }
     path = tmp / "standin-test.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def run(config: Path, *extra: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "-q", "run", "--config", str(config), *extra], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [CLI, "-q", "run", "--config", str(config), *extra], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def output_hashes(run_dir: Path, stages) -> dict[str, str]:
@@ -108,8 +115,13 @@ def test_killed_run_resumes_with_the_same_hashes(finished, tmp_path):
     for folder in ("gptq", "onnx", "report", "publish"):
         shutil.rmtree(tmp_path / "run" / folder)
 
-    proc = subprocess.Popen([CLI, "-q", "run", "--config", str(resumed_config)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [CLI, "-q", "run", "--config", str(resumed_config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "run").glob(".gptq.partial-*")):
         time.sleep(0.5)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight, StandinConfig, load_variant
+from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight, StandinConfig
 from tulu_quant.stages import calibrate, quantize
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,19 @@ def gptq(standin, tmp_path_factory):
 def test_published_variant_with_group_128_is_refused_for_the_standin(standin, tmp_path, capfd):
     from tulu_quant.cli import main
 
-    code = main(["--log-file", str(tmp_path / "log"), "quantize", "--model", str(standin), "--out", str(tmp_path / "q"),
-                 "--variant", "gptq-4bit-128g"])  # fmt: skip
+    code = main(
+        [
+            "--log-file",
+            str(tmp_path / "log"),
+            "quantize",
+            "--model",
+            str(standin),
+            "--out",
+            str(tmp_path / "q"),
+            "--variant",
+            "gptq-4bit-128g",
+        ]
+    )
     assert code == 2
     err = capfd.readouterr().err
     assert "variant 'gptq-4bit-128g': group_size 128 does not divide the input width 576" in err
@@ -63,11 +74,12 @@ def test_checkpoint_reloads_scores_near_fp16_and_chats(standin, gptq):
         logits = model(torch.tensor([windows[0]])).logits[0].float()
     nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(windows[0][1:]))
     assert math.exp(float(nll)) < 2 * quantized  # the transformers kernel path agrees with the dequantized weights
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           tokenize=False, add_generation_prompt=True)  # fmt: skip
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in reply, reply
     record = json.loads((gptq.out / quantize.RECORD_FILE).read_text())
     assert record["calibration"]["counts"] == {"wiki:calibration": 16}

@@ -16,8 +16,23 @@ def test_recover_rss_growth_is_far_below_model_size(tmp_path):
     assert input_bytes > 900 * 10**6
     python = sys.executable
     baseline = timed([python, "-c", "import torch, safetensors, psutil, tulu_quant.cli, tulu_quant.stages.recover"])
-    run = timed([str(Path(python).parent / "tulu-quant"), "-q", "--log-file", str(tmp_path / "log"), "recover",
-                 "--base", str(base), "--diff", str(diff), "--out", str(tmp_path / "out"), "--dtype", "float16"])  # fmt: skip
+    run = timed(
+        [
+            str(Path(python).parent / "tulu-quant"),
+            "-q",
+            "--log-file",
+            str(tmp_path / "log"),
+            "recover",
+            "--base",
+            str(base),
+            "--diff",
+            str(diff),
+            "--out",
+            str(tmp_path / "out"),
+            "--dtype",
+            "float16",
+        ]
+    )
     growth = run["peak_rss_bytes"] - baseline["peak_rss_bytes"]
     output_bytes = n_params(SHAPE) * 2
     # The largest tensor is 2816 x 1024 float32 (11.5 MB): a handful of copies, never the model.

@@ -20,9 +20,13 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
     """The stand-in stage run twice through the pipeline (the second run must be skipped)."""
     root = tmp_path_factory.mktemp("standin")
-    cfg = RunConfig.model_validate({"model": {"name": "standin", "base": str(root / "pair" / "base"),
-                                              "diff": str(root / "pair" / "diff")},
-                                    "run_dir": str(root / "run"), "stages": ["standin"]})  # fmt: skip
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"name": "standin", "base": str(root / "pair" / "base"), "diff": str(root / "pair" / "diff")},
+            "run_dir": str(root / "run"),
+            "stages": ["standin"],
+        }
+    )
     first, second = run_pipeline(cfg), run_pipeline(cfg)
     return cfg, first[0], second[0]
 
@@ -43,7 +47,9 @@ def test_pipeline_step_builds_once_and_records_the_pair(run):
 
 def test_recover_gives_back_the_tuned_weights_bit_for_bit(run, tmp_path):
     cfg, _, _ = run
-    result = recover.run(cfg.model.base, cfg.model.diff, tmp_path / "rec", RecoverConfig(dtype="float16", max_shard_size="100MB"))
+    result = recover.run(
+        cfg.model.base, cfg.model.diff, tmp_path / "rec", RecoverConfig(dtype="float16", max_shard_size="100MB")
+    )
     assert result.added_rows == {"model.embed_tokens.weight": 1} and len(result.shards) > 1
     tuned_dir, _ = converted_model(cfg.standin)
     tuned, rec, base = open_checkpoint(tuned_dir), open_checkpoint(tmp_path / "rec"), open_checkpoint(cfg.model.base)

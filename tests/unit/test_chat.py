@@ -11,14 +11,21 @@ from tulu_quant.chat import TULU_TEMPLATE, install_template, render_tulu
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "2+2?"},
+    ],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Line one\nline two"}],
 ]
 
 
 def jinja(messages, add_generation_prompt=True, eos="</s>"):
-    return jinja2.Environment().from_string(TULU_TEMPLATE).render(messages=messages, eos_token=eos,
-                                                                  add_generation_prompt=add_generation_prompt)  # fmt: skip
+    return (
+        jinja2.Environment()
+        .from_string(TULU_TEMPLATE)
+        .render(messages=messages, eos_token=eos, add_generation_prompt=add_generation_prompt)
+    )
 
 
 def test_open_instruct_layout():
@@ -42,8 +49,12 @@ def test_install_template_through_transformers(tmp_path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(["<s>", "</s>", "<unk>", "Hi"])}
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")  # fmt: skip
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
     tok.save_pretrained(tmp_path)
     install_template(tmp_path, "tulu")
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"] == TULU_TEMPLATE

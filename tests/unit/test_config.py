@@ -62,7 +62,11 @@ def test_overrides_and_variant_layering(tmp_path):
     cfg = load_config(path)
     assert (cfg.quantize.group_size, cfg.quantize.damp_percent) == (128, 0.2)  # the YAML's own key beats the variant
     cfg = load_config(path, {"quantize.variant": "gptq-4bit-32g-actorder", "model.base": "/other"})
-    assert (cfg.quantize.group_size, cfg.quantize.desc_act, cfg.quantize.damp_percent) == (32, True, load_variant("gptq-4bit-32g-actorder").get("damp_percent", QuantizeConfig().damp_percent))
+    assert (cfg.quantize.group_size, cfg.quantize.desc_act, cfg.quantize.damp_percent) == (
+        32,
+        True,
+        load_variant("gptq-4bit-32g-actorder").get("damp_percent", QuantizeConfig().damp_percent),
+    )
     assert cfg.model.base == Path("/other")
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
         load_config(path, {"quantize.variant": "nope"})

@@ -31,8 +31,9 @@ def word_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                        unk_token="<unk>")  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     tokenizer.add_tokens([AddedToken("<|user|>", normalized=False), AddedToken("<|assistant|>", normalized=False)])
     return tokenizer
 
@@ -54,7 +55,7 @@ class FakeBackend:
             return list(self.script)
         user = self.tokenizer.convert_tokens_to_ids("<|user|>")
         last = len(ids) - 1 - ids[::-1].index(user)
-        said = [t for t in ids[last + 1:] if t != self.tokenizer.convert_tokens_to_ids("<|assistant|>")]
+        said = [t for t in ids[last + 1 :] if t != self.tokenizer.convert_tokens_to_ids("<|assistant|>")]
         return self.tokenizer.convert_tokens_to_ids(["you", "said"]) + said
 
     def generate(self, ids, settings, on_token=None, stop_ids=()):
@@ -106,20 +107,31 @@ GREEDY = GenerationSettings(max_new_tokens=64)
 
 
 def test_gradio_history_becomes_messages():
-    history = [{"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "fox"}],
-                "metadata": None}, {"role": "assistant", "content": "the dog"},
-               {"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]},
-               {"role": "tool", "content": "ignored"}]  # fmt: skip
-    assert demo.to_messages(history) == [{"role": "user", "content": "hello fox"},
-                                         {"role": "assistant", "content": "the dog"},
-                                         {"role": "user", "content": ""}]  # fmt: skip
+    history = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "fox"}],
+            "metadata": None,
+        },
+        {"role": "assistant", "content": "the dog"},
+        {"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]},
+        {"role": "tool", "content": "ignored"},
+    ]
+    assert demo.to_messages(history) == [
+        {"role": "user", "content": "hello fox"},
+        {"role": "assistant", "content": "the dog"},
+        {"role": "user", "content": ""},
+    ]
     assert demo.to_messages(None) == []
 
 
 def test_multi_turn_prompt_is_the_tulu_format(tokenizer):
     engine = engine_for(FakeBackend(tokenizer))
-    messages = [{"role": "user", "content": "hello fox"}, {"role": "assistant", "content": "the dog"},
-                {"role": "user", "content": "bye"}]  # fmt: skip
+    messages = [
+        {"role": "user", "content": "hello fox"},
+        {"role": "assistant", "content": "the dog"},
+        {"role": "user", "content": "bye"},
+    ]
     expected = "<|user|>\nhello fox\n<|assistant|>\nthe dog</s>\n<|user|>\nbye\n<|assistant|>\n"
     assert engine.prompt_ids(messages) == tokenizer(expected).input_ids
     assert engine.stops == ["<|user|>", "<|assistant|>"] and engine.stop_ids == (tokenizer.eos_token_id,)
@@ -140,9 +152,14 @@ def test_oldest_exchanges_are_left_out_to_fit_the_context(tokenizer):
     backend = FakeBackend(tokenizer, context_length=40)
     engine = engine_for(backend)
     long_turn = " ".join(["fox"] * 12)
-    messages = [{"role": "system", "content": "cat"}, {"role": "user", "content": long_turn},
-                {"role": "assistant", "content": long_turn}, {"role": "user", "content": "hello"},
-                {"role": "assistant", "content": "dog"}, {"role": "user", "content": "bye"}]  # fmt: skip
+    messages = [
+        {"role": "system", "content": "cat"},
+        {"role": "user", "content": long_turn},
+        {"role": "assistant", "content": long_turn},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "dog"},
+        {"role": "user", "content": "bye"},
+    ]
     ids, dropped = engine.prepare(messages, GenerationSettings(max_new_tokens=10))
     assert dropped == 1 and len(ids) <= 30
     assert ids == engine.prompt_ids([messages[0], *messages[3:]])
@@ -164,8 +181,12 @@ def test_message_and_conversation_limits():
 
 
 def test_regenerate_drops_the_last_answer_only():
-    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-               {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]  # fmt: skip
+    history = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
     assert demo.drop_last_answer(history) == history[:3]
     assert demo.drop_last_answer(history[:3]) == history[:3]
     with pytest.raises(InputError, match="Nothing to regenerate"):
@@ -174,7 +195,9 @@ def test_regenerate_drops_the_last_answer_only():
 
 def test_settings_from_the_page():
     settings = demo.settings_from_ui(100.0, 0.7, 0.9, 1.1, -1)
-    assert settings == GenerationSettings(max_new_tokens=100, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=None)
+    assert settings == GenerationSettings(
+        max_new_tokens=100, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=None
+    )
     assert demo.settings_from_ui(0, -1, 0, 0.5, 7) == GenerationSettings(1, 0.0, 1e-3, 1.0, 7)
     assert demo.settings_from_ui(10, 0, 1, 1, None).seed is None
 
@@ -227,7 +250,9 @@ def test_closing_the_stream_stops_generation_and_frees_the_model(tokenizer):
 
 def test_stop_strings_and_eos_end_the_answer(tokenizer):
     script = ids_of(tokenizer, "the dog <|user|> hello")
-    reply = list(engine_for(FakeBackend(tokenizer, script=script)).stream([{"role": "user", "content": "a"}], GREEDY))[-1]
+    reply = list(engine_for(FakeBackend(tokenizer, script=script)).stream([{"role": "user", "content": "a"}], GREEDY))[
+        -1
+    ]
     assert reply.text == "the dog" and reply.done and not reply.stopped
     script = ids_of(tokenizer, "the cat </s> hello")
     backend = FakeBackend(tokenizer, script=script)
@@ -266,9 +291,14 @@ def test_backend_errors_reach_the_page(tokenizer):
 def test_simultaneous_sessions_share_one_model_without_mixing(tokenizer):
     backend = FakeBackend(tokenizer, delay=0.06)
     engine = engine_for(backend)
-    conversations = {f"s{k}": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "a"},
-                               {"role": "user", "content": words}]
-                     for k, words in enumerate(["quick fox", "lazy dog", "brown cat", "bye bye"])}  # fmt: skip
+    conversations = {
+        f"s{k}": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": words},
+        ]
+        for k, words in enumerate(["quick fox", "lazy dog", "brown cat", "bye bye"])
+    }
     results, waited = {}, {}
 
     def chat(session: str) -> None:
@@ -286,8 +316,11 @@ def test_simultaneous_sessions_share_one_model_without_mixing(tokenizer):
 
 def test_compare_answers_with_each_model_in_turn(tokenizer):
     first, second = FakeBackend(tokenizer, delay=0.01), FakeBackend(tokenizer, script=ids_of(tokenizer, "the cat"))
-    updates = list(demo.compare_stream([engine_for(first), engine_for(second)], [{"role": "user", "content": "fox"}],
-                                       GREEDY, threading.Event()))  # fmt: skip
+    updates = list(
+        demo.compare_stream(
+            [engine_for(first), engine_for(second)], [{"role": "user", "content": "fox"}], GREEDY, threading.Event()
+        )
+    )
     assert [u.text for u in updates[-1]] == ["you said fox", "the cat"] and all(u.done for u in updates[-1])
     assert all(u[1].text == "" for u in updates if not u[0].done)  # the second model starts after the first finished
 
@@ -320,8 +353,10 @@ def test_fastest_artifact_for_the_machine(tmp_path):
     assert best == int4 and reason.startswith("no CUDA here: onnxruntime-genai")
     assert demo.pick([torch_fp16, gptq, int4], cuda=True, onnx_targets={"cpu", "cuda"})[0] == gptq
     best, reason = demo.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"})  # no export: fp16
-    assert best == torch_fp16 and reason == "no CUDA here: the run has no faster artifact that runs here (a " \
-        "quantized or ONNX output)"
+    assert (
+        best == torch_fp16
+        and reason == "no CUDA here: the run has no faster artifact that runs here (a quantized or ONNX output)"
+    )
     assert demo.pick([torch_fp16], cuda=False, onnx_targets={"cpu"}) == (torch_fp16, reason)
     # float32 of a 1000-byte fp16 checkpoint needs 2000 bytes: with less memory GPTQ is the one that runs
     best, reason = demo.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"}, memory=1500)
@@ -336,8 +371,17 @@ def test_fastest_artifact_for_the_machine(tmp_path):
 def run_dir_with(tmp_path: Path, stages: dict[str, Path]) -> Path:
     manifest = Manifest.load(tmp_path)
     for stage, path in stages.items():
-        manifest.record(stage, config_hash="x", config={"chat_format": "tokenizer"}, inputs=[], input_prints={},
-                        outputs=[path], seconds=1.0, peak_rss=1, summary={})  # fmt: skip
+        manifest.record(
+            stage,
+            config_hash="x",
+            config={"chat_format": "tokenizer"},
+            inputs=[],
+            input_prints={},
+            outputs=[path],
+            seconds=1.0,
+            peak_rss=1,
+            summary={},
+        )
     manifest.save()
     return tmp_path
 
@@ -373,23 +417,39 @@ def report_for(candidate: Path, reference: Path) -> dict:
     def metric(key, label, unit, value):
         return {"key": key, "label": label, "unit": unit, "value": value, "skipped": None}
 
-    reference_metrics = {"ppl.wiki": metric("ppl.wiki", "perplexity (wiki)", "ppl", 19.03),
-                         "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", "points", 30.0)}
-    return {"reference": {"path": str(reference), "metrics": reference_metrics},
-            "candidates": [{"path": str(candidate), "passed": True,
-                            "metrics": {"ppl.wiki": metric("ppl.wiki", "perplexity (wiki)", "ppl", 20.5),
-                                        "kl_mean": metric("kl_mean", "KL divergence, mean", "nats", 0.0512),
-                                        "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", "points", 29.5)},
-                            "deltas": {"ppl.wiki": {"delta": 1.47, "delta_pct": 7.72},
-                                       "mmlu_0shot": {"delta": -0.5, "delta_pct": None}}}]}  # fmt: skip
+    reference_metrics = {
+        "ppl.wiki": metric("ppl.wiki", "perplexity (wiki)", "ppl", 19.03),
+        "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", "points", 30.0),
+    }
+    return {
+        "reference": {"path": str(reference), "metrics": reference_metrics},
+        "candidates": [
+            {
+                "path": str(candidate),
+                "passed": True,
+                "metrics": {
+                    "ppl.wiki": metric("ppl.wiki", "perplexity (wiki)", "ppl", 20.5),
+                    "kl_mean": metric("kl_mean", "KL divergence, mean", "nats", 0.0512),
+                    "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", "points", 29.5),
+                },
+                "deltas": {
+                    "ppl.wiki": {"delta": 1.47, "delta_pct": 7.72},
+                    "mmlu_0shot": {"delta": -0.5, "delta_pct": None},
+                },
+            }
+        ],
+    }
 
 
 def test_about_panel_shows_artifact_settings_and_report(tmp_path, tokenizer):
     gptq, recovered = folder(tmp_path, "gptq", "gptq"), folder(tmp_path, "recovered", "torch")
     report = report_for(gptq, recovered)
     rows, verdict = demo.report_rows(report, gptq)
-    assert rows == [("perplexity (wiki)", "19.030", "20.500", "+1.47 (+7.72 %)"),
-                    ("KL divergence, mean", "-", "0.0512", "-"), ("MMLU 0-shot", "30.00", "29.50", "-0.5")]  # fmt: skip
+    assert rows == [
+        ("perplexity (wiki)", "19.030", "20.500", "+1.47 (+7.72 %)"),
+        ("KL divergence, mean", "-", "0.0512", "-"),
+        ("MMLU 0-shot", "30.00", "29.50", "-0.5"),
+    ]
     assert verdict == "all quality gates passed"
     assert demo.report_rows(report, recovered)[0][0] == ("perplexity (wiki)", "19.030", "19.030", "-")
     assert demo.report_rows(report, tmp_path / "other") == ([], "the validation report does not cover this artifact")
@@ -435,8 +495,23 @@ def test_cli_passes_flags_to_the_page(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "load_app", lambda: FakeApp)
     assert cli.main(["--log-file", str(tmp_path / "log"), "demo", "--model", "runs/x", "--port", "8123"]) == 0
     assert calls[-1] == (Path("runs/x"), None, DemoConfig(port=8123))
-    assert cli.main(["--log-file", str(tmp_path / "log"), "demo", "--model", "m", "--compare", "f", "--share",
-                     "--host", "0.0.0.0"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "--log-file",
+                str(tmp_path / "log"),
+                "demo",
+                "--model",
+                "m",
+                "--compare",
+                "f",
+                "--share",
+                "--host",
+                "0.0.0.0",
+            ]
+        )
+        == 0
+    )
     assert calls[-1][1] == Path("f") and calls[-1][2].share and calls[-1][2].host == "0.0.0.0"
     with pytest.raises(SystemExit):
         cli.main(["demo", "--model", "a", "--config", "b"])

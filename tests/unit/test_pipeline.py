@@ -39,8 +39,10 @@ def make_step(name, payload_key):
 
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
-    stages = {"recover": make_step("recover", lambda c: c.recover.dtype),
-              "calibrate": make_step("calibrate", lambda c: str(c.calibrate.seed))}  # fmt: skip
+    stages = {
+        "recover": make_step("recover", lambda c: c.recover.dtype),
+        "calibrate": make_step("calibrate", lambda c: str(c.calibrate.seed)),
+    }
     monkeypatch.setattr(pipeline, "resolve_stage", lambda name: stages[name])
     monkeypatch.setattr(pipeline.preflight, "check", lambda cfg, stages: {})
     base = tmp_path / "base"
@@ -49,8 +51,12 @@ def toy(monkeypatch, tmp_path):
     CALLS.clear()
 
     def cfg(**values):
-        data = {"model": {"name": "t", "base": str(base), "diff": str(base)}, "run_dir": str(tmp_path / "run"),
-                "stages": ["recover", "calibrate"], **values}  # fmt: skip
+        data = {
+            "model": {"name": "t", "base": str(base), "diff": str(base)},
+            "run_dir": str(tmp_path / "run"),
+            "stages": ["recover", "calibrate"],
+            **values,
+        }
         return RunConfig.model_validate(data)
 
     return cfg, base

@@ -48,7 +48,9 @@ def test_grouped_query_attention_shrinks_kv_cache_and_hessians_follow_in_feature
     assert plan.kv_cache_bytes(gqa, 2048) * 4 == plan.kv_cache_bytes(mha, 2048)
     peak = plan.quantize_peak(mha, 128, 2048, true_sequential=True)
     assert peak["hessians"] == 11008**2 * 4  # down_proj alone is the largest true-sequential step
-    assert plan.quantize_peak(mha, 128, 2048, true_sequential=False)["hessians"] == (5 * 4096**2 + 4096**2 + 11008**2) * 4
+    assert (
+        plan.quantize_peak(mha, 128, 2048, true_sequential=False)["hessians"] == (5 * 4096**2 + 4096**2 + 11008**2) * 4
+    )
 
 
 def test_missing_config_and_bad_names_are_clear(tmp_path):
@@ -101,8 +103,9 @@ def test_quantize_estimate_against_a_measured_cpu_run(tmp_path):
     by at most 60 %: an estimate for deciding what fits may err high, not low, and the measurement itself spread over
     193-258 MiB in four runs on a 2-core machine (allocator arenas of GPTQModel's worker threads)."""
     stages = Path(__file__).resolve().parent / "stages"
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path), str(stages)], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(tmp_path), str(stages)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     growth = json.loads(done.stdout.strip().splitlines()[-1])["growth"]
     config = json.loads((tmp_path / "model" / "config.json").read_text())

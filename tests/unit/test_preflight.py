@@ -16,8 +16,9 @@ from tulu_quant.preflight import PreflightError
 
 
 def config(tmp_path, base, **values):
-    return RunConfig.model_validate({"model": {"name": "t", "base": str(base), "diff": str(base)},
-                                     "run_dir": str(tmp_path / "run"), **values})  # fmt: skip
+    return RunConfig.model_validate(
+        {"model": {"name": "t", "base": str(base), "diff": str(base)}, "run_dir": str(tmp_path / "run"), **values}
+    )
 
 
 def test_missing_inputs_libraries_and_device_all_reported(tmp_path, monkeypatch):

@@ -22,13 +22,22 @@ def make_tuned(root: Path, tied: bool, vocab: int = VOCAB, tokens: int = VOCAB) 
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(1)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=vocab, tie_word_embeddings=tied)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+    )
     LlamaForCausalLM(config).to(torch.float16).save_pretrained(root)
     words = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, tokens)}}
     backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(root)
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(root)
     return root
 
 
@@ -129,7 +138,10 @@ def test_derive_pair_layout_and_recovery(tmp_path, tied):
     base_cfg = json.loads((tmp_path / "base" / "config.json").read_text())
     diff_cfg = json.loads((tmp_path / "diff" / "config.json").read_text())
     assert base_cfg["vocab_size"] == VOCAB and diff_cfg["vocab_size"] == VOCAB + 1 and diff_cfg["pad_token_id"] == VOCAB
-    diff_tok, base_tok = AutoTokenizer.from_pretrained(tmp_path / "diff"), AutoTokenizer.from_pretrained(tmp_path / "base")
+    diff_tok, base_tok = (
+        AutoTokenizer.from_pretrained(tmp_path / "diff"),
+        AutoTokenizer.from_pretrained(tmp_path / "base"),
+    )
     assert len(base_tok) == VOCAB and len(diff_tok) == VOCAB + 1
     assert diff_tok.pad_token == "<pad>" and diff_tok.pad_token_id == VOCAB
     assert "stand-in" in json.loads((tmp_path / "diff" / "standin.json").read_text())["notice"].lower()

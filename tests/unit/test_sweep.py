@@ -29,10 +29,15 @@ def toy_stage(name):
                 (tmp / "w.bin").write_bytes(b"x" * (1000 if name == "recover" else 100 * q.bits))
                 if name == "validate":
                     gptq = ctx.produced("quantize")
-                    candidate = {"path": str(gptq), "metrics": {"kl_mean": {"value": 0.01 * q.bits}},
-                                 "deltas": {"ppl.wiki": {"delta_pct": 10.0 / q.bits, "delta": 1.0, "within_noise": False},
-                                            "mmlu_0shot": {"delta": -1.0, "within_noise": True}},
-                                 "gates": [{"metric": "ppl.*", "status": "pass"}]}  # fmt: skip
+                    candidate = {
+                        "path": str(gptq),
+                        "metrics": {"kl_mean": {"value": 0.01 * q.bits}},
+                        "deltas": {
+                            "ppl.wiki": {"delta_pct": 10.0 / q.bits, "delta": 1.0, "within_noise": False},
+                            "mmlu_0shot": {"delta": -1.0, "within_noise": True},
+                        },
+                        "gates": [{"metric": "ppl.*", "status": "pass"}],
+                    }
                     (tmp / "report.json").write_text(json.dumps({"candidates": [candidate]}))
             return {}
 
@@ -49,9 +54,16 @@ def config(monkeypatch, tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "model": {"name": "toy", "base": str(base), "diff": str(base)}, "run_dir": str(tmp_path / "run"),
-        "stages": ["recover", "calibrate", "quantize", "export_onnx", "validate"], "quantize": {"bits": 4}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "toy", "base": str(base), "diff": str(base)},
+                "run_dir": str(tmp_path / "run"),
+                "stages": ["recover", "calibrate", "quantize", "export_onnx", "validate"],
+                "quantize": {"bits": 4},
+            }
+        )
+    )
     CALLS.clear()
     return path
 

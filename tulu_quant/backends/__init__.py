@@ -43,8 +43,13 @@ class Backend(Protocol):
 
     def logits(self, ids: list[int]) -> Any: ...
 
-    def generate(self, ids: list[int], settings: GenerationSettings, on_token: Callable[[int], bool | None] | None = None,
-                 stop_ids: tuple[int, ...] = ()) -> list[int]: ...  # fmt: skip
+    def generate(
+        self,
+        ids: list[int],
+        settings: GenerationSettings,
+        on_token: Callable[[int], bool | None] | None = None,
+        stop_ids: tuple[int, ...] = (),
+    ) -> list[int]: ...
 
     def size_bytes(self) -> int: ...
 

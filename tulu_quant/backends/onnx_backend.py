@@ -37,8 +37,12 @@ ONNX_SUFFIXES = (".onnx", ".data", ".onnx_data")
 def search_options(settings: GenerationSettings, prompt_len: int, budget: int) -> dict[str, Any]:
     """onnxruntime-genai search options for our settings. top_k is set to 0 (off): the builder writes top_k 50 into
     genai_config.json, which the other backends do not apply."""
-    options: dict[str, Any] = {"max_length": prompt_len + budget, "do_sample": settings.temperature > 0,
-                               "repetition_penalty": settings.repetition_penalty, "top_k": 0}  # fmt: skip
+    options: dict[str, Any] = {
+        "max_length": prompt_len + budget,
+        "do_sample": settings.temperature > 0,
+        "repetition_penalty": settings.repetition_penalty,
+        "top_k": 0,
+    }
     if settings.temperature > 0:
         options.update(temperature=settings.temperature, top_p=settings.top_p)
     if settings.seed is not None:
@@ -73,7 +77,9 @@ class OnnxBackend:
         self.path, self.kind, self.device, self.threads = Path(path), kind, device, threads
         config_path = self.path / "genai_config.json"
         if not config_path.is_file():
-            raise FileNotFoundError(f"{self.path}: no genai_config.json; pass a folder written by `tulu-quant export-onnx`.")
+            raise FileNotFoundError(
+                f"{self.path}: no genai_config.json; pass a folder written by `tulu-quant export-onnx`."
+            )
         self.genai_config = json.loads(config_path.read_text())
         self.context_length = int(self.genai_config["model"]["context_length"])
         self.tokenizer = _load_tokenizer(self.path)
@@ -88,7 +94,9 @@ class OnnxBackend:
         if not ids:
             raise ValueError("logits() needs at least one token id.")
         if len(ids) > self.context_length:
-            raise ValueError(f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows.")
+            raise ValueError(
+                f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows."
+            )
         og, np = self._og, self._np
         params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=len(ids))
@@ -98,8 +106,13 @@ class OnnxBackend:
 
     # ---------------------------------------------------------------------------------------------- generation
 
-    def generate(self, ids: list[int], settings: GenerationSettings = GenerationSettings(),
-                 on_token: Callable[[int], bool | None] | None = None, stop_ids: tuple[int, ...] = ()) -> list[int]:  # fmt: skip
+    def generate(
+        self,
+        ids: list[int],
+        settings: GenerationSettings = GenerationSettings(),
+        on_token: Callable[[int], bool | None] | None = None,
+        stop_ids: tuple[int, ...] = (),
+    ) -> list[int]:
         """New token ids after ``ids`` (a stop id that ended generation is not included). ``on_token(id)`` is called
         for each returned id as it is produced; returning True stops generation after that id."""
         if not ids:
@@ -132,10 +145,18 @@ class OnnxBackend:
         record = self.path / "export.json"
         export = json.loads(record.read_text()) if record.is_file() else {}
         providers = self.genai_config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
-        return {"kind": self.kind, "path": str(self.path), "device": self.device, "threads": self.threads,
-                "providers": [next(iter(p)) for p in providers] or ["cpu"], "context_length": self.context_length,
-                "precision": export.get("precision"), "target": export.get("target"), "source": export.get("source"),
-                "size_bytes": self.size_bytes()}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "device": self.device,
+            "threads": self.threads,
+            "providers": [next(iter(p)) for p in providers] or ["cpu"],
+            "context_length": self.context_length,
+            "precision": export.get("precision"),
+            "target": export.get("target"),
+            "source": export.get("source"),
+            "size_bytes": self.size_bytes(),
+        }
 
 
 def genai_tokenizer_agrees(backend: OnnxBackend, text: str) -> bool:
@@ -154,8 +175,10 @@ def _import_genai():
     try:
         import onnxruntime_genai as og
     except ImportError as err:
-        raise ImportError(f"the ONNX backend needs onnxruntime-genai ({err}); pip install 'onnxruntime-genai>=0.18' "
-                          "(onnxruntime-genai-cuda for CUDA).") from None  # fmt: skip
+        raise ImportError(
+            f"the ONNX backend needs onnxruntime-genai ({err}); pip install 'onnxruntime-genai>=0.18' "
+            "(onnxruntime-genai-cuda for CUDA)."
+        ) from None
     return og
 
 

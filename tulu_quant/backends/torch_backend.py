@@ -55,7 +55,9 @@ def next_token(logits, history: list[int], settings: GenerationSettings, generat
     if settings.repetition_penalty != 1.0 and history:
         seen = torch.tensor(sorted(set(history)), dtype=torch.long)
         values = logits[seen]
-        logits[seen] = torch.where(values > 0, values / settings.repetition_penalty, values * settings.repetition_penalty)
+        logits[seen] = torch.where(
+            values > 0, values / settings.repetition_penalty, values * settings.repetition_penalty
+        )
     if settings.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / settings.temperature, dim=-1)
@@ -99,15 +101,22 @@ class TorchBackend:
         if not ids:
             raise ValueError("logits() needs at least one token id.")
         if len(ids) > self.context_length:
-            raise ValueError(f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows.")
+            raise ValueError(
+                f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows."
+            )
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
         return out.logits[0].float().cpu().numpy()
 
     # ---------------------------------------------------------------------------------------------- generation
 
-    def generate(self, ids: list[int], settings: GenerationSettings = GenerationSettings(),
-                 on_token: Callable[[int], bool | None] | None = None, stop_ids: tuple[int, ...] = ()) -> list[int]:  # fmt: skip
+    def generate(
+        self,
+        ids: list[int],
+        settings: GenerationSettings = GenerationSettings(),
+        on_token: Callable[[int], bool | None] | None = None,
+        stop_ids: tuple[int, ...] = (),
+    ) -> list[int]:
         """New token ids after ``ids`` (the stop id that ended generation is not included). ``on_token(id)`` is called
         for each returned id as it is produced; returning True stops generation after that id."""
         torch = self._torch
@@ -152,9 +161,16 @@ class TorchBackend:
         quant = getattr(self.model.config, "quantization_config", None)
         if quant is not None and not isinstance(quant, dict):
             quant = quant.to_dict()
-        return {"kind": self.kind, "path": str(self.path), "device": self.device, "dtype": self.dtype,
-                "context_length": self.context_length, "size_bytes": self.size_bytes(),
-                "parameters": sum(p.numel() for p in self.model.parameters()), "quantization": quant}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "device": self.device,
+            "dtype": self.dtype,
+            "context_length": self.context_length,
+            "size_bytes": self.size_bytes(),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "quantization": quant,
+        }
 
 
 # ------------------------------------------------------------------------------------------------------ library calls
@@ -181,8 +197,10 @@ def _load_model(path: Path, kind: str, device: str, dtype: str | None):
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device)
         except ImportError as err:
-            raise ImportError(f"{path}: loading a GPTQ checkpoint needs optimum and gptqmodel ({err}); "
-                              "install tulu-quant with its dependencies.") from None  # fmt: skip
+            raise ImportError(
+                f"{path}: loading a GPTQ checkpoint needs optimum and gptqmodel ({err}); "
+                "install tulu-quant with its dependencies."
+            ) from None
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     log.debug("loaded %s (%s) on %s as %s", path, kind, device, torch_dtype)

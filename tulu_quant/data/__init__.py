@@ -33,6 +33,21 @@ from .markup import clean_play_markdown, clean_wiki
 from .offline import load_humaneval, load_mmlu
 from .registry import SOURCES, TASKS, check_disjoint, get_source, load_task, materials
 
-__all__ = ["SOURCES", "TASKS", "Conversation", "DataUnavailable", "Message", "Source", "SourceError", "check_disjoint",
-           "clean_play_markdown", "clean_wiki", "data_dir", "get_source", "load_humaneval", "load_mmlu", "load_task",
-           "materials"]
+__all__ = [
+    "SOURCES",
+    "TASKS",
+    "Conversation",
+    "DataUnavailable",
+    "Message",
+    "Source",
+    "SourceError",
+    "check_disjoint",
+    "clean_play_markdown",
+    "clean_wiki",
+    "data_dir",
+    "get_source",
+    "load_humaneval",
+    "load_mmlu",
+    "load_task",
+    "materials",
+]

@@ -50,8 +50,10 @@ class Source:
         self.check_split(split)
         if self.kind != kind:
             other = "conversations" if self.kind == "chat" else "documents"
-            raise SourceError(f"data source '{self.name}' is a {self.kind} source; call {other}() instead "
-                              f"(chat sources are rendered with the chat format by the caller).")  # fmt: skip
+            raise SourceError(
+                f"data source '{self.name}' is a {self.kind} source; call {other}() instead "
+                f"(chat sources are rendered with the chat format by the caller)."
+            )
         records = self.load(split, limit)
         return list(records[:limit] if limit is not None else records)
 
@@ -70,10 +72,20 @@ class Source:
         sizes = {}
         for split in wanted:
             records = self._records(split, self.kind, None)
-            sizes[split] = {("documents" if self.kind == "text" else "conversations"): len(records),
-                            "characters": characters(records), "sha256": content_hash(records)}  # fmt: skip
-        return {"name": self.name, "kind": self.kind, "license": self.license, "origin": self.origin,
-                "splits": list(self.splits), **self.info(), "sizes": sizes}  # fmt: skip
+            sizes[split] = {
+                ("documents" if self.kind == "text" else "conversations"): len(records),
+                "characters": characters(records),
+                "sha256": content_hash(records),
+            }
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "license": self.license,
+            "origin": self.origin,
+            "splits": list(self.splits),
+            **self.info(),
+            "sizes": sizes,
+        }
 
 
 def characters(records: list) -> int:

@@ -71,8 +71,9 @@ def load_dataset(what: str, hint: str, *args, **kwargs):
         import datasets
         from datasets.exceptions import DatasetsError
     except ImportError:
-        raise DataUnavailable(f"{what} needs the `datasets` package, which is not installed; "
-                              f"pip install 'tulu-quant[hub]', or {hint}.") from None  # fmt: skip
+        raise DataUnavailable(
+            f"{what} needs the `datasets` package, which is not installed; pip install 'tulu-quant[hub]', or {hint}."
+        ) from None
     try:
         return datasets.load_dataset(*args, **kwargs)
     except (OSError, DatasetsError) as err:
@@ -85,8 +86,9 @@ def load_dataset(what: str, hint: str, *args, **kwargs):
 
 @functools.cache
 def _wikitext(split: str) -> tuple[str, ...]:
-    rows = load_dataset("data source 'wikitext2'", LOCAL_HINT, *WIKITEXT,
-                        split="train" if split == "calibration" else "test")  # fmt: skip
+    rows = load_dataset(
+        "data source 'wikitext2'", LOCAL_HINT, *WIKITEXT, split="train" if split == "calibration" else "test"
+    )
     return tuple(row["text"] for row in rows)
 
 
@@ -145,14 +147,22 @@ def _gsm_row(row: dict) -> dict:
 
 def bbh_examples(tasks: list[str]) -> dict[str, list[dict]]:
     hint = task_hint("bbh/*.json (BIG-Bench-Hard's task files)")
-    return {name: [{"input": r["input"], "target": r["target"]}
-                   for r in load_dataset("benchmark bbh", hint, BBH, name, split="test")]
-            for name in tasks}  # fmt: skip
+    return {
+        name: [
+            {"input": r["input"], "target": r["target"]}
+            for r in load_dataset("benchmark bbh", hint, BBH, name, split="test")
+        ]
+        for name in tasks
+    }
 
 
 def _tydiqa_row(row: dict) -> dict:
-    return {"lang": row["id"].split("-", 1)[0], "context": row["context"], "question": row["question"],
-            "answers": list(row["answers"]["text"])}  # fmt: skip
+    return {
+        "lang": row["id"].split("-", 1)[0],
+        "context": row["context"],
+        "question": row["question"],
+        "answers": list(row["answers"]["text"]),
+    }
 
 
 def tydiqa() -> dict:

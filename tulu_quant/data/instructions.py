@@ -70,8 +70,12 @@ def play_conversations(plays: list[tuple[str, str]]) -> list[Conversation]:
                     cut += 1
                 answer = "\n\n".join(passage[cut:])
                 if len(answer) >= MIN_CONTINUATION:
-                    conversations.append(_chat(f"Continue this passage from Shakespeare's {title}:\n\n"
-                                               + "\n\n".join(passage[:cut]), answer))  # fmt: skip
+                    conversations.append(
+                        _chat(
+                            f"Continue this passage from Shakespeare's {title}:\n\n" + "\n\n".join(passage[:cut]),
+                            answer,
+                        )
+                    )
     return conversations
 
 
@@ -111,8 +115,9 @@ def mmlu_conversation(record: dict) -> Conversation:
 
 def code_conversation(problem: dict) -> Conversation:
     solution = problem["prompt"] + problem["canonical_solution"]
-    return _chat(f"Complete this Python function:\n\n```python\n{problem['prompt']}```",
-                 f"```python\n{solution.rstrip()}\n```")  # fmt: skip
+    return _chat(
+        f"Complete this Python function:\n\n```python\n{problem['prompt']}```", f"```python\n{solution.rstrip()}\n```"
+    )
 
 
 def interleave(*groups: list[Conversation]) -> list[Conversation]:
@@ -123,8 +128,11 @@ def interleave(*groups: list[Conversation]) -> list[Conversation]:
 
 @functools.cache
 def _build(split: str) -> tuple[Conversation, ...]:
-    groups = [wiki_conversations(offline.wiki_split(split)), play_conversations(offline.plays_split(split)),
-              [mmlu_conversation(r) for r in offline.mmlu_split(split)]]  # fmt: skip
+    groups = [
+        wiki_conversations(offline.wiki_split(split)),
+        play_conversations(offline.plays_split(split)),
+        [mmlu_conversation(r) for r in offline.mmlu_split(split)],
+    ]
     if split == "evaluation":
         groups.append([code_conversation(p) for p in offline.load_humaneval()])
     return tuple(interleave(*groups))

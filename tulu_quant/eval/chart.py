@@ -20,13 +20,17 @@ def write_chart(path: Path, candidates: list[dict[str, Any]]) -> bool:
     except ImportError:
         return False
     ppl_keys = sorted({k for c in candidates for k, d in c["deltas"].items() if d.ci_unit == "%"})
-    bench_keys = [k for k in dict.fromkeys(k for c in candidates for k, d in c["deltas"].items() if d.ci_unit == "points")]
+    bench_keys = [
+        k for k in dict.fromkeys(k for c in candidates for k, d in c["deltas"].items() if d.ci_unit == "points")
+    ]
     if not candidates or not (ppl_keys or bench_keys):
         return False
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, max(2, len(bench_keys) / 3)]})
     width = 0.8 / len(candidates)
-    for panel, keys, unit, title in ((axes[0], ppl_keys, "%", "perplexity increase (%)"),
-                                     (axes[1], bench_keys, "points", "benchmark delta (points)")):  # fmt: skip
+    for panel, keys, unit, title in (
+        (axes[0], ppl_keys, "%", "perplexity increase (%)"),
+        (axes[1], bench_keys, "points", "benchmark delta (points)"),
+    ):
         for i, cand in enumerate(candidates):
             xs, ys, lows, highs = [], [], [], []
             for j, key in enumerate(keys):

@@ -61,7 +61,11 @@ def gsm_exemplar(item: dict) -> dict:
     body, _, final = item["answer"].rpartition("####")
     number = final.strip().replace(",", "")
     reasoning = " ".join(re.sub(r"<<.*?>>", "", body).split())
-    return {"question": item["question"], "cot_answer": f"{reasoning} So the answer is {number}.", "short_answer": number}
+    return {
+        "question": item["question"],
+        "cot_answer": f"{reasoning} So the answer is {number}.",
+        "short_answer": number,
+    }
 
 
 def gsm_items(task: Any, cfg: GsmSuite, seed: int) -> tuple[list[dict], list[dict]]:
@@ -73,7 +77,7 @@ def gsm_items(task: Any, cfg: GsmSuite, seed: int) -> tuple[list[dict], list[dic
     elif train:
         exemplars = [gsm_exemplar(t) for t in train[: cfg.shots]]
     else:
-        exemplars, test = [gsm_exemplar(t) for t in test[: cfg.shots]], test[cfg.shots:]
+        exemplars, test = [gsm_exemplar(t) for t in test[: cfg.shots]], test[cfg.shots :]
     return draw(test, cfg.examples, random.Random(seed)), exemplars
 
 
@@ -87,8 +91,10 @@ def bbh_items(task: Any, cfg: BbhSuite, seed: int) -> tuple[list[dict], dict[str
     items, prompts = [], {}
     for name in names:
         prompts[name] = tasks[name]["cot_prompt"]
-        items += [{"task": name, "input": e["input"], "target": e["target"]}
-                  for e in draw(tasks[name]["examples"], cfg.per_task, rng)]  # fmt: skip
+        items += [
+            {"task": name, "input": e["input"], "target": e["target"]}
+            for e in draw(tasks[name]["examples"], cfg.per_task, rng)
+        ]
     return items, prompts
 
 
@@ -111,7 +117,7 @@ def tydiqa_items(task: Any, cfg: TydiqaSuite, seed: int) -> tuple[list[dict], di
         if candidates:
             shots[lang] = draw(candidates, cfg.shots, rng)[: cfg.shots]
         else:
-            shots[lang], pool = pool[: cfg.shots], pool[cfg.shots:]
+            shots[lang], pool = pool[: cfg.shots], pool[cfg.shots :]
         items += draw(pool, cfg.per_language, rng)
     return items, shots
 
@@ -146,8 +152,10 @@ def alpaca_instructions(cfg: AlpacaSuite, documents: list[str], seed: int) -> li
     if cfg.instructions_file is not None:
         path = cfg.instructions_file.expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"alpaca.instructions_file {path} does not exist; point it at a JSONL file with "
-                                    "an 'instruction' field per line, or remove the key.")  # fmt: skip
+            raise FileNotFoundError(
+                f"alpaca.instructions_file {path} does not exist; point it at a JSONL file with "
+                "an 'instruction' field per line, or remove the key."
+            )
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return draw([line["instruction"] for line in lines], cfg.instructions, rng)
     chosen = draw(passages(documents), cfg.instructions, rng)

@@ -46,8 +46,14 @@ def parse_verdict(text: str) -> str | None:
 
 def ask(url: str, model: str, prompt: str, api_key: str | None, timeout_s: float) -> str:
     """One chat completion at temperature 0; returns the reply text."""
-    body = json.dumps({"model": model, "temperature": 0, "max_tokens": 16,
-                       "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]})  # fmt: skip
+    body = json.dumps(
+        {
+            "model": model,
+            "temperature": 0,
+            "max_tokens": 16,
+            "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
+        }
+    )
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -58,12 +64,23 @@ def ask(url: str, model: str, prompt: str, api_key: str | None, timeout_s: float
             reply = json.loads(response.read())
         return reply["choices"][0]["message"]["content"] or ""
     except (urllib.error.URLError, TimeoutError, json.JSONDecodeError, KeyError, IndexError) as err:
-        raise JudgeError(f"judge endpoint {endpoint} failed ({err}); check validate.judge_url and that it serves "
-                         "OpenAI chat completions.") from None  # fmt: skip
+        raise JudgeError(
+            f"judge endpoint {endpoint} failed ({err}); check validate.judge_url and that it serves "
+            "OpenAI chat completions."
+        ) from None
 
 
-def win_scores(instructions: list[str], candidate: list[str], reference: list[str], url: str, model: str,
-               api_key_env: str, timeout_s: float, seed: int, advance=lambda n=1, **_: None) -> list[float]:  # fmt: skip
+def win_scores(
+    instructions: list[str],
+    candidate: list[str],
+    reference: list[str],
+    url: str,
+    model: str,
+    api_key_env: str,
+    timeout_s: float,
+    seed: int,
+    advance=lambda n=1, **_: None,
+) -> list[float]:
     """Per-item candidate score against the reference: 1 win, 0.5 tie/unclear, 0 loss."""
     rng = random.Random(seed)
     api_key = os.environ.get(api_key_env)
@@ -75,7 +92,9 @@ def win_scores(instructions: list[str], candidate: list[str], reference: list[st
             advance(1)
             continue
         a, b = (cand, ref) if candidate_first else (ref, cand)
-        verdict = parse_verdict(ask(url, model, JUDGE_TEMPLATE.format(instruction=instruction, a=a, b=b), api_key, timeout_s))
+        verdict = parse_verdict(
+            ask(url, model, JUDGE_TEMPLATE.format(instruction=instruction, a=a, b=b), api_key, timeout_s)
+        )
         if verdict is None:
             scores.append(0.5)
         else:

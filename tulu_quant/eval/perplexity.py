@@ -75,7 +75,7 @@ def make_windows(ids: list[int], length: int, bos_id: int | None, max_windows: i
     if max_windows is not None:
         count = min(count, max_windows)
     prefix = [bos_id] if bos_id is not None else []
-    inputs = [prefix + list(ids[i * text_len:(i + 1) * text_len]) for i in range(count)]
+    inputs = [prefix + list(ids[i * text_len : (i + 1) * text_len]) for i in range(count)]
     return Windows(inputs, bos_id is not None, len(ids))
 
 
@@ -119,7 +119,9 @@ def score_windows(backend, windows: Windows, advance: Callable[..., None] = lamb
     return np.asarray(means)
 
 
-def save_reference(backend, windows: Windows, folder: Path, advance: Callable[..., None] = lambda n=1, **_: None) -> None:
+def save_reference(
+    backend, windows: Windows, folder: Path, advance: Callable[..., None] = lambda n=1, **_: None
+) -> None:
     """Write, per window, the reference's log-probabilities (float16), argmax and target NLL for later KL scoring."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, ids in enumerate(windows.inputs):
@@ -130,14 +132,19 @@ def save_reference(backend, windows: Windows, folder: Path, advance: Callable[..
         logits = backend.logits(ids)
         logp = log_softmax(logits[:-1])
         partial = folder / f".window-{index:04d}.partial.npz"
-        np.savez(partial, logp=logp.astype(np.float16), argmax=logp.argmax(axis=-1).astype(np.int32),
-                 nll=token_nll(logits, ids))  # fmt: skip
+        np.savez(
+            partial,
+            logp=logp.astype(np.float16),
+            argmax=logp.argmax(axis=-1).astype(np.int32),
+            nll=token_nll(logits, ids),
+        )
         partial.rename(target)
         advance(1)
 
 
-def compare_to_reference(backend, windows: Windows, folder: Path,
-                         advance: Callable[..., None] = lambda n=1, **_: None) -> dict[str, float]:  # fmt: skip
+def compare_to_reference(
+    backend, windows: Windows, folder: Path, advance: Callable[..., None] = lambda n=1, **_: None
+) -> dict[str, float]:
     """KL statistics of the backend against the saved reference windows."""
     kls, agree, ref_nll, cand_nll = [], [], [], []
     for index, ids in enumerate(windows.inputs):

@@ -81,8 +81,12 @@ BBH_PREFIX = "A:"
 
 # ------------------------------------------------------------------------------------------------------ TydiQA
 
-TYDIQA_WITH_PASSAGE = ("Answer the following question based on the information in the given passage.", "Passage:",
-                       "Question:", "Answer:")  # fmt: skip
+TYDIQA_WITH_PASSAGE = (
+    "Answer the following question based on the information in the given passage.",
+    "Passage:",
+    "Question:",
+    "Answer:",
+)
 TYDIQA_CLOSED_BOOK = ("Answer the following question.", "Question:", "Answer:")
 
 

@@ -27,8 +27,11 @@ class GateOutcome:
 
 
 def describe_gate(gate: Gate) -> str:
-    rules = [f"{name} {getattr(gate, name):g}" for name in ("max_increase", "max_increase_pct", "max_drop", "max_value",
-             "min_value") if getattr(gate, name) is not None]  # fmt: skip
+    rules = [
+        f"{name} {getattr(gate, name):g}"
+        for name in ("max_increase", "max_increase_pct", "max_drop", "max_value", "min_value")
+        if getattr(gate, name) is not None
+    ]
     return f"{gate.metric}: " + ", ".join(rules) + (" (outside noise)" if gate.outside_noise_only else "")
 
 
@@ -49,8 +52,12 @@ def check_gate(gate: Gate, metric: Metric, delta: Delta | None) -> GateOutcome:
     change_rules = (gate.max_increase, gate.max_increase_pct, gate.max_drop)
     if any(rule is not None for rule in change_rules):
         if delta is None:
-            return GateOutcome(text, metric.key, "fail" if value_fail else "n/a",
-                               "; ".join(value_fail) or "no reference value to compare with")  # fmt: skip
+            return GateOutcome(
+                text,
+                metric.key,
+                "fail" if value_fail else "n/a",
+                "; ".join(value_fail) or "no reference value to compare with",
+            )
         change = delta.candidate - delta.reference
         if gate.max_increase is not None and change > gate.max_increase:
             change_fail.append(f"increase {change:.4g} > {gate.max_increase:g}")
@@ -79,8 +86,9 @@ def check_gates(gates: list[Gate], metrics: dict[str, Metric], deltas: dict[str,
 # ------------------------------------------------------------------------------------------------------ report.json
 
 
-def report_json(reference: dict[str, Any], candidates: list[dict[str, Any]], protocol: dict[str, Any],
-                versions: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def report_json(
+    reference: dict[str, Any], candidates: list[dict[str, Any]], protocol: dict[str, Any], versions: dict[str, str]
+) -> dict[str, Any]:
     """reference/candidates: {"name", "path", "info", "metrics": {key: Metric}, "timings": {...}}; candidates also
     carry "deltas" {key: Delta} and "gates" [GateOutcome]."""
 
@@ -93,9 +101,15 @@ def report_json(reference: dict[str, Any], candidates: list[dict[str, Any]], pro
             out["passed"] = not any(g.status == "fail" for g in entry["gates"])
         return out
 
-    return {"format": "tulu-quant validation report", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "protocol": protocol, "versions": versions, "reference": artifact(reference),
-            "candidates": [artifact(c) for c in candidates]}  # fmt: skip
+    return {
+        "format": "tulu-quant validation report",
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "protocol": protocol,
+        "versions": versions,
+        "reference": artifact(reference),
+        "candidates": [artifact(c) for c in candidates],
+    }
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
@@ -131,14 +145,25 @@ def fmt_delta(delta: Delta | None) -> tuple[str, str, str]:
 
 
 def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protocol: dict[str, Any]) -> str:
-    lines = ["# Validation report", "", f"Reference: `{reference['path']}` ({reference['info']['kind']}). Suite: "
-             f"`{protocol['suite_name']}`, chat format `{protocol['chat_format']}`, perplexity windows of "
-             f"{protocol['context_length']} tokens. Values are points (0-100) unless the unit says otherwise; "
-             "brackets hold 95% intervals; deltas are candidate minus reference on the same items, with a paired "
-             "bootstrap interval (and the exact McNemar test for accuracies).", ""]  # fmt: skip
-    lines += [f"## {reference['name']} (reference, {reference['info']['kind']}, "
-              f"{reference['info']['size_bytes'] / 2**20:.1f} MiB)", "", f"`{reference['path']}`", "",
-              "| metric | value [95% CI] | items / tokens | interval |", "| --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "# Validation report",
+        "",
+        f"Reference: `{reference['path']}` ({reference['info']['kind']}). Suite: "
+        f"`{protocol['suite_name']}`, chat format `{protocol['chat_format']}`, perplexity windows of "
+        f"{protocol['context_length']} tokens. Values are points (0-100) unless the unit says otherwise; "
+        "brackets hold 95% intervals; deltas are candidate minus reference on the same items, with a paired "
+        "bootstrap interval (and the exact McNemar test for accuracies).",
+        "",
+    ]
+    lines += [
+        f"## {reference['name']} (reference, {reference['info']['kind']}, "
+        f"{reference['info']['size_bytes'] / 2**20:.1f} MiB)",
+        "",
+        f"`{reference['path']}`",
+        "",
+        "| metric | value [95% CI] | items / tokens | interval |",
+        "| --- | --- | --- | --- |",
+    ]
     for key, metric in reference["metrics"].items():
         if not metric.skipped:
             lines.append(f"| {metric.label} (`{key}`) | {fmt_value(metric)} | {metric.n} | {metric.ci_method or '-'} |")
@@ -148,22 +173,35 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
         for outcome in cand["gates"]:
             gates_by_metric.setdefault(outcome.metric, []).append(outcome)
         verdict = "FAILED" if any(g.status == "fail" for g in cand["gates"]) else "passed"
-        lines += [f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): gates {verdict}",
-                  "", f"`{cand['path']}`", "",
-                  "| metric | reference | candidate | delta | delta 95% CI | noise | gate |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): gates {verdict}",
+            "",
+            f"`{cand['path']}`",
+            "",
+            "| metric | reference | candidate | delta | delta 95% CI | noise | gate |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for key, metric in cand["metrics"].items():
             ref_metric = reference["metrics"].get(key)
             delta, interval, noise = fmt_delta(cand["deltas"].get(key))
-            gate = "; ".join(f"{g.status}{': ' + g.detail if g.detail else ''}" for g in gates_by_metric.get(key, [])) or "-"
-            lines.append(f"| {metric.label} (`{key}`) | {fmt_value(ref_metric)} | {fmt_value(metric)} | {delta} | "
-                         f"{interval} | {noise} | {gate} |")  # fmt: skip
+            gate = (
+                "; ".join(f"{g.status}{': ' + g.detail if g.detail else ''}" for g in gates_by_metric.get(key, []))
+                or "-"
+            )
+            lines.append(
+                f"| {metric.label} (`{key}`) | {fmt_value(ref_metric)} | {fmt_value(metric)} | {delta} | "
+                f"{interval} | {noise} | {gate} |"
+            )
         lines.append("")
     skipped_rows = {k: m.skipped for k, m in reference["metrics"].items() if m.skipped}
     if skipped_rows:
         lines += ["## Skipped", "", *[f"- `{k}`: {reason}" for k, reason in skipped_rows.items()], ""]
-    lines += ["## Time per benchmark (seconds; cached results took no time in this run)", "",
-              "| artifact | " + " | ".join(protocol["jobs"]) + " |", "| --- |" + " --- |" * len(protocol["jobs"])]  # fmt: skip
+    lines += [
+        "## Time per benchmark (seconds; cached results took no time in this run)",
+        "",
+        "| artifact | " + " | ".join(protocol["jobs"]) + " |",
+        "| --- |" + " --- |" * len(protocol["jobs"]),
+    ]
     for entry in [reference, *candidates]:
         cells = [_timing(entry["timings"].get(job)) for job in protocol["jobs"]]
         lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")

@@ -46,15 +46,22 @@ class JobResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "JobResult":
+    def from_json(cls, data: dict[str, Any]) -> JobResult:
         return cls(**{**data, "metrics": [Metric(**m) for m in data["metrics"]]})
 
 
 # ------------------------------------------------------------------------------------------------------ building metrics
 
 
-def score_metric(key: str, label: str, scores: list[float], groups: list[str] | None = None, samples: int = 1000,
-                 seed: int = 0, details: dict[str, Any] | None = None) -> Metric:  # fmt: skip
+def score_metric(
+    key: str,
+    label: str,
+    scores: list[float],
+    groups: list[str] | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+    details: dict[str, Any] | None = None,
+) -> Metric:
     """A points metric from per-item scores in [0, 1]: Wilson interval for plain accuracies, bootstrap otherwise."""
     if not scores:
         return Metric(key, label, "points", True, skipped="no items to score", details=details or {})
@@ -65,19 +72,46 @@ def score_metric(key: str, label: str, scores: list[float], groups: list[str] | 
     else:
         low, high = bootstrap_interval(scores, groups, samples, seed)
         method = f"bootstrap 95% ({samples} resamples{', stratified by group' if groups else ''})"
-    return Metric(key, label, "points", True, value, len(scores), [100.0 * low, 100.0 * high], method, list(scores),
-                  groups, details=details or {})  # fmt: skip
+    return Metric(
+        key,
+        label,
+        "points",
+        True,
+        value,
+        len(scores),
+        [100.0 * low, 100.0 * high],
+        method,
+        list(scores),
+        groups,
+        details=details or {},
+    )
 
 
-def perplexity_metric(key: str, label: str, window_nll: list[float], tokens_per_window: int, samples: int = 1000,
-                      seed: int = 0, details: dict[str, Any] | None = None) -> Metric:  # fmt: skip
+def perplexity_metric(
+    key: str,
+    label: str,
+    window_nll: list[float],
+    tokens_per_window: int,
+    samples: int = 1000,
+    seed: int = 0,
+    details: dict[str, Any] | None = None,
+) -> Metric:
     """exp(mean NLL) over equal-length windows; the interval resamples windows."""
     nll = np.asarray(window_nll)
     low, high = bootstrap_interval(nll, None, samples, seed)
     info = {"windows": len(nll), "tokens_scored": int(len(nll) * tokens_per_window), **(details or {})}
-    return Metric(key, label, "ppl", False, float(math.exp(nll.mean())), int(len(nll) * tokens_per_window),
-                  [math.exp(low), math.exp(high)], f"bootstrap 95% over windows ({samples} resamples)", list(window_nll),
-                  details=info)  # fmt: skip
+    return Metric(
+        key,
+        label,
+        "ppl",
+        False,
+        float(math.exp(nll.mean())),
+        int(len(nll) * tokens_per_window),
+        [math.exp(low), math.exp(high)],
+        f"bootstrap 95% over windows ({samples} resamples)",
+        list(window_nll),
+        details=info,
+    )
 
 
 def skipped(key: str, label: str, unit: str, higher_is_better: bool, reason: str) -> Metric:
@@ -108,17 +142,37 @@ def compare(reference: Metric, candidate: Metric, samples: int = 1000, seed: int
     if reference.skipped or candidate.skipped or reference.scores is None or candidate.scores is None:
         return None
     if len(reference.scores) != len(candidate.scores):
-        raise ValueError(f"{candidate.key}: reference and candidate were scored on different items "
-                         f"({len(reference.scores)} vs {len(candidate.scores)}); rerun both with the same suite.")  # fmt: skip
+        raise ValueError(
+            f"{candidate.key}: reference and candidate were scored on different items "
+            f"({len(reference.scores)} vs {len(candidate.scores)}); rerun both with the same suite."
+        )
     if reference.unit == "ppl":
         log_delta, low, high = paired_bootstrap(reference.scores, candidate.scores, None, samples, seed)
         pct = [100.0 * math.expm1(low), 100.0 * math.expm1(high)]
-        return Delta(candidate.key, reference.value, candidate.value, candidate.value - reference.value, pct, "%",
-                     low <= 0 <= high, "paired bootstrap over windows of the log-perplexity difference", None,
-                     100.0 * math.expm1(log_delta))  # fmt: skip
+        return Delta(
+            candidate.key,
+            reference.value,
+            candidate.value,
+            candidate.value - reference.value,
+            pct,
+            "%",
+            low <= 0 <= high,
+            "paired bootstrap over windows of the log-perplexity difference",
+            None,
+            100.0 * math.expm1(log_delta),
+        )
     delta, low, high = paired_bootstrap(reference.scores, candidate.scores, reference.groups, samples, seed)
     binary = reference.groups is None and is_binary(reference.scores) and is_binary(candidate.scores)
     test = "paired bootstrap over items" + (" + exact McNemar" if binary else "")
     p_value = mcnemar_exact(reference.scores, candidate.scores) if binary else None
-    return Delta(candidate.key, reference.value, candidate.value, 100.0 * delta, [100.0 * low, 100.0 * high], "points",
-                 low <= 0 <= high, test, p_value)  # fmt: skip
+    return Delta(
+        candidate.key,
+        reference.value,
+        candidate.value,
+        100.0 * delta,
+        [100.0 * low, 100.0 * high],
+        "points",
+        low <= 0 <= high,
+        test,
+        p_value,
+    )

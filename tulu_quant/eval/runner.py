@@ -31,13 +31,20 @@ PROTOCOL_VERSION = 1
 def fingerprint(path: Path) -> str:
     """Identify an artifact by its files' names, sizes and modification times (hashing 26 GB would take minutes)."""
     path = Path(path)
-    entries = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+    entries = sorted(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+    )
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 
 def cache_key(job: Job, artifact_print: str, reference_print: str | None) -> str:
-    payload = {"protocol": PROTOCOL_VERSION, "job": job.key, "settings": job.settings, "artifact": artifact_print,
-               "reference": reference_print if job.uses_reference else None}  # fmt: skip
+    payload = {
+        "protocol": PROTOCOL_VERSION,
+        "job": job.key,
+        "settings": job.settings,
+        "artifact": artifact_print,
+        "reference": reference_print if job.uses_reference else None,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -64,9 +71,18 @@ def _write_cached(file: Path, key: str, result: JobResult) -> None:
     os.replace(tmp, file)
 
 
-def evaluate_artifact(path: Path, role: str, jobs: list[Job], work: Path, load: Callable[[Path], Any],
-                      reference_results: dict[str, JobResult] | None = None, reference_print: str | None = None,
-                      progress: Progress = NULL, log_file: Path | None = None, label: str = "") -> dict[str, JobResult]:  # fmt: skip
+def evaluate_artifact(
+    path: Path,
+    role: str,
+    jobs: list[Job],
+    work: Path,
+    load: Callable[[Path], Any],
+    reference_results: dict[str, JobResult] | None = None,
+    reference_print: str | None = None,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+    label: str = "",
+) -> dict[str, JobResult]:
     """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible."""
     artifact_print = fingerprint(path)
     folder = work / f"{Path(path).name}-{artifact_print}"

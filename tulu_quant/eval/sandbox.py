@@ -71,11 +71,25 @@ def _set_limits(limits: Limits):
 def run_program(program: str, limits: Limits = Limits()) -> Outcome:
     """Run `program`; it passes when it exits with status 0 within the limits."""
     with tempfile.TemporaryDirectory(prefix="tulu-quant-sandbox-") as workdir:
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-I", "-B", "-c", GUARD], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, cwd=workdir, env=env, start_new_session=True,
-                                preexec_fn=_set_limits(limits))  # fmt: skip
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "PYTHONHASHSEED": "0",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", GUARD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_set_limits(limits),
+        )
         try:
             _, err = proc.communicate(program.encode(), timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:

@@ -49,8 +49,9 @@ def _resample_indices(groups: Sequence[str] | None, n: int, rng: np.random.Gener
     return np.concatenate(parts)
 
 
-def bootstrap_interval(scores: Sequence[float], groups: Sequence[str] | None = None, samples: int = 1000,
-                       seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def bootstrap_interval(
+    scores: Sequence[float], groups: Sequence[str] | None = None, samples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile bootstrap interval of macro_mean(scores, groups)."""
     values = np.asarray(scores, dtype=np.float64)
     if len(values) == 0:
@@ -65,8 +66,13 @@ def bootstrap_interval(scores: Sequence[float], groups: Sequence[str] | None = N
     return (float(low), float(high))
 
 
-def paired_bootstrap(reference: Sequence[float], candidate: Sequence[float], groups: Sequence[str] | None = None,
-                     samples: int = 1000, seed: int = 0) -> tuple[float, float, float]:  # fmt: skip
+def paired_bootstrap(
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    groups: Sequence[str] | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """(delta, low, high): candidate minus reference of macro_mean, with the 95% paired bootstrap interval."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)

@@ -48,8 +48,20 @@ class Job:
 
 def _perplexity(key, label, windows, suite, backend, role, reference, folder, advance) -> JobResult:
     nll = perplexity.score_windows(backend, windows, advance)
-    return JobResult(key, [perplexity_metric(key, label, list(nll), windows.scored_per_window, suite.bootstrap_samples,
-                                             suite.seed, {"bos": windows.bos, "text_tokens": windows.total_tokens})])  # fmt: skip
+    return JobResult(
+        key,
+        [
+            perplexity_metric(
+                key,
+                label,
+                list(nll),
+                windows.scored_per_window,
+                suite.bootstrap_samples,
+                suite.seed,
+                {"bos": windows.bos, "text_tokens": windows.total_tokens},
+            )
+        ],
+    )
 
 
 def _kl(windows, backend, role, reference, folder: Path, advance) -> JobResult:
@@ -58,15 +70,33 @@ def _kl(windows, backend, role, reference, folder: Path, advance) -> JobResult:
         return JobResult("kl", [], files=[str(folder / "kl-reference")])
     stats = perplexity.compare_to_reference(backend, windows, Path(reference.files[0]), advance)
     half = 1.959963984540054 * stats["kl_mean_stderr"]
-    details = {"tokens": stats["tokens"], "kl_median": stats["kl_median"], "kl_max": stats["kl_max"],
-               "windows": len(windows.inputs)}  # fmt: skip
-    return JobResult("kl", [
-        Metric("kl_mean", "KL divergence, mean", "nats", False, stats["kl_mean"], stats["tokens"],
-               [stats["kl_mean"] - half, stats["kl_mean"] + half], "mean +- 1.96 standard errors", details=details),
-        Metric("kl_p99", "KL divergence, 99th percentile", "nats", False, stats["kl_p99"], stats["tokens"]),
-        Metric("top1_agreement", "top-1 agreement", "points", True, stats["top1_agreement"], stats["tokens"]),
-        Metric("ppl_ratio", "perplexity ratio on the KL tokens", "ratio", False, stats["ppl_ratio"], stats["tokens"]),
-    ])  # fmt: skip
+    details = {
+        "tokens": stats["tokens"],
+        "kl_median": stats["kl_median"],
+        "kl_max": stats["kl_max"],
+        "windows": len(windows.inputs),
+    }
+    return JobResult(
+        "kl",
+        [
+            Metric(
+                "kl_mean",
+                "KL divergence, mean",
+                "nats",
+                False,
+                stats["kl_mean"],
+                stats["tokens"],
+                [stats["kl_mean"] - half, stats["kl_mean"] + half],
+                "mean +- 1.96 standard errors",
+                details=details,
+            ),
+            Metric("kl_p99", "KL divergence, 99th percentile", "nats", False, stats["kl_p99"], stats["tokens"]),
+            Metric("top1_agreement", "top-1 agreement", "points", True, stats["top1_agreement"], stats["tokens"]),
+            Metric(
+                "ppl_ratio", "perplexity ratio on the KL tokens", "ratio", False, stats["ppl_ratio"], stats["tokens"]
+            ),
+        ],
+    )
 
 
 def _scored(key, label, suite, run, backend, role, reference, folder, advance) -> JobResult:
@@ -80,9 +110,18 @@ def _codex_sampled(ks, problems, fmt, suite, backend, role, reference, folder, a
     settings = GenerationSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 1.0, suite.seed)
     limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
     result = benchmarks.codex(backend, problems, fmt, settings, cfg.samples, ks, limits, cfg.workers, advance)
-    metrics = [score_metric(f"codex_pass{k}", f"Codex-Eval pass@{k} (T={cfg.temperature})",
-                            [p["pass_at"][str(k)] for p in result.outputs], None, suite.bootstrap_samples, suite.seed,
-                            result.details) for k in ks]  # fmt: skip
+    metrics = [
+        score_metric(
+            f"codex_pass{k}",
+            f"Codex-Eval pass@{k} (T={cfg.temperature})",
+            [p["pass_at"][str(k)] for p in result.outputs],
+            None,
+            suite.bootstrap_samples,
+            suite.seed,
+            result.details,
+        )
+        for k in ks
+    ]
     return JobResult("codex_sampled", metrics, outputs=result.outputs)
 
 
@@ -91,20 +130,48 @@ def _alpaca(instructions, fmt, suite, vcfg: ValidateConfig, backend, role, refer
     if role == "reference":
         return JobResult("alpaca", [], outputs=answers)
     exact, rouge = benchmarks.agreement(answers, reference.outputs)
-    metrics = [score_metric("alpaca_exact_match", "AlpacaFarm agreement: exact match", exact, None,
-                            suite.bootstrap_samples, suite.seed),
-               score_metric("alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", rouge, None, suite.bootstrap_samples,
-                            suite.seed)]  # fmt: skip
+    metrics = [
+        score_metric(
+            "alpaca_exact_match", "AlpacaFarm agreement: exact match", exact, None, suite.bootstrap_samples, suite.seed
+        ),
+        score_metric(
+            "alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", rouge, None, suite.bootstrap_samples, suite.seed
+        ),
+    ]
     if vcfg.judge_url:
         from .judge import win_scores
 
-        wins = win_scores(instructions, answers, reference.outputs, vcfg.judge_url, vcfg.judge_model, vcfg.judge_api_key_env,
-                          vcfg.judge_timeout_s, suite.seed)  # fmt: skip
-        metrics.append(score_metric("alpaca_win_rate", "AlpacaFarm win rate vs reference (judge)", wins, None,
-                                    suite.bootstrap_samples, suite.seed, {"judge": vcfg.judge_model}))  # fmt: skip
+        wins = win_scores(
+            instructions,
+            answers,
+            reference.outputs,
+            vcfg.judge_url,
+            vcfg.judge_model,
+            vcfg.judge_api_key_env,
+            vcfg.judge_timeout_s,
+            suite.seed,
+        )
+        metrics.append(
+            score_metric(
+                "alpaca_win_rate",
+                "AlpacaFarm win rate vs reference (judge)",
+                wins,
+                None,
+                suite.bootstrap_samples,
+                suite.seed,
+                {"judge": vcfg.judge_model},
+            )
+        )
     else:
-        metrics.append(skipped("alpaca_win_rate", "AlpacaFarm win rate vs reference (judge)", "points", True,
-                               "no judge endpoint configured (validate.judge_url)"))  # fmt: skip
+        metrics.append(
+            skipped(
+                "alpaca_win_rate",
+                "AlpacaFarm win rate vs reference (judge)",
+                "points",
+                True,
+                "no judge endpoint configured (validate.judge_url)",
+            )
+        )
     return JobResult("alpaca", metrics, outputs=answers)
 
 
@@ -136,8 +203,16 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
     for source in cfg.sources:
         key, label = f"ppl.{source}", f"perplexity ({source}, {cfg.split})"
         documents, reason = _unavailable(lambda: get_source(source).documents(cfg.split))
-        windows = perplexity.make_windows(perplexity.tokenize_documents(tokenizer, documents), context_length, bos,
-                                          cfg.source_windows.get(source, cfg.max_windows)) if documents else None  # fmt: skip
+        windows = (
+            perplexity.make_windows(
+                perplexity.tokenize_documents(tokenizer, documents),
+                context_length,
+                bos,
+                cfg.source_windows.get(source, cfg.max_windows),
+            )
+            if documents
+            else None
+        )
         if windows is not None and not windows.inputs:
             reason = f"the {source} {cfg.split} text is shorter than one window of {context_length} tokens"
         spec = [(key, label, "ppl", False)]
@@ -145,17 +220,46 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
             jobs.append(Job(key, label, spec, skipped=reason))
             continue
         first_windows = first_windows or windows
-        settings = {"source": source, "split": cfg.split, "context_length": context_length, "bos": windows.bos,
-                    "windows": len(windows.inputs), "tokens_sha256": items.data_hash(windows.inputs)}  # fmt: skip
-        jobs.append(Job(key, label, spec, settings, functools.partial(_perplexity, key, label, windows, suite),
-                        len(windows.inputs)))  # fmt: skip
-    kl_spec = [("kl_mean", "KL divergence, mean", "nats", False), ("kl_p99", "KL divergence, 99th percentile", "nats", False),
-               ("top1_agreement", "top-1 agreement", "points", True), ("ppl_ratio", "perplexity ratio", "ratio", False)]  # fmt: skip
+        settings = {
+            "source": source,
+            "split": cfg.split,
+            "context_length": context_length,
+            "bos": windows.bos,
+            "windows": len(windows.inputs),
+            "tokens_sha256": items.data_hash(windows.inputs),
+        }
+        jobs.append(
+            Job(
+                key,
+                label,
+                spec,
+                settings,
+                functools.partial(_perplexity, key, label, windows, suite),
+                len(windows.inputs),
+            )
+        )
+    kl_spec = [
+        ("kl_mean", "KL divergence, mean", "nats", False),
+        ("kl_p99", "KL divergence, 99th percentile", "nats", False),
+        ("top1_agreement", "top-1 agreement", "points", True),
+        ("ppl_ratio", "perplexity ratio", "ratio", False),
+    ]
     if cfg.kl_windows and first_windows is not None:
-        kl_windows = perplexity.Windows(first_windows.inputs[: cfg.kl_windows], first_windows.bos, first_windows.total_tokens)
+        kl_windows = perplexity.Windows(
+            first_windows.inputs[: cfg.kl_windows], first_windows.bos, first_windows.total_tokens
+        )
         settings = {"windows": len(kl_windows.inputs), "tokens_sha256": items.data_hash(kl_windows.inputs)}
-        jobs.append(Job("kl", "KL divergence vs reference", kl_spec, settings, functools.partial(_kl, kl_windows),
-                        len(kl_windows.inputs), uses_reference=True))  # fmt: skip
+        jobs.append(
+            Job(
+                "kl",
+                "KL divergence vs reference",
+                kl_spec,
+                settings,
+                functools.partial(_kl, kl_windows),
+                len(kl_windows.inputs),
+                uses_reference=True,
+            )
+        )
     elif cfg.kl_windows:
         jobs.append(Job("kl", "KL divergence vs reference", kl_spec, skipped="no perplexity text available"))
     return jobs
@@ -174,38 +278,89 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
         if reason or run is None:
             jobs.append(Job(key, label, spec, skipped=reason or "no items"))
         else:
-            jobs.append(Job(key, label, spec, {**settings, "format": fmt},
-                            functools.partial(_scored, key, label, suite, run), n))  # fmt: skip
+            jobs.append(
+                Job(
+                    key, label, spec, {**settings, "format": fmt}, functools.partial(_scored, key, label, suite, run), n
+                )
+            )
 
     records, reason = _unavailable(data.load_mmlu, suite.mmlu.enabled)
     mmlu, shots = items.mmlu_items(records, suite.mmlu, seed) if records else ([], {})
     for k in suite.mmlu.shots:
-        run = functools.partial(benchmarks.mmlu, items=mmlu, shots_by_subject=shots, k=k, fmt=fmt,
-                                max_prompt_tokens=suite.mmlu.max_prompt_tokens)  # fmt: skip
-        add(f"mmlu_{k}shot", f"MMLU {k}-shot", run, len(mmlu), {"items": items.data_hash([mmlu, shots]), "k": k,
-            "max_prompt_tokens": suite.mmlu.max_prompt_tokens}, reason)  # fmt: skip
+        run = functools.partial(
+            benchmarks.mmlu,
+            items=mmlu,
+            shots_by_subject=shots,
+            k=k,
+            fmt=fmt,
+            max_prompt_tokens=suite.mmlu.max_prompt_tokens,
+        )
+        add(
+            f"mmlu_{k}shot",
+            f"MMLU {k}-shot",
+            run,
+            len(mmlu),
+            {"items": items.data_hash([mmlu, shots]), "k": k, "max_prompt_tokens": suite.mmlu.max_prompt_tokens},
+            reason,
+        )
     task, reason = _unavailable(lambda: data.load_task("gsm8k"), suite.gsm.enabled)
     test, exemplars = items.gsm_items(task, suite.gsm, seed) if task else ([], [])
     for mode in suite.gsm.modes:
-        run = functools.partial(benchmarks.gsm, items=test, exemplars=exemplars, cot=mode == "cot", fmt=fmt,
-                                max_new_tokens=suite.gsm.max_new_tokens)  # fmt: skip
-        add(f"gsm_{mode}", f"GSM8K {'8-shot CoT' if mode == 'cot' else 'direct'}", run, len(test),
-            {"items": items.data_hash([test, exemplars]), "max_new_tokens": suite.gsm.max_new_tokens}, reason)  # fmt: skip
+        run = functools.partial(
+            benchmarks.gsm,
+            items=test,
+            exemplars=exemplars,
+            cot=mode == "cot",
+            fmt=fmt,
+            max_new_tokens=suite.gsm.max_new_tokens,
+        )
+        add(
+            f"gsm_{mode}",
+            f"GSM8K {'8-shot CoT' if mode == 'cot' else 'direct'}",
+            run,
+            len(test),
+            {"items": items.data_hash([test, exemplars]), "max_new_tokens": suite.gsm.max_new_tokens},
+            reason,
+        )
     task, reason = _unavailable(lambda: data.load_task("bbh"), suite.bbh.enabled)
     bbh, task_prompts = items.bbh_items(task, suite.bbh, seed) if task else ([], {})
     for mode in suite.bbh.modes:
-        run = functools.partial(benchmarks.bbh, items=bbh, task_prompts=task_prompts, cot=mode == "cot", fmt=fmt,
-                                max_new_tokens=suite.bbh.max_new_tokens)  # fmt: skip
-        add(f"bbh_{mode}", f"BBH {'CoT' if mode == 'cot' else 'direct'}", run, len(bbh),
-            {"items": items.data_hash([bbh, task_prompts]), "max_new_tokens": suite.bbh.max_new_tokens}, reason)  # fmt: skip
+        run = functools.partial(
+            benchmarks.bbh,
+            items=bbh,
+            task_prompts=task_prompts,
+            cot=mode == "cot",
+            fmt=fmt,
+            max_new_tokens=suite.bbh.max_new_tokens,
+        )
+        add(
+            f"bbh_{mode}",
+            f"BBH {'CoT' if mode == 'cot' else 'direct'}",
+            run,
+            len(bbh),
+            {"items": items.data_hash([bbh, task_prompts]), "max_new_tokens": suite.bbh.max_new_tokens},
+            reason,
+        )
     task, reason = _unavailable(lambda: data.load_task("tydiqa"), suite.tydiqa.enabled)
     qa, shots = items.tydiqa_items(task, suite.tydiqa, seed) if task else ([], {})
     for mode in suite.tydiqa.modes:
-        run = functools.partial(benchmarks.tydiqa, items=qa, shots_by_language=shots, with_passage=mode == "goldp",
-                                fmt=fmt, max_context_tokens=suite.tydiqa.max_context_tokens,
-                                max_new_tokens=suite.tydiqa.max_new_tokens)  # fmt: skip
-        add(f"tydiqa_{mode}", f"TydiQA {'gold passage' if mode == 'goldp' else 'closed book'} (F1)", run, len(qa),
-            {"items": items.data_hash([qa, shots]), **suite.tydiqa.model_dump(exclude={"enabled", "modes"})}, reason)  # fmt: skip
+        run = functools.partial(
+            benchmarks.tydiqa,
+            items=qa,
+            shots_by_language=shots,
+            with_passage=mode == "goldp",
+            fmt=fmt,
+            max_context_tokens=suite.tydiqa.max_context_tokens,
+            max_new_tokens=suite.tydiqa.max_new_tokens,
+        )
+        add(
+            f"tydiqa_{mode}",
+            f"TydiQA {'gold passage' if mode == 'goldp' else 'closed book'} (F1)",
+            run,
+            len(qa),
+            {"items": items.data_hash([qa, shots]), **suite.tydiqa.model_dump(exclude={"enabled", "modes"})},
+            reason,
+        )
     return jobs + codex_jobs(suite, fmt) + [alpaca_job(suite, vcfg, fmt)]
 
 
@@ -216,28 +371,65 @@ def codex_jobs(suite: SuiteConfig, fmt: str) -> list[Job]:
     problems, reason = _unavailable(data.load_humaneval, cfg.enabled)
     greedy, sampled = items.codex_items(problems, cfg, suite.seed) if problems else ([], [])
     limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
-    run = functools.partial(benchmarks.codex, problems=greedy, fmt=fmt, settings=GenerationSettings(cfg.max_new_tokens, 0.0),
-                            samples=1, ks=[1], limits=limits, workers=cfg.workers)  # fmt: skip
+    run = functools.partial(
+        benchmarks.codex,
+        problems=greedy,
+        fmt=fmt,
+        settings=GenerationSettings(cfg.max_new_tokens, 0.0),
+        samples=1,
+        ks=[1],
+        limits=limits,
+        workers=cfg.workers,
+    )
     spec = [("codex_pass1", "Codex-Eval pass@1 (greedy)", "points", True)]
-    common = {"format": fmt, "max_new_tokens": cfg.max_new_tokens, "timeout_s": cfg.timeout_s, "memory_mb": cfg.memory_mb}
-    jobs = [Job("codex_pass1", spec[0][1], spec, {**common, "items": items.data_hash(greedy)},
-                functools.partial(_scored, "codex_pass1", spec[0][1], suite, run), len(greedy), skipped=reason)]  # fmt: skip
+    common = {
+        "format": fmt,
+        "max_new_tokens": cfg.max_new_tokens,
+        "timeout_s": cfg.timeout_s,
+        "memory_mb": cfg.memory_mb,
+    }
+    jobs = [
+        Job(
+            "codex_pass1",
+            spec[0][1],
+            spec,
+            {**common, "items": items.data_hash(greedy)},
+            functools.partial(_scored, "codex_pass1", spec[0][1], suite, run),
+            len(greedy),
+            skipped=reason,
+        )
+    ]
     if cfg.pass_at:
         ks = sorted(set(cfg.pass_at))
         spec_k = [(f"codex_pass{k}", f"Codex-Eval pass@{k} (T={cfg.temperature})", "points", True) for k in ks]
-        settings = {**common, **cfg.model_dump(exclude={"enabled", "workers"}), "seed": suite.seed,
-                    "items": items.data_hash(sampled)}  # fmt: skip
-        jobs.append(Job("codex_sampled", "Codex-Eval sampled pass@k", spec_k, settings,
-                        functools.partial(_codex_sampled, ks, sampled, fmt, suite), len(sampled), skipped=reason))  # fmt: skip
+        settings = {
+            **common,
+            **cfg.model_dump(exclude={"enabled", "workers"}),
+            "seed": suite.seed,
+            "items": items.data_hash(sampled),
+        }
+        jobs.append(
+            Job(
+                "codex_sampled",
+                "Codex-Eval sampled pass@k",
+                spec_k,
+                settings,
+                functools.partial(_codex_sampled, ks, sampled, fmt, suite),
+                len(sampled),
+                skipped=reason,
+            )
+        )
     return jobs
 
 
 def alpaca_job(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> Job:
     from ..data import get_source
 
-    spec = [("alpaca_exact_match", "AlpacaFarm agreement: exact match", "points", True),
-            ("alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", "points", True),
-            ("alpaca_win_rate", "AlpacaFarm win rate vs reference (judge)", "points", True)]  # fmt: skip
+    spec = [
+        ("alpaca_exact_match", "AlpacaFarm agreement: exact match", "points", True),
+        ("alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", "points", True),
+        ("alpaca_win_rate", "AlpacaFarm win rate vs reference (judge)", "points", True),
+    ]
     if not suite.alpaca.enabled:
         return Job("alpaca", "AlpacaFarm", spec, skipped=DISABLED)
     documents: list[str] = []
@@ -246,12 +438,23 @@ def alpaca_job(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> Job:
             found, _ = _unavailable(lambda: get_source(source).documents(suite.perplexity.split))
             documents += found or []
     instructions = items.alpaca_instructions(suite.alpaca, documents, suite.seed)
-    settings = {"format": fmt, "items": items.data_hash(instructions), "max_new_tokens": suite.alpaca.max_new_tokens,
-                "judge": [vcfg.judge_url, vcfg.judge_model]}  # fmt: skip
+    settings = {
+        "format": fmt,
+        "items": items.data_hash(instructions),
+        "max_new_tokens": suite.alpaca.max_new_tokens,
+        "judge": [vcfg.judge_url, vcfg.judge_model],
+    }
     if not instructions:
         return Job("alpaca", "AlpacaFarm", spec, skipped="no held-out instructions available")
-    return Job("alpaca", "AlpacaFarm", spec, settings, functools.partial(_alpaca, instructions, fmt, suite, vcfg),
-               len(instructions), uses_reference=True)  # fmt: skip
+    return Job(
+        "alpaca",
+        "AlpacaFarm",
+        spec,
+        settings,
+        functools.partial(_alpaca, instructions, fmt, suite, vcfg),
+        len(instructions),
+        uses_reference=True,
+    )
 
 
 def build_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str, tokenizer, context_length: int) -> list[Job]:

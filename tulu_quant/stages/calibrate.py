@@ -88,8 +88,10 @@ def tokenizer_sha256(model_dir: Path) -> str:
     digest = hashlib.sha256()
     found = [name for name in sorted(TOKENIZER_FILES) if (Path(model_dir) / name).is_file()]
     if not found:
-        raise CalibrateError(f"{model_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...); pass a model "
-                             "directory that holds its tokenizer.")  # fmt: skip
+        raise CalibrateError(
+            f"{model_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...); pass a model "
+            "directory that holds its tokenizer."
+        )
     for name in found:
         digest.update(name.encode() + b"\0" + (Path(model_dir) / name).read_bytes() + b"\0")
     return digest.hexdigest()
@@ -121,27 +123,39 @@ def source_documents(name: str, split: str, tokenizer, chat_format: str) -> list
 
     source = get_source(name)
     if source.kind == "chat":
-        return [render(conv, tokenizer, chat_format, add_generation_prompt=False) for conv in source.conversations(split)]
+        return [
+            render(conv, tokenizer, chat_format, add_generation_prompt=False) for conv in source.conversations(split)
+        ]
     return source.documents(split)
 
 
-def source_samples(name: str, split: str, count: int, cfg: CalibrateConfig, tokenizer, chat_format: str,
-                   bos_id: int | None) -> list[list[int]]:  # fmt: skip
+def source_samples(
+    name: str, split: str, count: int, cfg: CalibrateConfig, tokenizer, chat_format: str, bos_id: int | None
+) -> list[list[int]]:
     documents = source_documents(name, split, tokenizer, chat_format)
     ids = tokenizer(DOCUMENT_SEPARATOR.join(documents), add_special_tokens=False).input_ids
     windows = cut_windows(ids, cfg.seq_len, bos_id)
     if len(windows) < count:
-        raise CalibrateError(f"calibrate.mix: source '{name}' split '{split}' holds {len(ids)} tokens, {len(windows)} "
-                             f"windows of {cfg.seq_len}, but {count} samples are drawn from it; lower num_samples or "
-                             "seq_len, lower its weight, or add sources.")  # fmt: skip
+        raise CalibrateError(
+            f"calibrate.mix: source '{name}' split '{split}' holds {len(ids)} tokens, {len(windows)} "
+            f"windows of {cfg.seq_len}, but {count} samples are drawn from it; lower num_samples or "
+            "seq_len, lower its weight, or add sources."
+        )
     return draw(windows, count, f"{cfg.seed}:{name}:{split}")
 
 
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), chat_format: str = "tulu",
-        evaluation: list[tuple[str, str]] = (), force: bool = False, progress: Progress = NULL) -> CalibrateResult:  # fmt: skip
+def run(
+    model_dir: Path,
+    out: Path,
+    cfg: CalibrateConfig = CalibrateConfig(),
+    chat_format: str = "tulu",
+    evaluation: list[tuple[str, str]] = (),
+    force: bool = False,
+    progress: Progress = NULL,
+) -> CalibrateResult:
     """Build (or reuse) out/calibration.safetensors from model_dir's tokenizer; refuses sources that overlap the
     evaluation (source, split) pairs."""
     import torch
@@ -154,8 +168,10 @@ def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), ch
     check_disjoint(cfg.splits, list(evaluation))
     positions = max_positions(model_dir)
     if positions is not None and cfg.seq_len > positions:
-        raise CalibrateError(f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "
-                             f"({positions}, {model_dir / 'config.json'}); lower seq_len.")  # fmt: skip
+        raise CalibrateError(
+            f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "
+            f"({positions}, {model_dir / 'config.json'}); lower seq_len."
+        )
     tok_hash = tokenizer_sha256(model_dir)
     key = reuse_key(cfg, chat_format, tok_hash)
     existing = _load_record(out)
@@ -163,14 +179,18 @@ def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), ch
         if existing.get("key") == key and (out / SAMPLES_FILE).is_file():
             log.info("calibrate: %s matches this config and tokenizer; reusing it", out)
             return _result(out, existing, reused=True)
-        raise FileExistsError(f"{out} holds a calibration set made with other settings or another tokenizer; choose "
-                              "another --out or pass --force to rebuild it.")  # fmt: skip
+        raise FileExistsError(
+            f"{out} holds a calibration set made with other settings or another tokenizer; choose "
+            "another --out or pass --force to rebuild it."
+        )
 
     counts = allocate(cfg.num_samples, [s.weight for s in cfg.mix])
     for spec, count in zip(cfg.mix, counts):
         if count == 0:
-            raise CalibrateError(f"calibrate.mix: source '{spec.source}' gets 0 of {cfg.num_samples} samples at weight "
-                                 f"{spec.weight}; raise its weight or num_samples, or remove it.")  # fmt: skip
+            raise CalibrateError(
+                f"calibrate.mix: source '{spec.source}' gets 0 of {cfg.num_samples} samples at weight "
+                f"{spec.weight}; raise its weight or num_samples, or remove it."
+            )
     with measure() as usage:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         bos_id = bos_prefix(tokenizer)
@@ -181,15 +201,24 @@ def run(model_dir: Path, out: Path, cfg: CalibrateConfig = CalibrateConfig(), ch
                 advance(1, source=spec.source)
         random.Random(cfg.seed).shuffle(samples)
         record = {
-            "key": key, "num_samples": cfg.num_samples, "seq_len": cfg.seq_len, "seed": cfg.seed,
-            "chat_format": chat_format, "bos": bos_id is not None, "tokenizer_sha256": tok_hash,
+            "key": key,
+            "num_samples": cfg.num_samples,
+            "seq_len": cfg.seq_len,
+            "seed": cfg.seed,
+            "chat_format": chat_format,
+            "bos": bos_id is not None,
+            "tokenizer_sha256": tok_hash,
             "mix": [s.model_dump(mode="json") for s in cfg.mix],
             "counts": {f"{s.source}:{s.split}": n for s, n in zip(cfg.mix, counts)},
-            "evaluation": [list(p) for p in evaluation], "model": str(model_dir.resolve()),
-        }  # fmt: skip
+            "evaluation": [list(p) for p in evaluation],
+            "model": str(model_dir.resolve()),
+        }
         with atomic_dir(out, force=True) as tmp:
-            save_file({"input_ids": torch.tensor(samples, dtype=torch.int64)}, tmp / SAMPLES_FILE,
-                      metadata={"seq_len": str(cfg.seq_len), "seed": str(cfg.seed)})  # fmt: skip
+            save_file(
+                {"input_ids": torch.tensor(samples, dtype=torch.int64)},
+                tmp / SAMPLES_FILE,
+                metadata={"seq_len": str(cfg.seq_len), "seed": str(cfg.seed)},
+            )
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
     result = _result(out, record, reused=False)
     result.seconds = usage.seconds
@@ -202,7 +231,9 @@ def load_samples(calib_dir: Path):
 
     path = Path(calib_dir) / SAMPLES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no calibration set; run `tulu-quant calibrate --model DIR --out {calib_dir}`.")
+        raise FileNotFoundError(
+            f"{path}: no calibration set; run `tulu-quant calibrate --model DIR --out {calib_dir}`."
+        )
     return load_file(path)["input_ids"]
 
 
@@ -217,8 +248,15 @@ def _load_record(out: Path) -> dict[str, Any] | None:
 
 
 def _result(out: Path, record: dict[str, Any], reused: bool) -> CalibrateResult:
-    return CalibrateResult(out, record["num_samples"], record["seq_len"], record["counts"], record["tokenizer_sha256"],
-                           reused, record=record)  # fmt: skip
+    return CalibrateResult(
+        out,
+        record["num_samples"],
+        record["seq_len"],
+        record["counts"],
+        record["tokenizer_sha256"],
+        reused,
+        record=record,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ pipeline
@@ -240,10 +278,22 @@ def step(cfg: RunConfig, ctx):
     evaluation = evaluation_pairs(cfg)
 
     def work() -> dict[str, Any]:
-        result = run(model_dir, out, cfg.calibrate, cfg.model.chat_format, evaluation, force=True, progress=ctx.progress)
-        return {"samples": result.num_samples, "seq_len": result.seq_len, "counts": result.counts,
-                "tokenizer_sha256": result.tokenizer_sha256}  # fmt: skip
+        result = run(
+            model_dir, out, cfg.calibrate, cfg.model.chat_format, evaluation, force=True, progress=ctx.progress
+        )
+        return {
+            "samples": result.num_samples,
+            "seq_len": result.seq_len,
+            "counts": result.counts,
+            "tokenizer_sha256": result.tokenizer_sha256,
+        }
 
     config = {**cfg.calibrate.model_dump(mode="json"), "chat_format": cfg.model.chat_format, "evaluation": evaluation}
-    return Step("calibrate", [model_dir], [out], config, work,
-                lambda s: f"{s['samples']} x {s['seq_len']} tokens ({', '.join(f'{k} {v}' for k, v in s['counts'].items())})")  # fmt: skip
+    return Step(
+        "calibrate",
+        [model_dir],
+        [out],
+        config,
+        work,
+        lambda s: f"{s['samples']} x {s['seq_len']} tokens ({', '.join(f'{k} {v}' for k, v in s['counts'].items())})",
+    )

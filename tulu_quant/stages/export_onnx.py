@@ -63,10 +63,15 @@ class ExportResult:
 
     def summary(self) -> str:
         v = self.verification
-        detail = ("verification skipped: " + v["skipped"]) if "skipped" in v else ", ".join(
-            f"{k} {v[k]:.3g}" for k in ("max_rel_diff", "top1_agreement", "kl_mean") if k in v)  # fmt: skip
-        return (f"{self.precision} {self.target} ONNX from {self.source} in {self.out} ({human_bytes(self.onnx_bytes)}) in "
-                f"{human_seconds(self.seconds)}, peak RSS {human_bytes(self.peak_rss)}; {detail}")  # fmt: skip
+        detail = (
+            ("verification skipped: " + v["skipped"])
+            if "skipped" in v
+            else ", ".join(f"{k} {v[k]:.3g}" for k in ("max_rel_diff", "top1_agreement", "kl_mean") if k in v)
+        )
+        return (
+            f"{self.precision} {self.target} ONNX from {self.source} in {self.out} ({human_bytes(self.onnx_bytes)}) in "
+            f"{human_seconds(self.seconds)}, peak RSS {human_bytes(self.peak_rss)}; {detail}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -75,17 +80,23 @@ class ExportResult:
 def check_request(cfg: ExportOnnxConfig, gptq: bool) -> None:
     """Reject combinations the builder cannot produce before any work starts."""
     if cfg.precision not in SUPPORTED[cfg.target]:
-        raise ExportError(f"precision {cfg.precision} on target {cfg.target} is not supported by the onnxruntime-genai "
-                          f"builder; for {cfg.target} choose one of {list(SUPPORTED[cfg.target])}.")  # fmt: skip
+        raise ExportError(
+            f"precision {cfg.precision} on target {cfg.target} is not supported by the onnxruntime-genai "
+            f"builder; for {cfg.target} choose one of {list(SUPPORTED[cfg.target])}."
+        )
     if gptq and cfg.precision != "int4":
-        raise ExportError(f"--from-gptq keeps the GPTQ checkpoint's 4-bit weights, so it needs --precision int4, not "
-                          f"{cfg.precision}; drop --from-gptq to export {cfg.precision} from the fp16 model.")  # fmt: skip
+        raise ExportError(
+            f"--from-gptq keeps the GPTQ checkpoint's 4-bit weights, so it needs --precision int4, not "
+            f"{cfg.precision}; drop --from-gptq to export {cfg.precision} from the fp16 model."
+        )
     explicit = sorted(set(QUANTIZER_KEYS) & cfg.model_fields_set)
     if cfg.precision != "int4" and explicit:
         raise ExportError(f"{', '.join(explicit)} only apply to int4 exports; remove them or use --precision int4.")
     if cfg.precision == "int4" and cfg.symmetric and cfg.algorithm == "k_quant":
-        raise ExportError("k_quant always stores a zero point per block, so it cannot be symmetric; set symmetric false "
-                          "(--asymmetric) or algorithm rtn.")  # fmt: skip
+        raise ExportError(
+            "k_quant always stores a zero point per block, so it cannot be symmetric; set symmetric false "
+            "(--asymmetric) or algorithm rtn."
+        )
 
 
 def matmul_widths(model_config: dict[str, Any]) -> dict[str, int]:
@@ -93,8 +104,11 @@ def matmul_widths(model_config: dict[str, Any]) -> dict[str, int]:
     hidden = int(model_config["hidden_size"])
     heads = int(model_config["num_attention_heads"])
     head_dim = int(model_config.get("head_dim") or hidden // heads)
-    return {"hidden_size (q/k/v, gate/up, lm_head)": hidden, "attention output (o_proj)": heads * head_dim,
-            "intermediate_size (down_proj)": int(model_config["intermediate_size"])}  # fmt: skip
+    return {
+        "hidden_size (q/k/v, gate/up, lm_head)": hidden,
+        "attention output (o_proj)": heads * head_dim,
+        "intermediate_size (down_proj)": int(model_config["intermediate_size"]),
+    }
 
 
 def needs_even_blocks(cfg: ExportOnnxConfig) -> bool:
@@ -113,9 +127,11 @@ def check_block_size(cfg: ExportOnnxConfig, model_config: dict[str, Any], gptq: 
     odd = {name: width for name, width in widths.items() if math.ceil(width / cfg.block_size) % 2}
     if odd:
         fits = [b for b in (16, 32, 64, 128, 256) if all(math.ceil(w / b) % 2 == 0 for w in widths.values())]
-        raise ExportError(f"block_size {cfg.block_size} splits {', '.join(f'{n} = {w}' for n, w in odd.items())} into an "
-                          f"odd number of blocks, which onnxruntime's {cfg.algorithm} packer cannot store; use block_size "
-                          f"in {fits} or algorithm rtn with symmetric true.")  # fmt: skip
+        raise ExportError(
+            f"block_size {cfg.block_size} splits {', '.join(f'{n} = {w}' for n, w in odd.items())} into an "
+            f"odd number of blocks, which onnxruntime's {cfg.algorithm} packer cannot store; use block_size "
+            f"in {fits} or algorithm rtn with symmetric true."
+        )
 
 
 def builder_options(cfg: ExportOnnxConfig) -> dict[str, str]:
@@ -123,7 +139,11 @@ def builder_options(cfg: ExportOnnxConfig) -> dict[str, str]:
     int4_-prefixed names are documented as aliases but ignored by 0.18's code, so they must not be used)."""
     if cfg.precision != "int4":
         return {}
-    options = {"block_size": str(cfg.block_size), "is_symmetric": str(cfg.symmetric).lower(), "algo_config": cfg.algorithm}
+    options = {
+        "block_size": str(cfg.block_size),
+        "is_symmetric": str(cfg.symmetric).lower(),
+        "algo_config": cfg.algorithm,
+    }
     if cfg.accuracy_level is not None:
         options["accuracy_level"] = str(cfg.accuracy_level)
     if cfg.lm_head == "float":
@@ -140,22 +160,41 @@ def read_gptq_config(gptq_dir: Path) -> dict[str, Any]:
     if quant is None and cfile.is_file():
         quant = json.loads(cfile.read_text()).get("quantization_config")
     if not quant:
-        raise ExportError(f"{gptq_dir}: no quantize_config.json or quantization_config in config.json; pass the output "
-                          "folder of `tulu-quant quantize`.")  # fmt: skip
+        raise ExportError(
+            f"{gptq_dir}: no quantize_config.json or quantization_config in config.json; pass the output "
+            "folder of `tulu-quant quantize`."
+        )
     method = quant.get("quant_method", "gptq")
     fmt = quant.get("checkpoint_format", quant.get("format", "gptq"))
     if method != "gptq" or fmt != "gptq" or int(quant.get("bits", 0)) != 4:
-        raise ExportError(f"{gptq_dir}: a {quant.get('bits')}-bit {method} checkpoint in format {fmt}; the builder converts "
-                          "4-bit GPTQ checkpoints in the gptq (v1) format only.")  # fmt: skip
+        raise ExportError(
+            f"{gptq_dir}: a {quant.get('bits')}-bit {method} checkpoint in format {fmt}; the builder converts "
+            "4-bit GPTQ checkpoints in the gptq (v1) format only."
+        )
     return quant
 
 
-def check_same_model(model_config: dict[str, Any], gptq_config: dict[str, Any], model_dir: Path, gptq_dir: Path) -> None:
-    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
-    differ = [f"{k} ({model_config.get(k)} vs {gptq_config.get(k)})" for k in keys if model_config.get(k) != gptq_config.get(k)]
+def check_same_model(
+    model_config: dict[str, Any], gptq_config: dict[str, Any], model_dir: Path, gptq_dir: Path
+) -> None:
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+    )
+    differ = [
+        f"{k} ({model_config.get(k)} vs {gptq_config.get(k)})"
+        for k in keys
+        if model_config.get(k) != gptq_config.get(k)
+    ]
     if differ:
-        raise ExportError(f"{gptq_dir} was not quantized from {model_dir}: {', '.join(differ)} differ; pass the GPTQ "
-                          "checkpoint made from this model.")  # fmt: skip
+        raise ExportError(
+            f"{gptq_dir} was not quantized from {model_dir}: {', '.join(differ)} differ; pass the GPTQ "
+            "checkpoint made from this model."
+        )
 
 
 def expected_attention(precision: str, target: str) -> str:
@@ -187,9 +226,12 @@ def graph_summary(model_path: Path) -> dict[str, Any]:
         elif node.op_type == "MatMul" and any(name in weights for name in node.input):
             float_weight_matmuls.append(node.name)
     logits = next(o for o in model.graph.output if o.name == "logits")
-    return {"ops": dict(sorted(ops.items())), "quantized": {k: sorted(v) for k, v in nbits.items()},
-            "float_weight_matmuls": float_weight_matmuls,
-            "io_dtype": ELEM_TYPES.get(logits.type.tensor_type.elem_type, str(logits.type.tensor_type.elem_type))}  # fmt: skip
+    return {
+        "ops": dict(sorted(ops.items())),
+        "quantized": {k: sorted(v) for k, v in nbits.items()},
+        "float_weight_matmuls": float_weight_matmuls,
+        "io_dtype": ELEM_TYPES.get(logits.type.tensor_type.elem_type, str(logits.type.tensor_type.elem_type)),
+    }
 
 
 def check_graph(graph: dict[str, Any], cfg: ExportOnnxConfig, layers: int) -> list[str]:
@@ -235,8 +277,10 @@ def build_onnx(source: Path, out: Path, precision: str, target: str, options: di
     try:
         from onnxruntime_genai.models.builder import create_model, parse_extra_options
     except ImportError as err:
-        raise ImportError(f"the ONNX export needs onnxruntime-genai >= 0.18 with its model builder ({err}); "
-                          "pip install 'onnxruntime-genai>=0.18' onnx-ir.") from None  # fmt: skip
+        raise ImportError(
+            f"the ONNX export needs onnxruntime-genai >= 0.18 with its model builder ({err}); "
+            "pip install 'onnxruntime-genai>=0.18' onnx-ir."
+        ) from None
 
     cache = out / ".builder-cache"
     pairs = [f"{key}={value}" for key, value in options.items()]
@@ -246,8 +290,10 @@ def build_onnx(source: Path, out: Path, precision: str, target: str, options: di
             extra = parse_extra_options(None, str(source), str(out), precision, target, str(cache), pairs)
             create_model(None, str(source), str(out), precision, target, str(cache), **extra)
     except Exception as err:  # the builder raises ValueError, NotImplementedError, KeyError ... on inputs it refuses
-        raise ExportError(f"the onnxruntime-genai builder failed on {source} ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:300] if str(err) else ''}); its output is in {log_file}.") from err
+        raise ExportError(
+            f"the onnxruntime-genai builder failed on {source} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300] if str(err) else ''}); its output is in {log_file}."
+        ) from err
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -291,27 +337,37 @@ def compare_logits(reference, export, ids: list[int]) -> dict[str, float]:
 
     diff = float(np.abs(export - reference).max())
     kl = kl_per_token(log_softmax(reference[:-1]), export[:-1])
-    return {"tokens": len(ids), "max_abs_diff": diff, "max_rel_diff": diff / float(np.abs(reference).max()),
-            "top1_agreement": float(100.0 * (export.argmax(-1) == reference.argmax(-1)).mean()),
-            "kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
-            "ppl_reference": float(np.exp(token_nll(reference, ids).mean())),
-            "ppl_export": float(np.exp(token_nll(export, ids).mean()))}  # fmt: skip
+    return {
+        "tokens": len(ids),
+        "max_abs_diff": diff,
+        "max_rel_diff": diff / float(np.abs(reference).max()),
+        "top1_agreement": float(100.0 * (export.argmax(-1) == reference.argmax(-1)).mean()),
+        "kl_mean": float(kl.mean()),
+        "kl_p99": float(np.percentile(kl, 99)),
+        "ppl_reference": float(np.exp(token_nll(reference, ids).mean())),
+        "ppl_export": float(np.exp(token_nll(export, ids).mean())),
+    }
 
 
 def verification_failure(metrics: dict[str, float], cfg: ExportOnnxConfig) -> str | None:
     if cfg.precision in ("fp32", "fp16"):
         tolerance = cfg.fp32_tolerance if cfg.precision == "fp32" else cfg.fp16_tolerance
         if not metrics["max_rel_diff"] <= tolerance:
-            return (f"its logits differ from the float32 torch model by {metrics['max_rel_diff']:.3g} of their range "
-                    f"(tolerance {tolerance:g})")  # fmt: skip
+            return (
+                f"its logits differ from the float32 torch model by {metrics['max_rel_diff']:.3g} of their range "
+                f"(tolerance {tolerance:g})"
+            )
     elif not metrics["top1_agreement"] >= cfg.min_top1_agreement:
-        return (f"its top-1 agreement with the fp16 model is {metrics['top1_agreement']:.1f}% (floor "
-                f"{cfg.min_top1_agreement:g}%, KL {metrics['kl_mean']:.3g})")  # fmt: skip
+        return (
+            f"its top-1 agreement with the fp16 model is {metrics['top1_agreement']:.1f}% (floor "
+            f"{cfg.min_top1_agreement:g}%, KL {metrics['kl_mean']:.3g})"
+        )
     return None
 
 
-def verify_export(folder: Path, model_dir: Path, cfg: ExportOnnxConfig, chat_format: str, text: str | None,
-                  progress: Progress = NULL) -> dict[str, Any]:  # fmt: skip
+def verify_export(
+    folder: Path, model_dir: Path, cfg: ExportOnnxConfig, chat_format: str, text: str | None, progress: Progress = NULL
+) -> dict[str, Any]:
     """Score the same tokens with the float32 torch model and the export (one model in memory at a time), generate
     greedily with both, and fail on a broken export."""
     import gc
@@ -326,8 +382,9 @@ def verify_export(folder: Path, model_dir: Path, cfg: ExportOnnxConfig, chat_for
         reference = TorchBackend(model_dir, device=cfg.verify_device, dtype="float32")
         text = text if text is not None else verification_text(cfg.verify_source, cfg.verify_tokens)
         ids = verification_ids(reference.tokenizer, text, cfg.verify_tokens)
-        prompt = reference.tokenizer(render([{"role": "user", "content": VERIFY_PROMPT}], reference.tokenizer,
-                                            chat_format)).input_ids  # fmt: skip
+        prompt = reference.tokenizer(
+            render([{"role": "user", "content": VERIFY_PROMPT}], reference.tokenizer, chat_format)
+        ).input_ids
         ref_logits, ref_greedy = reference.logits(ids), reference.generate(prompt, settings)
         del reference
         gc.collect()
@@ -337,9 +394,13 @@ def verify_export(folder: Path, model_dir: Path, cfg: ExportOnnxConfig, chat_for
         greedy = export.generate(prompt, settings)
         advance(2)
     same = next((i for i, (a, b) in enumerate(zip(greedy, ref_greedy)) if a != b), min(len(greedy), len(ref_greedy)))
-    record = {**metrics, "generated_tokens": len(greedy), "greedy_prefix_matching_torch": same,
-              "sample": export.tokenizer.decode(greedy, skip_special_tokens=True),
-              "genai_tokenizer_agrees": genai_tokenizer_agrees(export, text[:2000])}  # fmt: skip
+    record = {
+        **metrics,
+        "generated_tokens": len(greedy),
+        "greedy_prefix_matching_torch": same,
+        "sample": export.tokenizer.decode(greedy, skip_special_tokens=True),
+        "genai_tokenizer_agrees": genai_tokenizer_agrees(export, text[:2000]),
+    }
     failure = verification_failure(metrics, cfg)
     if failure is None and not greedy:
         failure = "its greedy generation produced no token"
@@ -364,9 +425,17 @@ def verification_text(source: str, tokens: int) -> str:
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(model_dir: Path, out: Path, cfg: ExportOnnxConfig = ExportOnnxConfig(), gptq_dir: Path | None = None,
-        chat_format: str = "tulu", force: bool = False, progress: Progress = NULL, log_file: Path | None = None,
-        verify_text: str | None = None) -> ExportResult:  # fmt: skip
+def run(
+    model_dir: Path,
+    out: Path,
+    cfg: ExportOnnxConfig = ExportOnnxConfig(),
+    gptq_dir: Path | None = None,
+    chat_format: str = "tulu",
+    force: bool = False,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+    verify_text: str | None = None,
+) -> ExportResult:
     """Export model_dir (or, with gptq_dir, that GPTQ checkpoint of it) to out. verify_text: the text to score
     (None: the evaluation split of cfg.verify_source)."""
     model_dir, out = Path(model_dir), Path(out)
@@ -390,8 +459,10 @@ def run(model_dir: Path, out: Path, cfg: ExportOnnxConfig = ExportOnnxConfig(), 
             graph = graph_summary(tmp / "model.onnx")
             problems = check_graph(graph, cfg, int(model_config["num_hidden_layers"]))
             if problems:
-                raise ExportError(f"the exported graph is not what a {cfg.precision} {cfg.target} export should be: "
-                                  f"{'; '.join(problems)}; see {log_file}.")  # fmt: skip
+                raise ExportError(
+                    f"the exported graph is not what a {cfg.precision} {cfg.target} export should be: "
+                    f"{'; '.join(problems)}; see {log_file}."
+                )
             skip = "verify is off" if not cfg.verify else runnable_here(cfg.target)
             if skip:
                 if cfg.verify:
@@ -399,13 +470,24 @@ def run(model_dir: Path, out: Path, cfg: ExportOnnxConfig = ExportOnnxConfig(), 
                 verification: dict[str, Any] = {"skipped": skip}
             else:
                 verification = verify_export(tmp, model_dir, cfg, chat_format, verify_text, progress)
-                log.info("verified %s: %s", out, ", ".join(f"{k} {verification[k]:.4g}" for k in
-                                                           ("max_rel_diff", "top1_agreement", "kl_mean")))  # fmt: skip
+                log.info(
+                    "verified %s: %s",
+                    out,
+                    ", ".join(f"{k} {verification[k]:.4g}" for k in ("max_rel_diff", "top1_agreement", "kl_mean")),
+                )
             onnx_bytes = sum((tmp / f).stat().st_size for f in ONNX_FILES if (tmp / f).is_file())
-            result = ExportResult(out, cfg.precision, cfg.target, "gptq" if gptq_dir else "fp16", options, graph,
-                                  onnx_bytes, dir_size(tmp), verification,
-                                  inputs={"model": str(model_dir.resolve()),
-                                          **({"gptq": str(gptq_dir.resolve())} if gptq_dir else {})})  # fmt: skip
+            result = ExportResult(
+                out,
+                cfg.precision,
+                cfg.target,
+                "gptq" if gptq_dir else "fp16",
+                options,
+                graph,
+                onnx_bytes,
+                dir_size(tmp),
+                verification,
+                inputs={"model": str(model_dir.resolve()), **({"gptq": str(gptq_dir.resolve())} if gptq_dir else {})},
+            )
             _write_record(tmp / RECORD, result, cfg)
     result.seconds, result.peak_rss = usage.seconds, usage.peak_rss
     _write_record(out / RECORD, result, cfg)
@@ -435,21 +517,37 @@ def step(cfg: RunConfig, ctx):
     if export.from_gptq:
         gptq = ctx.manifest.output_dir("quantize")
         if gptq is None or not gptq.exists():
-            raise RuntimeError(f"{ctx.run_dir}: export_onnx.from_gptq needs the quantize stage's output; add quantize "
-                               "to the config's stages or set export_onnx.from_gptq: false.")  # fmt: skip
+            raise RuntimeError(
+                f"{ctx.run_dir}: export_onnx.from_gptq needs the quantize stage's output; add quantize "
+                "to the config's stages or set export_onnx.from_gptq: false."
+            )
 
     def work() -> dict[str, Any]:
-        result = run(model, out, export, gptq, cfg.model.chat_format, force=True, progress=ctx.progress,
-                     log_file=ctx.log_file)  # fmt: skip
-        return {"precision": result.precision, "target": result.target, "source": result.source,
-                "onnx_bytes": result.onnx_bytes, "verification": result.verification}  # fmt: skip
+        result = run(
+            model, out, export, gptq, cfg.model.chat_format, force=True, progress=ctx.progress, log_file=ctx.log_file
+        )
+        return {
+            "precision": result.precision,
+            "target": result.target,
+            "source": result.source,
+            "onnx_bytes": result.onnx_bytes,
+            "verification": result.verification,
+        }
 
     def describe(summary: dict[str, Any]) -> str:
         v = summary["verification"]
         shown = ", ".join(f"{k} {v[k]:.3g}" for k in ("max_rel_diff", "top1_agreement", "kl_mean") if k in v)
-        return f"{summary['precision']} {summary['target']} from {summary['source']}, {human_bytes(summary['onnx_bytes'])}" + (
-            f", {shown}" if shown else "")  # fmt: skip
+        return (
+            f"{summary['precision']} {summary['target']} from {summary['source']}, {human_bytes(summary['onnx_bytes'])}"
+            + (f", {shown}" if shown else "")
+        )
 
     inputs = [model] + ([gptq] if gptq is not None else [])
-    return Step("export_onnx", inputs, [out], {"model": cfg.model.name, "chat_format": cfg.model.chat_format,
-                                               **export.model_dump(mode="json")}, work, describe)  # fmt: skip
+    return Step(
+        "export_onnx",
+        inputs,
+        [out],
+        {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **export.model_dump(mode="json")},
+        work,
+        describe,
+    )

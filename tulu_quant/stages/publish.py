@@ -90,8 +90,10 @@ def validation_table(report: dict, cand: dict) -> str:
             delta_text = "-"
         unit = metric["unit"]
         ref_value = ref.get(key, {}).get("value")
-        rows.append(f"| {metric['label']} | {_fmt(ref_value, unit)} | {_fmt(metric['value'], unit)} | {delta_text} | "
-                    f"{', '.join(gates.get(key, [])) or '-'} |")  # fmt: skip
+        rows.append(
+            f"| {metric['label']} | {_fmt(ref_value, unit)} | {_fmt(metric['value'], unit)} | {delta_text} | "
+            f"{', '.join(gates.get(key, [])) or '-'} |"
+        )
     return "\n".join(rows + ([""] + skipped if skipped else []))
 
 
@@ -105,63 +107,146 @@ def quantization_summary(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / "quantize_config.json"
     if path.is_file():
         return json.loads(path.read_text())
-    config = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").is_file() else {}
+    config = (
+        json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").is_file() else {}
+    )
     return config.get("quantization_config", {})
 
 
-def model_card(model: ModelConfig, cfg: PublishConfig, variant: str, quant: dict, report: dict | None, cand: dict | None,
-               files: dict[str, int], chat_example: str, onnx: bool) -> str:  # fmt: skip
+def model_card(
+    model: ModelConfig,
+    cfg: PublishConfig,
+    variant: str,
+    quant: dict,
+    report: dict | None,
+    cand: dict | None,
+    files: dict[str, int],
+    chat_example: str,
+    onnx: bool,
+) -> str:
     """README.md with Hub metadata. Every number in it comes from `quant`, `report` or `files`."""
     repo = cfg.repo_id or f"YOUR_NAME/{model.name}-GPTQ"
     bits, group = quant.get("bits"), quant.get("group_size")
     meta = [
-        "---", f"base_model: {model.hub_base_model}", "base_model_relation: quantized", f"license: {model.license}",
+        "---",
+        f"base_model: {model.hub_base_model}",
+        "base_model_relation: quantized",
+        f"license: {model.license}",
         *([f"license_name: {model.license_name}"] if model.license == "other" else []),
         *([f"license_link: {model.license_link}"] if model.license_link else []),
-        "language:", "- en", "library_name: transformers", "pipeline_tag: text-generation",
-        "tags:", "- llama", "- tulu", "- gptq", f"- {bits}-bit", "- quantized", *(["- onnx"] if onnx else []),
-        "inference: false", "---",
-    ]  # fmt: skip
+        "language:",
+        "- en",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags:",
+        "- llama",
+        "- tulu",
+        "- gptq",
+        f"- {bits}-bit",
+        "- quantized",
+        *(["- onnx"] if onnx else []),
+        "inference: false",
+        "---",
+    ]
     flat = {**quant.get("meta", {}), **quant}  # GPTQModel keeps damp, mse, true_sequential... under "meta"
-    settings = ", ".join(f"{k} {flat[k]}" for k in ("bits", "group_size", "desc_act", "sym", "damp_percent", "mse",
-                                                     "true_sequential", "act_group_aware", "gptaq", "checkpoint_format")
-                         if flat.get(k) is not None)  # fmt: skip
+    settings = ", ".join(
+        f"{k} {flat[k]}"
+        for k in (
+            "bits",
+            "group_size",
+            "desc_act",
+            "sym",
+            "damp_percent",
+            "mse",
+            "true_sequential",
+            "act_group_aware",
+            "gptaq",
+            "checkpoint_format",
+        )
+        if flat.get(k) is not None
+    )
     lines = meta + [
-        "", f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}", "",
+        "",
+        f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}",
+        "",
         f"A {bits}-bit GPTQ quantization of [{model.hub_base_model}](https://huggingface.co/{model.hub_base_model}), "
         "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel). Standard GPTQ checkpoint format: "
-        "transformers (with optimum and GPTQModel), vLLM, TGI and ExLlama load it.", "",
-        "## License", "", *[f"- {note}" for note in model.license_notes], "",
-        "## Prompt format", "", "```", chat_example, "```", "",
-        "## Quantization", "", f"- Settings: {settings}.",
-        f"- Files: {human_bytes(sum(files.values()))} in total; per-file sha256 in `SHA256SUMS`.", "",
-        "## Validation against the fp16 model (measured in this run)", "",
-    ]  # fmt: skip
+        "transformers (with optimum and GPTQModel), vLLM, TGI and ExLlama load it.",
+        "",
+        "## License",
+        "",
+        *[f"- {note}" for note in model.license_notes],
+        "",
+        "## Prompt format",
+        "",
+        "```",
+        chat_example,
+        "```",
+        "",
+        "## Quantization",
+        "",
+        f"- Settings: {settings}.",
+        f"- Files: {human_bytes(sum(files.values()))} in total; per-file sha256 in `SHA256SUMS`.",
+        "",
+        "## Validation against the fp16 model (measured in this run)",
+        "",
+    ]
     if report and cand:
         protocol = report.get("protocol", {})
-        lines += [f"Suite `{protocol.get('suite_name', '?')}`; perplexity windows of {protocol.get('context_length', '?')} "
-                  "tokens; 95% intervals from paired comparisons on the same items.", "", validation_table(report, cand), ""]  # fmt: skip
+        lines += [
+            f"Suite `{protocol.get('suite_name', '?')}`; perplexity windows of {protocol.get('context_length', '?')} "
+            "tokens; 95% intervals from paired comparisons on the same items.",
+            "",
+            validation_table(report, cand),
+            "",
+        ]
     else:
         lines += ["Not validated in this run: no numbers are claimed.", ""]
     lines += [
-        "## Use it", "", "transformers (`pip install transformers optimum gptqmodel`):", "", "```python",
+        "## Use it",
+        "",
+        "transformers (`pip install transformers optimum gptqmodel`):",
+        "",
+        "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         f'tok = AutoTokenizer.from_pretrained("{repo}"{_rev(cfg)})',
         f'model = AutoModelForCausalLM.from_pretrained("{repo}"{_rev(cfg)}, device_map="auto")',
         'ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True, return_tensors="pt")',
-        "print(tok.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))", "```", "",
-        "vLLM (tensor parallel over 2 GPUs):", "", "```bash",
-        f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq --tensor-parallel-size 2", "```", "",
-        "Text Generation Inference:", "", "```bash",
+        "print(tok.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))",
+        "```",
+        "",
+        "vLLM (tensor parallel over 2 GPUs):",
+        "",
+        "```bash",
+        f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq --tensor-parallel-size 2",
+        "```",
+        "",
+        "Text Generation Inference:",
+        "",
+        "```bash",
         f"docker run --gpus all -p 8080:80 ghcr.io/huggingface/text-generation-inference --model-id {repo}"
-        f"{' --revision ' + cfg.revision if cfg.revision else ''} --quantize gptq", "```", "",
-    ]  # fmt: skip
+        f"{' --revision ' + cfg.revision if cfg.revision else ''} --quantize gptq",
+        "```",
+        "",
+    ]
     if onnx:
-        lines += ["onnxruntime-genai (the `onnx/` folder; `pip install onnxruntime-genai`):", "", "```python",
-                  "import onnxruntime_genai as og", 'model = og.Model("onnx")', "```", ""]  # fmt: skip
-    lines += ["## Citation", "", "Please cite Tulu: Wang et al. 2023, *How Far Can Camels Go? Exploring the State of "
-              "Instruction Tuning on Open Resources* (arXiv:2306.04751), and LLaMA: Touvron et al. 2023 "
-              "(arXiv:2302.13971).", ""]  # fmt: skip
+        lines += [
+            "onnxruntime-genai (the `onnx/` folder; `pip install onnxruntime-genai`):",
+            "",
+            "```python",
+            "import onnxruntime_genai as og",
+            'model = og.Model("onnx")',
+            "```",
+            "",
+        ]
+    lines += [
+        "## Citation",
+        "",
+        "Please cite Tulu: Wang et al. 2023, *How Far Can Camels Go? Exploring the State of "
+        "Instruction Tuning on Open Resources* (arXiv:2306.04751), and LLaMA: Touvron et al. 2023 "
+        "(arXiv:2302.13971).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -177,7 +262,9 @@ def chat_example(model_dir: Path, chat_format: str) -> str:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return tok.apply_chat_template([{"role": "user", "content": "Your message here!"}], tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(
+        [{"role": "user", "content": "Your message here!"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -191,8 +278,17 @@ def link_or_copy(src: Path, dst: Path) -> None:
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(model_dir: Path, report_dir: Path | None, out: Path, model: ModelConfig, cfg: PublishConfig = PublishConfig(),
-        onnx_dir: Path | None = None, variant: str = "custom", force: bool = False, progress: Progress = NULL) -> PublishResult:  # fmt: skip
+def run(
+    model_dir: Path,
+    report_dir: Path | None,
+    out: Path,
+    model: ModelConfig,
+    cfg: PublishConfig = PublishConfig(),
+    onnx_dir: Path | None = None,
+    variant: str = "custom",
+    force: bool = False,
+    progress: Progress = NULL,
+) -> PublishResult:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise PublishError(f"{model_dir}: not a model directory (no config.json); pass the GPTQ checkpoint folder.")
@@ -208,8 +304,17 @@ def run(model_dir: Path, report_dir: Path | None, out: Path, model: ModelConfig,
             for src in sorted(p for p in Path(onnx_dir).rglob("*") if p.is_file() and p.name not in SKIP_FILES):
                 link_or_copy(src, tmp / "onnx" / src.relative_to(onnx_dir))
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        card = model_card(model, cfg, variant, quantization_summary(model_dir), report, cand, files,
-                          chat_example(model_dir, model.chat_format), onnx_dir is not None)  # fmt: skip
+        card = model_card(
+            model,
+            cfg,
+            variant,
+            quantization_summary(model_dir),
+            report,
+            cand,
+            files,
+            chat_example(model_dir, model.chat_format),
+            onnx_dir is not None,
+        )
         (tmp / "README.md").write_text(card)
         files["README.md"] = (tmp / "README.md").stat().st_size
         with progress.task("sha256", total=sum(files.values()), unit="B", unit_scale=True) as advance:
@@ -222,11 +327,22 @@ def run(model_dir: Path, report_dir: Path | None, out: Path, model: ModelConfig,
     result = PublishResult(Path(out), files, cfg.repo_id, revision, False, None, headline_metrics(cand))
     if cfg.push:
         result.commit_url, result.pushed = push(Path(out), cfg, model.name, variant), True
-        log.info("uploaded %d files (%s) to %s@%s: %s", len(files), human_bytes(result.bytes), cfg.repo_id,
-                 revision or "main", result.commit_url)  # fmt: skip
+        log.info(
+            "uploaded %d files (%s) to %s@%s: %s",
+            len(files),
+            human_bytes(result.bytes),
+            cfg.repo_id,
+            revision or "main",
+            result.commit_url,
+        )
     else:
-        log.info("dry run: would upload %d files (%s) to %s@%s; pass --push (and --repo-id) to upload", len(files),
-                 human_bytes(result.bytes), cfg.repo_id or "<repo-id>", revision or "main")  # fmt: skip
+        log.info(
+            "dry run: would upload %d files (%s) to %s@%s; pass --push (and --repo-id) to upload",
+            len(files),
+            human_bytes(result.bytes),
+            cfg.repo_id or "<repo-id>",
+            revision or "main",
+        )
     return result
 
 
@@ -237,22 +353,32 @@ def push(folder: Path, cfg: PublishConfig, name: str, variant: str) -> str:
 
     token = os.environ.get("HF_TOKEN") or get_token()
     if not token:
-        raise PublishError("no Hugging Face token found; run `hf auth login` or set HF_TOKEN, then publish again "
-                           "(nothing was uploaded).")  # fmt: skip
+        raise PublishError(
+            "no Hugging Face token found; run `hf auth login` or set HF_TOKEN, then publish again "
+            "(nothing was uploaded)."
+        )
     api = HfApi(token=token)
     try:
         api.create_repo(cfg.repo_id, private=cfg.private, exist_ok=True)
         if cfg.revision and cfg.revision != "main":
             api.create_branch(cfg.repo_id, branch=cfg.revision, exist_ok=True)
-        info = api.upload_folder(repo_id=cfg.repo_id, folder_path=folder, revision=cfg.revision,
-                                 commit_message=cfg.commit_message.format(name=name, variant=variant))  # fmt: skip
+        info = api.upload_folder(
+            repo_id=cfg.repo_id,
+            folder_path=folder,
+            revision=cfg.revision,
+            commit_message=cfg.commit_message.format(name=name, variant=variant),
+        )
     except (HfHubHTTPError, OSError) as err:  # OSError covers connection errors of requests and httpx
-        raise PublishError(f"upload to {cfg.repo_id} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                           "no commit was made, check the token and network and publish again.") from None  # fmt: skip
+        raise PublishError(
+            f"upload to {cfg.repo_id} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "no commit was made, check the token and network and publish again."
+        ) from None
     except Exception as err:
         if type(err).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):  # httpx2 in hub 2.x
-            raise PublishError(f"the Hub is unreachable ({type(err).__name__}); nothing was uploaded, check the network "
-                               "and publish again.") from None  # fmt: skip
+            raise PublishError(
+                f"the Hub is unreachable ({type(err).__name__}); nothing was uploaded, check the network "
+                "and publish again."
+            ) from None
         raise
     return str(info.commit_url)
 
@@ -270,11 +396,29 @@ def step(cfg: RunConfig, ctx):
     variant = cfg.quantize.variant or "custom"
 
     def work() -> dict[str, Any]:
-        result = run(model_dir, report_dir, out, cfg.model, cfg.publish, onnx_dir, variant, force=True, progress=ctx.progress)
-        return {"bytes": result.bytes, "files": len(result.files), "pushed": result.pushed, "repo_id": result.repo_id,
-                "revision": result.revision, "commit_url": result.commit_url}  # fmt: skip
+        result = run(
+            model_dir, report_dir, out, cfg.model, cfg.publish, onnx_dir, variant, force=True, progress=ctx.progress
+        )
+        return {
+            "bytes": result.bytes,
+            "files": len(result.files),
+            "pushed": result.pushed,
+            "repo_id": result.repo_id,
+            "revision": result.revision,
+            "commit_url": result.commit_url,
+        }
 
     inputs = [p for p in (model_dir, report_dir, onnx_dir) if p is not None]
-    config = {"publish": cfg.publish.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json"), "variant": variant}
-    return Step("publish", inputs, [out], config, work,
-                lambda s: f"{s['files']} files, {human_bytes(s['bytes'])}, " + ("pushed" if s["pushed"] else "dry run"))  # fmt: skip
+    config = {
+        "publish": cfg.publish.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"),
+        "variant": variant,
+    }
+    return Step(
+        "publish",
+        inputs,
+        [out],
+        config,
+        work,
+        lambda s: f"{s['files']} files, {human_bytes(s['bytes'])}, " + ("pushed" if s["pushed"] else "dry run"),
+    )

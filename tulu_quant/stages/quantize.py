@@ -27,14 +27,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import (TOKENIZER_FILES, SafetensorsWriter, atomic_dir, copy_if_present, open_checkpoint,
-                          read_safetensors_header, read_tensor, refuse_existing)  # fmt: skip
+from ..checkpoint import (
+    TOKENIZER_FILES,
+    SafetensorsWriter,
+    atomic_dir,
+    copy_if_present,
+    open_checkpoint,
+    read_safetensors_header,
+    read_tensor,
+    refuse_existing,
+)
 from ..config import QuantizeConfig, RunConfig
 from ..progress import NULL, Progress, captured, human_bytes, human_seconds, measure
 
 log = logging.getLogger(__name__)
 
-PACK_BITS = 32  # GPTQModel 7.6 packs qweight/qzeros in int32 words with its block packer: widths must be multiples of 32
+PACK_BITS = (
+    32  # GPTQModel 7.6 packs qweight/qzeros in int32 words with its block packer: widths must be multiples of 32
+)
 RECORD_FILE = "quantization.json"
 # Machine-specific or run-specific fields GPTQModel writes into quantize_config.json's meta; dropped from our output.
 META_DROP = ("offload_to_disk_path",)
@@ -66,10 +76,12 @@ class QuantizeResult:
 
     def summary(self) -> str:
         vram = f", peak VRAM {human_bytes(self.peak_vram)}" if self.peak_vram is not None else ""
-        return (f"quantized {self.layers} layers to {self.bits}-bit g{self.group_size} {'sym' if self.sym else 'asym'}"
-                f"{' act-order' if self.desc_act else ''} on {self.device} -> {self.out}: {human_bytes(self.bytes)} "
-                f"({self.compression:.2f}x smaller than fp16 {human_bytes(self.fp16_bytes)}) in "
-                f"{human_seconds(self.seconds)}, peak RAM {human_bytes(self.peak_rss)}{vram}")  # fmt: skip
+        return (
+            f"quantized {self.layers} layers to {self.bits}-bit g{self.group_size} {'sym' if self.sym else 'asym'}"
+            f"{' act-order' if self.desc_act else ''} on {self.device} -> {self.out}: {human_bytes(self.bytes)} "
+            f"({self.compression:.2f}x smaller than fp16 {human_bytes(self.fp16_bytes)}) in "
+            f"{human_seconds(self.seconds)}, peak RAM {human_bytes(self.peak_rss)}{vram}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -78,7 +90,9 @@ class QuantizeResult:
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; pass a Hugging Face model directory (e.g. the recover stage's output).")
+        raise FileNotFoundError(
+            f"{path}: missing; pass a Hugging Face model directory (e.g. the recover stage's output)."
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -94,10 +108,14 @@ def linear_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or hidden // heads
     return {
-        "self_attn.q_proj": (hidden, heads * head_dim), "self_attn.k_proj": (hidden, kv_heads * head_dim),
-        "self_attn.v_proj": (hidden, kv_heads * head_dim), "self_attn.o_proj": (heads * head_dim, hidden),
-        "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter), "mlp.down_proj": (inter, hidden),
-    }  # fmt: skip
+        "self_attn.q_proj": (hidden, heads * head_dim),
+        "self_attn.k_proj": (hidden, kv_heads * head_dim),
+        "self_attn.v_proj": (hidden, kv_heads * head_dim),
+        "self_attn.o_proj": (heads * head_dim, hidden),
+        "mlp.gate_proj": (hidden, inter),
+        "mlp.up_proj": (hidden, inter),
+        "mlp.down_proj": (inter, hidden),
+    }
 
 
 def check_settings(cfg: QuantizeConfig, config: dict[str, Any], source: str = "config.json") -> None:
@@ -105,14 +123,18 @@ def check_settings(cfg: QuantizeConfig, config: dict[str, Any], source: str = "c
     name = f"variant '{cfg.variant}'" if cfg.variant else "quantize settings"
     for linear, (fan_in, fan_out) in linear_shapes(config).items():
         if cfg.group_size != -1 and fan_in % cfg.group_size:
-            raise QuantizeError(f"{name}: group_size {cfg.group_size} does not divide the input width {fan_in} of "
-                                f"{linear} ({source}); choose a group size that divides it (e.g. "
-                                f"{_dividing_group(fan_in, linear_shapes(config))}) or -1.")  # fmt: skip
+            raise QuantizeError(
+                f"{name}: group_size {cfg.group_size} does not divide the input width {fan_in} of "
+                f"{linear} ({source}); choose a group size that divides it (e.g. "
+                f"{_dividing_group(fan_in, linear_shapes(config))}) or -1."
+            )
         for what, width in (("input", fan_in), ("output", fan_out)):
             if width % PACK_BITS:
-                raise QuantizeError(f"{name}: {linear} has {what} width {width} ({source}), not a multiple of "
-                                    f"{PACK_BITS}; GPTQModel 7.6 packs GPTQ weights in {PACK_BITS}-value words and "
-                                    "cannot quantize it.")  # fmt: skip
+                raise QuantizeError(
+                    f"{name}: {linear} has {what} width {width} ({source}), not a multiple of "
+                    f"{PACK_BITS}; GPTQModel 7.6 packs GPTQ weights in {PACK_BITS}-value words and "
+                    "cannot quantize it."
+                )
 
 
 def _dividing_group(width: int, shapes: dict[str, tuple[int, int]]) -> int:
@@ -126,8 +148,10 @@ def resolve_device(requested: str) -> str:
 
     available = torch.cuda.is_available()
     if requested == "cuda" and not available:
-        raise QuantizeError("quantize.device is cuda but torch sees no CUDA device (a CPU build of torch, or no GPU); "
-                            "use device: cpu or auto, or install a CUDA build of torch.")  # fmt: skip
+        raise QuantizeError(
+            "quantize.device is cuda but torch sees no CUDA device (a CPU build of torch, or no GPU); "
+            "use device: cpu or auto, or install a CUDA build of torch."
+        )
     return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
 
 
@@ -144,8 +168,10 @@ def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> str:
 
 def note_kernels(cfg: QuantizeConfig) -> None:
     if cfg.bits == 3:
-        log.warning("3-bit GPTQ runs only on GPTQModel's generic torch kernel (Marlin, ExLlama and Triton take 2/4/8 "
-                    "bits): expect slow inference.")  # fmt: skip
+        log.warning(
+            "3-bit GPTQ runs only on GPTQModel's generic torch kernel (Marlin, ExLlama and Triton take 2/4/8 "
+            "bits): expect slow inference."
+        )
 
 
 def quant_log_loss(path: Path) -> float | None:
@@ -175,7 +201,9 @@ def restore_float16(folder: Path, model_dir: Path) -> None:
             header = read_safetensors_header(path)
             if all(not t.dtype.is_floating_point or t.dtype == torch.float16 for t in header.values()):
                 continue
-            entries = [(t.name, torch.float16 if t.dtype.is_floating_point else t.dtype, t.shape) for t in header.values()]
+            entries = [
+                (t.name, torch.float16 if t.dtype.is_floating_point else t.dtype, t.shape) for t in header.values()
+            ]
             tmp = path.with_suffix(".fp16.tmp")
             writer = SafetensorsWriter(tmp, entries)
             for info in header.values():
@@ -235,8 +263,13 @@ class LayerProgress:
         if self.advance is not None:
             self.advance(1, left=human_seconds(left))
         else:
-            log.info("quantize: layer %d/%d done, %s elapsed, about %s left", self.done, self.total,
-                     human_seconds(elapsed), human_seconds(left))  # fmt: skip
+            log.info(
+                "quantize: layer %d/%d done, %s elapsed, about %s left",
+                self.done,
+                self.total,
+                human_seconds(elapsed),
+                human_seconds(left),
+            )
         return None
 
 
@@ -248,8 +281,16 @@ def set_cpu_workers() -> None:
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
 
-def gptqmodel_quantize(model_dir: Path, samples, cfg: QuantizeConfig, device: str, dtype: str, save_dir: Path,
-                       offload_dir: Path, callback: LayerProgress) -> None:  # fmt: skip
+def gptqmodel_quantize(
+    model_dir: Path,
+    samples,
+    cfg: QuantizeConfig,
+    device: str,
+    dtype: str,
+    save_dir: Path,
+    offload_dir: Path,
+    callback: LayerProgress,
+) -> None:
     """The one call into GPTQModel: load, quantize with the calibration rows, save."""
     set_cpu_workers()
     import torch
@@ -258,17 +299,28 @@ def gptqmodel_quantize(model_dir: Path, samples, cfg: QuantizeConfig, device: st
         from gptqmodel import GPTQModel
         from gptqmodel import QuantizeConfig as GPTQModelConfig
     except ImportError as err:
-        raise ImportError(f"GPTQModel is not importable ({err}); install it with "
-                          "`pip install --no-build-isolation 'gptqmodel>=7.6,<7.7'` after torch.") from None  # fmt: skip
+        raise ImportError(
+            f"GPTQModel is not importable ({err}); install it with "
+            "`pip install --no-build-isolation 'gptqmodel>=7.6,<7.7'` after torch."
+        ) from None
     from gptqmodel.quantization.config import FOEMConfig, GPTAQConfig
 
     qcfg = GPTQModelConfig(
-        bits=cfg.bits, group_size=cfg.group_size, desc_act=cfg.desc_act, sym=cfg.sym, damp_percent=cfg.damp_percent,
-        true_sequential=cfg.true_sequential, act_group_aware=cfg.group_aware, static_groups=cfg.static_groups,
-        mse=cfg.mse, offload_to_disk=cfg.offload_to_disk, offload_to_disk_path=str(offload_dir), device=device,
+        bits=cfg.bits,
+        group_size=cfg.group_size,
+        desc_act=cfg.desc_act,
+        sym=cfg.sym,
+        damp_percent=cfg.damp_percent,
+        true_sequential=cfg.true_sequential,
+        act_group_aware=cfg.group_aware,
+        static_groups=cfg.static_groups,
+        mse=cfg.mse,
+        offload_to_disk=cfg.offload_to_disk,
+        offload_to_disk_path=str(offload_dir),
+        device=device,
         gptaq=GPTAQConfig(alpha=cfg.gptaq_alpha) if cfg.gptaq_alpha and not cfg.foem_beta else None,
         foem=FOEMConfig(alpha=cfg.gptaq_alpha, beta=cfg.foem_beta) if cfg.foem_beta else None,
-    )  # fmt: skip
+    )
     model = GPTQModel.load(str(model_dir), qcfg, dtype=getattr(torch, dtype))
     model.layer_callback = callback
     calibration = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in samples]
@@ -279,8 +331,16 @@ def gptqmodel_quantize(model_dir: Path, samples, cfg: QuantizeConfig, device: st
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(model_dir: Path, calib_dir: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), chat_format: str = "tulu",
-        force: bool = False, progress: Progress = NULL, log_file: Path | None = None) -> QuantizeResult:  # fmt: skip
+def run(
+    model_dir: Path,
+    calib_dir: Path,
+    out: Path,
+    cfg: QuantizeConfig = QuantizeConfig(),
+    chat_format: str = "tulu",
+    force: bool = False,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+) -> QuantizeResult:
     import torch
 
     from .calibrate import load_samples
@@ -294,12 +354,25 @@ def run(model_dir: Path, calib_dir: Path, out: Path, cfg: QuantizeConfig = Quant
     note_kernels(cfg)
     samples = load_samples(calib_dir)
     _check_calibration(calib_dir, model_dir, samples, source_config)
-    fp16_bytes = sum(t.numel * 2 if t.dtype.is_floating_point else t.numel * t.dtype.itemsize
-                     for t in open_checkpoint(model_dir).tensors.values())  # fmt: skip
+    fp16_bytes = sum(
+        t.numel * 2 if t.dtype.is_floating_point else t.numel * t.dtype.itemsize
+        for t in open_checkpoint(model_dir).tensors.values()
+    )
     layers = int(source_config.get("num_hidden_layers", 0))
-    log.info("quantize: %d-bit g%d %s%s on %s (%s forward), %d x %d calibration tokens, %d layers; GPTQModel's own "
-             "output goes to %s", cfg.bits, cfg.group_size, "sym" if cfg.sym else "asym", " act-order" if cfg.desc_act
-             else "", device, dtype, samples.shape[0], samples.shape[1], layers, log_file or "the terminal")  # fmt: skip
+    log.info(
+        "quantize: %d-bit g%d %s%s on %s (%s forward), %d x %d calibration tokens, %d layers; GPTQModel's own "
+        "output goes to %s",
+        cfg.bits,
+        cfg.group_size,
+        "sym" if cfg.sym else "asym",
+        " act-order" if cfg.desc_act else "",
+        device,
+        dtype,
+        samples.shape[0],
+        samples.shape[1],
+        layers,
+        log_file or "the terminal",
+    )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     offload_dir = out.parent / f".{out.name}.offload-{os.getpid()}"
@@ -314,8 +387,21 @@ def run(model_dir: Path, calib_dir: Path, out: Path, cfg: QuantizeConfig = Quant
             restore_float16(tmp, model_dir)
             finish_metadata(tmp, model_dir, source_config, chat_format)
             size = sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
-            result = QuantizeResult(out, cfg.bits, cfg.group_size, cfg.sym, cfg.desc_act, device, layers, size,
-                                    fp16_bytes, 0.0, 0, None, quant_log_loss(tmp / "quant_log.csv"))  # fmt: skip
+            result = QuantizeResult(
+                out,
+                cfg.bits,
+                cfg.group_size,
+                cfg.sym,
+                cfg.desc_act,
+                device,
+                layers,
+                size,
+                fp16_bytes,
+                0.0,
+                0,
+                None,
+                quant_log_loss(tmp / "quant_log.csv"),
+            )
             (tmp / RECORD_FILE).write_text(json.dumps(_record(result, cfg, calib_dir, dtype), indent=2))
     result.seconds, result.peak_rss = usage.seconds, usage.peak_rss
     result.peak_vram = torch.cuda.max_memory_allocated() if device == "cuda" else None
@@ -333,12 +419,16 @@ def _check_calibration(calib_dir: Path, model_dir: Path, samples, config: dict[s
     if record_path.is_file():
         made_with = json.loads(record_path.read_text()).get("tokenizer_sha256")
         if made_with and made_with != tokenizer_sha256(model_dir):
-            raise QuantizeError(f"{calib_dir}: the calibration set was tokenized with another tokenizer than "
-                                f"{model_dir}'s; rebuild it with `tulu-quant calibrate --model {model_dir}`.")  # fmt: skip
+            raise QuantizeError(
+                f"{calib_dir}: the calibration set was tokenized with another tokenizer than "
+                f"{model_dir}'s; rebuild it with `tulu-quant calibrate --model {model_dir}`."
+            )
     vocab = config.get("vocab_size")
     if vocab is not None and int(samples.max()) >= vocab:
-        raise QuantizeError(f"{calib_dir}: token id {int(samples.max())} is outside the model's vocabulary ({vocab}); "
-                            "rebuild the calibration set with this model's tokenizer.")  # fmt: skip
+        raise QuantizeError(
+            f"{calib_dir}: token id {int(samples.max())} is outside the model's vocabulary ({vocab}); "
+            "rebuild the calibration set with this model's tokenizer."
+        )
 
 
 def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path, dtype: str) -> dict[str, Any]:
@@ -346,9 +436,13 @@ def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path, dtype:
 
     calib_record = calib_dir / "calibration.json"
     record = {k: v for k, v in asdict(result).items() if k != "out"}
-    record.update(compression=round(result.compression, 3), config=cfg.model_dump(mode="json"), compute_dtype=dtype,
-                  calibration=json.loads(calib_record.read_text()) if calib_record.is_file() else None,
-                  libraries=library_versions())  # fmt: skip
+    record.update(
+        compression=round(result.compression, 3),
+        config=cfg.model_dump(mode="json"),
+        compute_dtype=dtype,
+        calibration=json.loads(calib_record.read_text()) if calib_record.is_file() else None,
+        libraries=library_versions(),
+    )
     return record
 
 
@@ -363,12 +457,32 @@ def step(cfg: RunConfig, ctx):
     check_settings(cfg.quantize, read_model_config(model_dir), str(model_dir / "config.json"))
 
     def work() -> dict[str, Any]:
-        result = run(model_dir, calib_dir, out, cfg.quantize, cfg.model.chat_format, force=True, progress=ctx.progress,
-                     log_file=ctx.log_file)  # fmt: skip
+        result = run(
+            model_dir,
+            calib_dir,
+            out,
+            cfg.quantize,
+            cfg.model.chat_format,
+            force=True,
+            progress=ctx.progress,
+            log_file=ctx.log_file,
+        )
         ctx.progress.echo(result.summary())
-        return {"bytes": result.bytes, "compression": round(result.compression, 2), "bits": result.bits,
-                "group_size": result.group_size, "device": result.device, "peak_vram": result.peak_vram}  # fmt: skip
+        return {
+            "bytes": result.bytes,
+            "compression": round(result.compression, 2),
+            "bits": result.bits,
+            "group_size": result.group_size,
+            "device": result.device,
+            "peak_vram": result.peak_vram,
+        }
 
     config = {**cfg.quantize.model_dump(mode="json"), "chat_format": cfg.model.chat_format}
-    return Step("quantize", [model_dir, calib_dir], [out], config, work,
-                lambda s: f"{s['bits']}-bit g{s['group_size']}, {human_bytes(s['bytes'])} ({s['compression']}x)")  # fmt: skip
+    return Step(
+        "quantize",
+        [model_dir, calib_dir],
+        [out],
+        config,
+        work,
+        lambda s: f"{s['bits']}-bit g{s['group_size']}, {human_bytes(s['bytes'])} ({s['compression']}x)",
+    )

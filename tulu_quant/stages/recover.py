@@ -21,8 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import (TOKENIZER_FILES, Checkpoint, CheckpointError, SafetensorsWriter, atomic_dir, copy_if_present,
-                          open_checkpoint, plan_shards, refuse_existing, shard_names, write_index)  # fmt: skip
+from ..checkpoint import (
+    TOKENIZER_FILES,
+    Checkpoint,
+    CheckpointError,
+    SafetensorsWriter,
+    atomic_dir,
+    copy_if_present,
+    open_checkpoint,
+    plan_shards,
+    refuse_existing,
+    shard_names,
+    write_index,
+)
 from ..config import RecoverConfig, RunConfig, parse_size
 from ..progress import NULL, Progress, human_bytes, human_seconds, measure
 
@@ -30,9 +41,22 @@ log = logging.getLogger(__name__)
 
 # Fields whose disagreement means the base is not the model the diff was made from (LLaMA-2 13B has LLaMA-1 13B's
 # tensor shapes but another rms_norm_eps and max_position_embeddings).
-CONFIG_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "head_dim", "hidden_act", "rms_norm_eps", "max_position_embeddings",
-                 "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings")  # fmt: skip
+CONFIG_FIELDS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "tie_word_embeddings",
+)
 # Non-persistent buffers that old conversions saved and transformers recomputes; never part of the weights.
 BUFFER_PATTERN = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 
@@ -56,8 +80,10 @@ class RecoverResult:
 
     def summary(self) -> str:
         extra = f", verify ppl {self.verify['perplexity']:.2f}" if self.verify else ""
-        return (f"recovered {self.tensors} tensors into {self.out} ({len(self.shards)} shard(s), "
-                f"{human_bytes(self.bytes)}) in {human_seconds(self.seconds)}, peak RSS {human_bytes(self.peak_rss)}{extra}")  # fmt: skip
+        return (
+            f"recovered {self.tensors} tensors into {self.out} ({len(self.shards)} shard(s), "
+            f"{human_bytes(self.bytes)}) in {human_seconds(self.seconds)}, peak RSS {human_bytes(self.peak_rss)}{extra}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -83,7 +109,9 @@ def config_differences(base: dict[str, Any], diff: dict[str, Any]) -> list[str]:
     for key in CONFIG_FIELDS:
         if key in base or key in diff:
             a, b = base.get(key), diff.get(key)
-            if a != b and not (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * max(abs(a), abs(b))):
+            if a != b and not (
+                isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+            ):
                 diffs.append(f"{key} (base {a!r}, diff {b!r})")
     return diffs
 
@@ -126,47 +154,66 @@ def recover_tensor(base_t, diff_t, dtype):
 # ------------------------------------------------------------------------------------------------------ checks
 
 
-def check_inputs(base: Checkpoint, diff: Checkpoint, base_cfg, diff_cfg, cfg: RecoverConfig) -> tuple[list[str], dict[str, int]]:
+def check_inputs(
+    base: Checkpoint, diff: Checkpoint, base_cfg, diff_cfg, cfg: RecoverConfig
+) -> tuple[list[str], dict[str, int]]:
     """All checks that need no tensor data. Returns (keys to recover, added rows per key)."""
     skip = set(cfg.skip_checks)
     base_keys = {k for k in base.tensors if not BUFFER_PATTERN.search(k)}
     diff_keys = {k for k in diff.tensors if not BUFFER_PATTERN.search(k)}
-    only_base, only_diff = sorted(base_keys - diff_keys, key=natural_key), sorted(diff_keys - base_keys, key=natural_key)
+    only_base, only_diff = (
+        sorted(base_keys - diff_keys, key=natural_key),
+        sorted(diff_keys - base_keys, key=natural_key),
+    )
     if (only_base or only_diff) and "keys" not in skip:
-        raise RecoverError(f"{base.root} and {diff.root} hold different tensors: only in base {_few(only_base)}, only in "
-                           f"diff {_few(only_diff)}; pass matching checkpoints (or --skip-check keys to recover the "
-                           "common keys only).")  # fmt: skip
+        raise RecoverError(
+            f"{base.root} and {diff.root} hold different tensors: only in base {_few(only_base)}, only in "
+            f"diff {_few(only_diff)}; pass matching checkpoints (or --skip-check keys to recover the "
+            "common keys only)."
+        )
     names = sorted(base_keys & diff_keys, key=natural_key)
     added, shrunk, mismatched = vocab_growth(base, diff, names)
     if shrunk:
-        raise RecoverError(f"{diff.root}: the diff has a smaller vocabulary than the base ({_few(shrunk)}); the arguments "
-                           "may be swapped: --base is raw LLaMA, --diff the Tulu diff.")  # fmt: skip
+        raise RecoverError(
+            f"{diff.root}: the diff has a smaller vocabulary than the base ({_few(shrunk)}); the arguments "
+            "may be swapped: --base is raw LLaMA, --diff the Tulu diff."
+        )
     if mismatched:
-        raise RecoverError(f"{base.root} and {diff.root}: shapes differ beyond added vocabulary rows ({_few(mismatched)}); "
-                           "the base is not the model this diff was made from.")  # fmt: skip
+        raise RecoverError(
+            f"{base.root} and {diff.root}: shapes differ beyond added vocabulary rows ({_few(mismatched)}); "
+            "the base is not the model this diff was made from."
+        )
     if base_cfg is not None and diff_cfg is not None and "config" not in skip:
         fields = config_differences(base_cfg, diff_cfg)
         if fields:
-            raise RecoverError(f"{base.root / 'config.json'} does not match {diff.root / 'config.json'} on "
-                               f"{', '.join(fields)}; the base is a different model (LLaMA-2 instead of LLaMA-1?). "
-                               "Use the base the diff was made from, or --skip-check config.")  # fmt: skip
+            raise RecoverError(
+                f"{base.root / 'config.json'} does not match {diff.root / 'config.json'} on "
+                f"{', '.join(fields)}; the base is a different model (LLaMA-2 instead of LLaMA-1?). "
+                "Use the base the diff was made from, or --skip-check config."
+            )
     return names, added
 
 
-def check_diff_scale(base: Checkpoint, diff: Checkpoint, names: list[str], cfg: RecoverConfig, samples: int = 12) -> float:
+def check_diff_scale(
+    base: Checkpoint, diff: Checkpoint, names: list[str], cfg: RecoverConfig, samples: int = 12
+) -> float:
     """Median ||diff||/||base|| over a spread of matrices. A finetuning diff is small next to the weights: a full model
     passed as the diff gives about 1, swapped arguments much more than 1."""
     matrices = [n for n in names if len(base.tensors[n].shape) == 2]
     if not matrices:
         return float("nan")
-    picked = [matrices[round(i * (len(matrices) - 1) / max(samples - 1, 1))] for i in range(min(samples, len(matrices)))]
+    picked = [
+        matrices[round(i * (len(matrices) - 1) / max(samples - 1, 1))] for i in range(min(samples, len(matrices)))
+    ]
     with base.reader() as get_base, diff.reader() as get_diff:
         ratios = [relative_norm(get_base(n), get_diff(n)) for n in dict.fromkeys(picked)]
     median = statistics.median(ratios)
     if median > cfg.diff_scale_threshold and "diff-scale" not in cfg.skip_checks:
-        raise RecoverError(f"{diff.root}: the diff is as large as the weights (median ||diff||/||base|| = {median:.3g}, "
-                           f"a finetuning diff is below {cfg.diff_scale_threshold}); this looks like a full model or swapped "
-                           "arguments: --base is raw LLaMA, --diff the weight diff (or --skip-check diff-scale).")  # fmt: skip
+        raise RecoverError(
+            f"{diff.root}: the diff is as large as the weights (median ||diff||/||base|| = {median:.3g}, "
+            f"a finetuning diff is below {cfg.diff_scale_threshold}); this looks like a full model or swapped "
+            "arguments: --base is raw LLaMA, --diff the weight diff (or --skip-check diff-scale)."
+        )
     return median
 
 
@@ -179,8 +226,15 @@ def _few(items: list[str], n: int = 5) -> str:
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(base_dir: Path, diff_dir: Path, out: Path, cfg: RecoverConfig = RecoverConfig(), force: bool = False,
-        progress: Progress = NULL, chat_format: str = "tulu") -> RecoverResult:  # fmt: skip
+def run(
+    base_dir: Path,
+    diff_dir: Path,
+    out: Path,
+    cfg: RecoverConfig = RecoverConfig(),
+    force: bool = False,
+    progress: Progress = NULL,
+    chat_format: str = "tulu",
+) -> RecoverResult:
     import torch
 
     base_dir, diff_dir, out = Path(base_dir), Path(diff_dir), Path(out)
@@ -195,8 +249,10 @@ def run(base_dir: Path, diff_dir: Path, out: Path, cfg: RecoverConfig = RecoverC
         names, added = check_inputs(base, diff, base_cfg, diff_cfg, cfg)
         scale = check_diff_scale(base, diff, names, cfg)
 
-        entries = [(n, dtype if diff.tensors[n].dtype.is_floating_point else diff.tensors[n].dtype, diff.tensors[n].shape)
-                   for n in names]  # fmt: skip
+        entries = [
+            (n, dtype if diff.tensors[n].dtype.is_floating_point else diff.tensors[n].dtype, diff.tensors[n].shape)
+            for n in names
+        ]
         shards = plan_shards(entries, parse_size(cfg.max_shard_size))
         files = shard_names(len(shards))
         total = sum(e[1].itemsize * _numel(e[2]) for e in entries)
@@ -207,10 +263,16 @@ def run(base_dir: Path, diff_dir: Path, out: Path, cfg: RecoverConfig = RecoverC
                     writer = SafetensorsWriter(tmp / fname, shard)
                     for name, _, shape in shard:
                         tuned = recover_tensor(get_base(name), get_diff(name), dtype)
-                        if tuned.is_floating_point() and not bool(torch.isfinite(tuned).all()) and "finite" not in cfg.skip_checks:
-                            raise RecoverError(f"tensor {name} has NaN or Inf after recovery in {cfg.dtype} "
-                                               f"({base.tensors[name].file.name} + {diff.tensors[name].file.name}); check "
-                                               "the inputs, try --dtype float32/bfloat16, or --skip-check finite.")  # fmt: skip
+                        if (
+                            tuned.is_floating_point()
+                            and not bool(torch.isfinite(tuned).all())
+                            and "finite" not in cfg.skip_checks
+                        ):
+                            raise RecoverError(
+                                f"tensor {name} has NaN or Inf after recovery in {cfg.dtype} "
+                                f"({base.tensors[name].file.name} + {diff.tensors[name].file.name}); check "
+                                "the inputs, try --dtype float32/bfloat16, or --skip-check finite."
+                            )
                         writer.write(name, tuned)
                         advance(tuned.numel() * tuned.element_size())
                         del tuned
@@ -254,12 +316,19 @@ def _write_metadata(tmp: Path, base_dir: Path, diff_dir: Path, base_cfg, diff_cf
     if not copied:
         log.warning("%s has no tokenizer files; copying the base's", diff_dir)
         copy_if_present(base_dir, tmp, TOKENIZER_FILES)
-    copy_if_present(diff_dir if (diff_dir / "generation_config.json").is_file() else base_dir, tmp, ["generation_config.json"])
+    copy_if_present(
+        diff_dir if (diff_dir / "generation_config.json").is_file() else base_dir, tmp, ["generation_config.json"]
+    )
 
 
 def _describe(ckpt: Checkpoint) -> dict[str, Any]:
-    return {"path": str(ckpt.root.resolve()), "format": ckpt.format, "files": [p.name for p in ckpt.files()],
-            "tensors": len(ckpt.tensors), "bytes": sum(p.stat().st_size for p in ckpt.files())}  # fmt: skip
+    return {
+        "path": str(ckpt.root.resolve()),
+        "format": ckpt.format,
+        "files": [p.name for p in ckpt.files()],
+        "tensors": len(ckpt.tensors),
+        "bytes": sum(p.stat().st_size for p in ckpt.files()),
+    }
 
 
 def _record(result: RecoverResult, cfg: RecoverConfig, usage) -> dict[str, Any]:
@@ -285,10 +354,28 @@ def step(cfg: RunConfig, ctx):
     out = ctx.out("recover")
 
     def work() -> dict[str, Any]:
-        result = run(cfg.model.base, cfg.model.diff, out, cfg.recover, force=True, progress=ctx.progress,
-                     chat_format=cfg.model.chat_format)
-        return {"bytes": result.bytes, "tensors": result.tensors, "added_rows": result.added_rows,
-                "diff_scale_median": result.diff_scale_median, "verify": result.verify}  # fmt: skip
+        result = run(
+            cfg.model.base,
+            cfg.model.diff,
+            out,
+            cfg.recover,
+            force=True,
+            progress=ctx.progress,
+            chat_format=cfg.model.chat_format,
+        )
+        return {
+            "bytes": result.bytes,
+            "tensors": result.tensors,
+            "added_rows": result.added_rows,
+            "diff_scale_median": result.diff_scale_median,
+            "verify": result.verify,
+        }
 
-    return Step("recover", [cfg.model.base, cfg.model.diff], [out], {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **cfg.recover.model_dump(mode="json")},
-                work, lambda s: f"{s['tensors']} tensors, {human_bytes(s['bytes'])}")  # fmt: skip
+    return Step(
+        "recover",
+        [cfg.model.base, cfg.model.diff],
+        [out],
+        {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **cfg.recover.model_dump(mode="json")},
+        work,
+        lambda s: f"{s['tensors']} tensors, {human_bytes(s['bytes'])}",
+    )

@@ -42,10 +42,15 @@ class ValidateResult:
         parts = []
         for cand in self.report["candidates"]:
             metrics = cand["metrics"]
-            shown = [f"{k} {metrics[k]['value']:.3g}" for k in ("ppl.wiki", "kl_mean", "mmlu_0shot")
-                     if k in metrics and metrics[k]["value"] is not None]  # fmt: skip
+            shown = [
+                f"{k} {metrics[k]['value']:.3g}"
+                for k in ("ppl.wiki", "kl_mean", "mmlu_0shot")
+                if k in metrics and metrics[k]["value"] is not None
+            ]
             parts.append(f"{cand['name']}: {'passed' if cand['passed'] else 'FAILED'} ({', '.join(shown)})")
-        return f"report in {self.report_dir} after {human_seconds(self.seconds)}; " + ("; ".join(parts) or "reference only")
+        return f"report in {self.report_dir} after {human_seconds(self.seconds)}; " + (
+            "; ".join(parts) or "reference only"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -73,8 +78,13 @@ def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
     """(source, split) of everything the suite scores, for tulu_quant.data.check_disjoint. AlpacaFarm's instructions
     are built over the perplexity sources' evaluation text; MMLU's few-shot pool (mmlu:calibration) is shown, not scored."""
     pairs = [(source, suite.perplexity.split) for source in suite.perplexity.sources]
-    benchmarks = (("mmlu", suite.mmlu.enabled), ("gsm8k", suite.gsm.enabled), ("bbh", suite.bbh.enabled),
-                  ("tydiqa", suite.tydiqa.enabled), ("humaneval", suite.codex.enabled))  # fmt: skip
+    benchmarks = (
+        ("mmlu", suite.mmlu.enabled),
+        ("gsm8k", suite.gsm.enabled),
+        ("bbh", suite.bbh.enabled),
+        ("tydiqa", suite.tydiqa.enabled),
+        ("humaneval", suite.codex.enabled),
+    )
     return pairs + [(name, "evaluation") for name, enabled in benchmarks if enabled]
 
 
@@ -97,16 +107,30 @@ def _metrics(results) -> dict[str, Any]:
 
 
 def _timings(results) -> dict[str, Any]:
-    return {k: {"seconds": round(r.seconds, 2), "cached": r.cached, "skipped": all(m.skipped for m in r.metrics) and
-                bool(r.metrics)} for k, r in results.items()}  # fmt: skip
+    return {
+        k: {
+            "seconds": round(r.seconds, 2),
+            "cached": r.cached,
+            "skipped": all(m.skipped for m in r.metrics) and bool(r.metrics),
+        }
+        for k, r in results.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(reference: Path, candidates: list[Path], report_dir: Path, cfg: ValidateConfig = ValidateConfig(),
-        suite: SuiteConfig | None = None, calibration: list[tuple[str, str]] = (), force: bool = False,
-        progress: Progress = NULL, log_file: Path | None = None) -> ValidateResult:  # fmt: skip
+def run(
+    reference: Path,
+    candidates: list[Path],
+    report_dir: Path,
+    cfg: ValidateConfig = ValidateConfig(),
+    suite: SuiteConfig | None = None,
+    calibration: list[tuple[str, str]] = (),
+    force: bool = False,
+    progress: Progress = NULL,
+    log_file: Path | None = None,
+) -> ValidateResult:
     from transformers import AutoTokenizer
 
     from .. import data
@@ -128,8 +152,10 @@ def run(reference: Path, candidates: list[Path], report_dir: Path, cfg: Validate
         jobs = build_jobs(suite, cfg, fmt, tokenizer, context)
         missing = unmatched_gates(cfg.gates, [key for job in jobs for key, *_ in job.metrics])
         if missing:
-            raise ConfigError(f"validate.gates: {missing} match no metric of suite '{cfg.suite}'; use keys such as "
-                              f"{[key for job in jobs for key, *_ in job.metrics][:8]}.")  # fmt: skip
+            raise ConfigError(
+                f"validate.gates: {missing} match no metric of suite '{cfg.suite}'; use keys such as "
+                f"{[key for job in jobs for key, *_ in job.metrics][:8]}."
+            )
 
         def load(path: Path):
             options = {"device": cfg.device} if kinds[path] in ("torch", "gptq") else {}
@@ -139,31 +165,65 @@ def run(reference: Path, candidates: list[Path], report_dir: Path, cfg: Validate
         names = unique_names([reference, *candidates])
         common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
         ref_results = evaluate_artifact(reference, "reference", jobs, label=f"reference {names[0]}", **common)
-        ref_entry = {"name": names[0], "path": str(reference), "info": artifact_info(reference),
-                     "metrics": _metrics(ref_results), "timings": _timings(ref_results)}  # fmt: skip
+        ref_entry = {
+            "name": names[0],
+            "path": str(reference),
+            "info": artifact_info(reference),
+            "metrics": _metrics(ref_results),
+            "timings": _timings(ref_results),
+        }
         ref_print = fingerprint(reference)
-        entries = [_candidate_entry(path, name, evaluate_artifact(path, "candidate", jobs, reference_results=ref_results,
-                                    reference_print=ref_print, label=name, **common), ref_entry, cfg, suite)
-                   for path, name in zip(candidates, names[1:])]  # fmt: skip
+        entries = [
+            _candidate_entry(
+                path,
+                name,
+                evaluate_artifact(
+                    path,
+                    "candidate",
+                    jobs,
+                    reference_results=ref_results,
+                    reference_print=ref_print,
+                    label=name,
+                    **common,
+                ),
+                ref_entry,
+                cfg,
+                suite,
+            )
+            for path, name in zip(candidates, names[1:])
+        ]
         failed = [f"{e['name']}: {g.gate} -> {g.detail}" for e in entries for g in e["gates"] if g.status == "fail"]
-        protocol = {"suite_name": cfg.suite, "suite": suite.model_dump(mode="json"), "chat_format": fmt,
-                    "context_length": context, "calibration": [list(p) for p in calibration], "evaluation": evaluation,
-                    "validate": cfg.model_dump(mode="json"), "jobs": [job.key for job in jobs],
-                    "data": {job.key: job.settings for job in jobs},
-                    "skipped": {job.key: job.skipped for job in jobs if job.skipped},
-                    "sources": {s: data.get_source(s).describe([suite.perplexity.split]) for s in suite.perplexity.sources
-                                if not any(j.skipped for j in jobs if j.key == f"ppl.{s}")}}  # fmt: skip
+        protocol = {
+            "suite_name": cfg.suite,
+            "suite": suite.model_dump(mode="json"),
+            "chat_format": fmt,
+            "context_length": context,
+            "calibration": [list(p) for p in calibration],
+            "evaluation": evaluation,
+            "validate": cfg.model_dump(mode="json"),
+            "jobs": [job.key for job in jobs],
+            "data": {job.key: job.settings for job in jobs},
+            "skipped": {job.key: job.skipped for job in jobs if job.skipped},
+            "sources": {
+                s: data.get_source(s).describe([suite.perplexity.split])
+                for s in suite.perplexity.sources
+                if not any(j.skipped for j in jobs if j.key == f"ppl.{s}")
+            },
+        }
         report = report_json(ref_entry, entries, protocol, library_versions())
         _write(report_dir, report, markdown(ref_entry, entries, protocol), entries, force)
     result = ValidateResult(report_dir, report, failed, usage.seconds)
     log.info(result.summary())
     if failed:
-        raise GateFailed(f"{len(failed)} quality gate(s) violated (see {report_dir / 'report.md'}): " + "; ".join(failed))
+        raise GateFailed(
+            f"{len(failed)} quality gate(s) violated (see {report_dir / 'report.md'}): " + "; ".join(failed)
+        )
     return result
 
 
-def _candidate_entry(path: Path, name: str, results, ref_entry: dict[str, Any], cfg: ValidateConfig,
-                     suite: SuiteConfig) -> dict[str, Any]:  # fmt: skip
+def _candidate_entry(
+    path: Path, name: str, results, ref_entry: dict[str, Any], cfg: ValidateConfig, suite: SuiteConfig
+) -> dict[str, Any]:
     """A candidate's metrics, its paired deltas against the reference and its gate outcomes."""
     from ..eval.report import check_gates
     from ..eval.results import compare
@@ -175,8 +235,15 @@ def _candidate_entry(path: Path, name: str, results, ref_entry: dict[str, Any], 
             delta = compare(ref_entry["metrics"][key], metric, suite.bootstrap_samples, suite.seed)
             if delta is not None:
                 deltas[key] = delta
-    return {"name": name, "path": str(path), "info": artifact_info(path), "metrics": metrics, "deltas": deltas,
-            "gates": check_gates(cfg.gates, metrics, deltas), "timings": _timings(results)}  # fmt: skip
+    return {
+        "name": name,
+        "path": str(path),
+        "info": artifact_info(path),
+        "metrics": metrics,
+        "deltas": deltas,
+        "gates": check_gates(cfg.gates, metrics, deltas),
+        "timings": _timings(results),
+    }
 
 
 def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> None:
@@ -186,8 +253,10 @@ def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> Non
     vocab = tokenizer.get_vocab()
     for path in candidates:
         if AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
-            raise ValueError(f"{path}: its tokenizer differs from the reference's ({reference}); validate compares "
-                             "artifacts of one model, which share a tokenizer.")  # fmt: skip
+            raise ValueError(
+                f"{path}: its tokenizer differs from the reference's ({reference}); validate compares "
+                "artifacts of one model, which share a tokenizer."
+            )
 
 
 def _write(report_dir: Path, report: dict[str, Any], md: str, entries: list[dict[str, Any]], force: bool) -> None:
@@ -216,20 +285,46 @@ def step(cfg: RunConfig, ctx):
     from ..pipeline import Step
 
     reference = ctx.produced("recover")
-    candidates = [path for stage in ("quantize", "export_onnx") if stage in cfg.stages
-                  and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()]  # fmt: skip
+    candidates = [
+        path
+        for stage in ("quantize", "export_onnx")
+        if stage in cfg.stages and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()
+    ]
     vcfg = config_for_run(cfg)
     suite = load_suite(vcfg.suite)
     calibration = cfg.calibrate.splits
     out = ctx.out("validate")
 
     def work() -> dict[str, Any]:
-        result = run(reference, candidates, out, vcfg, suite, calibration, force=True, progress=ctx.progress,
-                     log_file=ctx.log_file)  # fmt: skip
-        return {"candidates": {c["name"]: {k: m["value"] for k, m in c["metrics"].items()} | {"passed": c["passed"]}
-                               for c in result.report["candidates"]},
-                "reference": {k: m["value"] for k, m in result.report["reference"]["metrics"].items()}}  # fmt: skip
+        result = run(
+            reference,
+            candidates,
+            out,
+            vcfg,
+            suite,
+            calibration,
+            force=True,
+            progress=ctx.progress,
+            log_file=ctx.log_file,
+        )
+        return {
+            "candidates": {
+                c["name"]: {k: m["value"] for k, m in c["metrics"].items()} | {"passed": c["passed"]}
+                for c in result.report["candidates"]
+            },
+            "reference": {k: m["value"] for k, m in result.report["reference"]["metrics"].items()},
+        }
 
-    config = {"validate": vcfg.model_dump(mode="json"), "suite": suite.model_dump(mode="json"), "calibration": calibration}
-    return Step("validate", [reference, *candidates], [out], config, work,
-                lambda s: ", ".join(f"{n}: {'passed' if v['passed'] else 'FAILED'}" for n, v in s["candidates"].items()))  # fmt: skip
+    config = {
+        "validate": vcfg.model_dump(mode="json"),
+        "suite": suite.model_dump(mode="json"),
+        "calibration": calibration,
+    }
+    return Step(
+        "validate",
+        [reference, *candidates],
+        [out],
+        config,
+        work,
+        lambda s: ", ".join(f"{n}: {'passed' if v['passed'] else 'FAILED'}" for n, v in s["candidates"].items()),
+    )

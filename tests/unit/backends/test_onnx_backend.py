@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.backends import GenerationSettings, detect_kind, load_backend
@@ -68,7 +67,7 @@ def test_greedy_generation_matches_torch_streams_and_stops(onnx, reference):
     new = onnx.generate(ids, settings, on_token=streamed.append)
     assert new == streamed == reference.generate(ids, settings) and len(new) == 12
     assert onnx.generate(ids, settings, on_token=lambda t: True) == new[:1]  # True from on_token stops after it
-    assert onnx.generate(ids, settings, stop_ids=(new[3],)) == new[:new.index(new[3])]  # a stop id is not returned
+    assert onnx.generate(ids, settings, stop_ids=(new[3],)) == new[: new.index(new[3])]  # a stop id is not returned
     penalized = GenerationSettings(max_new_tokens=12, repetition_penalty=1.5)
     assert onnx.generate(ids, penalized) == reference.generate(ids, penalized)  # the same CTRL penalty as transformers
     assert len(onnx.generate(ids, GenerationSettings(max_new_tokens=500))) == 64 - len(ids)  # the context bounds it
@@ -81,8 +80,15 @@ def test_sampling_follows_the_seed(onnx):
     assert sampled[0] == sampled[1] != sampled[2]
     assert sampled[0] != onnx.generate(ids, GenerationSettings(max_new_tokens=16))
     options = search_options(GenerationSettings(temperature=0.7, top_p=0.9, seed=3, repetition_penalty=1.1), 10, 20)
-    assert options == {"max_length": 30, "do_sample": True, "repetition_penalty": 1.1, "top_k": 0, "temperature": 0.7,
-                       "top_p": 0.9, "random_seed": 3}  # fmt: skip
+    assert options == {
+        "max_length": 30,
+        "do_sample": True,
+        "repetition_penalty": 1.1,
+        "top_k": 0,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "random_seed": 3,
+    }
 
 
 def test_load_backend_threads_device_and_description(exported, onnx):
@@ -148,7 +154,9 @@ def test_generate_cli_prints_the_reply_then_the_speed(exported, capfd):
     root = logging.getLogger()
     saved = list(root.handlers)
     try:
-        code = main(["generate", "--model", str(exported), "--prompt", "Hello", "--max-new-tokens", "6", "--threads", "2"])
+        code = main(
+            ["generate", "--model", str(exported), "--prompt", "Hello", "--max-new-tokens", "6", "--threads", "2"]
+        )
     finally:
         root.handlers[:] = saved
     out = capfd.readouterr()

@@ -55,8 +55,13 @@ def test_greedy_generation_matches_transformers_and_streams(backend, tiny):
     streamed = []
     new = backend.generate(ids, GenerationSettings(max_new_tokens=12), on_token=lambda t: streamed.append(t))
     with torch.no_grad():
-        expected = reference_model(tiny).generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
-                                                  eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()  # fmt: skip
+        expected = (
+            reference_model(tiny)
+            .generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=2)[
+                0, len(ids) :
+            ]
+            .tolist()
+        )
     assert new == expected == streamed and len(new) == 12
     # returning True from on_token stops after that token; a stop id ends generation without being returned
     assert backend.generate(ids, GenerationSettings(max_new_tokens=12), on_token=lambda t: len(streamed) > 0) == new[:1]
@@ -104,8 +109,9 @@ def tiny_gptq(tiny, tmp_path_factory) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(tiny)
         calibration = [tokenizer("The quick brown fox jumps over the lazy dog. " * 3) for _ in range(8)]
         model = GPTQModel.load(str(tiny), QuantizeConfig(bits=4, group_size=32, sym=True, desc_act=False), device="cpu")
-        model.quantize([{"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]} for c in calibration],
-                       batch_size=1)  # fmt: skip
+        model.quantize(
+            [{"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]} for c in calibration], batch_size=1
+        )
         model.save(str(out))
     return out
 
@@ -121,4 +127,8 @@ def test_gptq_checkpoint_scores_and_generates(tiny, tiny_gptq):
     assert np.corrcoef(q_logits.ravel(), fp_logits.ravel())[0, 1] > 0.9
     assert not np.allclose(q_logits, fp_logits)
     streamed = []
-    assert len(quantized.generate(ids, GenerationSettings(max_new_tokens=5), on_token=streamed.append)) == 5 == len(streamed)
+    assert (
+        len(quantized.generate(ids, GenerationSettings(max_new_tokens=5), on_token=streamed.append))
+        == 5
+        == len(streamed)
+    )

@@ -16,8 +16,11 @@ def no_hub(monkeypatch):
 
 def test_unreachable_hub_is_a_fast_clear_error(no_hub):
     started = time.monotonic()
-    with pytest.raises(DataUnavailable, match=r"data source 'wikitext2' comes from the Hugging Face Hub, and "
-                                              r"127\.0\.0\.1:9 is not reachable .*file:PATH"):  # fmt: skip
+    with pytest.raises(
+        DataUnavailable,
+        match=r"data source 'wikitext2' comes from the Hugging Face Hub, and "
+        r"127\.0\.0\.1:9 is not reachable .*file:PATH",
+    ):
         get_source("wikitext2").documents("evaluation")
     with pytest.raises(DataUnavailable, match="data source 'tulu-sft'"):
         get_source("tulu-sft").conversations("calibration", limit=8)
@@ -63,10 +66,13 @@ def test_tasks_from_local_files(no_hub, tmp_path, monkeypatch):
         load_task("tydiqa")
 
     (tmp_path / "bbh" / "cot-prompts").mkdir(parents=True)
-    (tmp_path / "bbh" / "cot-prompts" / "navigate.txt").write_text("canary line\n-----\nQ: a\nA: So the answer is Yes.\n")
+    (tmp_path / "bbh" / "cot-prompts" / "navigate.txt").write_text(
+        "canary line\n-----\nQ: a\nA: So the answer is Yes.\n"
+    )
     (tmp_path / "bbh" / "navigate.json").write_text(json.dumps({"examples": [{"input": "go", "target": "No"}]}))
-    assert load_task("bbh") == {"navigate": {"examples": [{"input": "go", "target": "No"}],
-                                             "cot_prompt": "Q: a\nA: So the answer is Yes.\n"}}  # fmt: skip
+    assert load_task("bbh") == {
+        "navigate": {"examples": [{"input": "go", "target": "No"}], "cot_prompt": "Q: a\nA: So the answer is Yes.\n"}
+    }
     (tmp_path / "bbh" / "snarks.json").write_text(json.dumps({"examples": []}))
     with pytest.raises(SourceError, match=r"no chain-of-thought prompt for the BBH tasks \['snarks'\]"):
         load_task("bbh")
@@ -89,12 +95,25 @@ def fake_hub(monkeypatch):
     tables = {
         "Salesforce/wikitext": lambda split: [{"text": f"{split} line {i}"} for i in range(3)],
         "allenai/c4": lambda split: [{"text": f"doc {i}", "url": "u"} for i in range(5)],
-        "allenai/tulu-v1-sft-mixture": lambda split: [{"dataset": "d", "id": str(i), "messages": [
-            {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(6)],
+        "allenai/tulu-v1-sft-mixture": lambda split: [
+            {
+                "dataset": "d",
+                "id": str(i),
+                "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+            }
+            for i in range(6)
+        ],
         "openai/gsm8k": lambda split: [{"question": f"{split} q", "answer": "#### 1"}],
-        "google-research-datasets/tydiqa": lambda split: [{"id": "english-123-0", "title": "t", "context": "c",
-                                                           "question": "q", "answers": {"text": ["a"], "answer_start": [0]}}],
-    }  # fmt: skip
+        "google-research-datasets/tydiqa": lambda split: [
+            {
+                "id": "english-123-0",
+                "title": "t",
+                "context": "c",
+                "question": "q",
+                "answers": {"text": ["a"], "answer_start": [0]},
+            }
+        ],
+    }
 
     def load_dataset(what, hint, path, *args, split=None, **kwargs):
         calls.append((path, args, split, kwargs))
@@ -118,12 +137,15 @@ def test_hub_rows_become_documents_and_splits(fake_hub, tmp_path, monkeypatch):
     sft = get_source("tulu-sft")
     assert sft.conversations("evaluation", limit=2) == [
         [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}],
-        [{"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]]  # fmt: skip
+        [{"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}],
+    ]
     assert fake_hub[-1][3] == {"streaming": True}
     assert len(sft.conversations("calibration")) == 3 and fake_hub[-1][3] == {"streaming": False}
     assert get_source("c4").describe(["evaluation"])["sizes"]["evaluation"]["documents"] == 2
 
     monkeypatch.setenv("TULU_QUANT_DATA", str(tmp_path))  # empty: the Hub is used
-    assert load_task("gsm8k") == {"test": [{"question": "test q", "answer": "#### 1"}],
-                                  "train": [{"question": "train q", "answer": "#### 1"}]}  # fmt: skip
+    assert load_task("gsm8k") == {
+        "test": [{"question": "test q", "answer": "#### 1"}],
+        "train": [{"question": "train q", "answer": "#### 1"}],
+    }
     assert load_task("tydiqa")["test"] == [{"lang": "english", "context": "c", "question": "q", "answers": ["a"]}]

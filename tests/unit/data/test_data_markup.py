@@ -34,8 +34,28 @@ It flows past <math>x^2</math> towns.[[Category:Rivers of France]][[de:Aa (Fluss
 
 def test_clean_wiki_removes_markup_and_keeps_prose():
     text = clean_wiki(ARTICLE)
-    for residue in ("{{", "}}", "[[", "]]", "<ref", "'''", "''", "<!--", "http", "wikitable", "Category", "Infobox",
-                    "File:", "thumb", "&nbsp;", "<math", "x^2", "Plain footnote", "cite web", "Fluss"):  # fmt: skip
+    for residue in (
+        "{{",
+        "}}",
+        "[[",
+        "]]",
+        "<ref",
+        "'''",
+        "''",
+        "<!--",
+        "http",
+        "wikitable",
+        "Category",
+        "Infobox",
+        "File:",
+        "thumb",
+        "&nbsp;",
+        "<math",
+        "x^2",
+        "Plain footnote",
+        "cite web",
+        "Fluss",
+    ):
         assert residue not in text, residue
     assert text.startswith("Aa is a small river in northern France, about 37 km long.")
     assert "Its name, Ache, means water. See the survey." in text
@@ -66,9 +86,13 @@ def test_redirect_detection():
 
 
 def test_clean_play_markdown():
-    play = "# Macbeth\n\n## ACT I\n\n### SCENE I. A desert place.\n\n_Thunder. Enter three Witches_\n\n" \
-           "**First Witch**  \nWhen shall we three meet again  \nIn thunder?\n\n__\\[Aside]_  \n\\--odours sweet\n\n" \
-           "*Exeunt*\n"  # fmt: skip
-    assert clean_play_markdown(play) == ("Macbeth\n\nACT I\n\nSCENE I. A desert place.\n\nThunder. Enter three Witches\n\n"
-                                         "First Witch\nWhen shall we three meet again\nIn thunder?\n\n[Aside]\n"
-                                         "--odours sweet\n\nExeunt")  # fmt: skip
+    play = (
+        "# Macbeth\n\n## ACT I\n\n### SCENE I. A desert place.\n\n_Thunder. Enter three Witches_\n\n"
+        "**First Witch**  \nWhen shall we three meet again  \nIn thunder?\n\n__\\[Aside]_  \n\\--odours sweet\n\n"
+        "*Exeunt*\n"
+    )
+    assert clean_play_markdown(play) == (
+        "Macbeth\n\nACT I\n\nSCENE I. A desert place.\n\nThunder. Enter three Witches\n\n"
+        "First Witch\nWhen shall we three meet again\nIn thunder?\n\n[Aside]\n"
+        "--odours sweet\n\nExeunt"
+    )

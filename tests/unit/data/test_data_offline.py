@@ -9,8 +9,10 @@ from tulu_quant.data import get_source, load_humaneval, load_mmlu, offline
 @pytest.fixture(scope="module")
 def fresh(offline_files):
     """Parse everything twice from the cached files (caches cleared in between): the splits must not change."""
-    first = {split: (get_source("wiki").documents(split), get_source("shakespeare").documents(split))
-             for split in ("calibration", "evaluation")}  # fmt: skip
+    first = {
+        split: (get_source("wiki").documents(split), get_source("shakespeare").documents(split))
+        for split in ("calibration", "evaluation")
+    }
     offline.wiki_articles.cache_clear()
     offline.plays.cache_clear()
     return first
@@ -68,7 +70,9 @@ def test_mmlu(offline_files):
     assert not {c[0]["content"] for c in pool} & {c[0]["content"] for c in scored}  # MMLU's repeats left out
     first = offline.mmlu_split("calibration")[0]
     assert first == records[0] and pool[0][0]["content"].startswith(first["question"])
-    assert pool[0][1]["content"] == f"The answer is {first['answer']}. {first['choices']['ABCD'.index(first['answer'])]}"
+    assert (
+        pool[0][1]["content"] == f"The answer is {first['answer']}. {first['choices']['ABCD'.index(first['answer'])]}"
+    )
 
 
 def test_humaneval(offline_files):
@@ -84,7 +88,9 @@ def test_instructions_are_disjoint_chat(offline_files):
     source = get_source("instructions")
     cal, ev = source.conversations("calibration"), source.conversations("evaluation")
     for conversations in (cal, ev):
-        assert all([m["role"] for m in c] == ["user", "assistant"] and all(m["content"] for m in c) for c in conversations)
+        assert all(
+            [m["role"] for m in c] == ["user", "assistant"] and all(m["content"] for m in c) for c in conversations
+        )
     assert not {repr(c) for c in cal} & {repr(c) for c in ev}
     # calibration answers come from the calibration halves only
     wiki_eval = "\n\n".join(get_source("wiki").documents("evaluation"))
@@ -94,5 +100,8 @@ def test_instructions_are_disjoint_chat(offline_files):
     assert sum("```python" in c[1]["content"] for c in ev) == 164
     kinds = [c[0]["content"].split(" ", 1)[0] for c in cal[:3]]
     assert kinds == ["Write", "Continue", cal[2][0]["content"].split(" ", 1)[0]] and cal[2][1]["content"].startswith(
-        "The answer is ")  # interleaved: wiki, play, MMLU, ...
-    assert set(string.ascii_uppercase[:4]) >= {c[1]["content"][14] for c in cal if c[1]["content"].startswith("The answer is ")}
+        "The answer is "
+    )  # interleaved: wiki, play, MMLU, ...
+    assert set(string.ascii_uppercase[:4]) >= {
+        c[1]["content"][14] for c in cal if c[1]["content"].startswith("The answer is ")
+    }

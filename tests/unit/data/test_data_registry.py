@@ -67,7 +67,9 @@ def test_local_file_errors(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match=r"bad.jsonl:2: not valid JSON"):
         get_source(f"file:{bad}").documents("all")
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}]}) + "\n" + json.dumps({"text": "b"}) + "\n")
+    mixed.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "a"}]}) + "\n" + json.dumps({"text": "b"}) + "\n"
+    )
     with pytest.raises(SourceError, match=r"mixed.jsonl:2: the row has no \['messages'\]"):
         get_source(f"file:{mixed}").conversations("all")
     roles = tmp_path / "roles.jsonl"
@@ -80,10 +82,20 @@ def test_local_file_errors(tmp_path, monkeypatch):
 
 
 def test_check_disjoint_rules(tmp_path):
-    check_disjoint([("wiki", "calibration"), ("shakespeare", "calibration"), ("instructions", "calibration")],
-                   [("wiki", "evaluation"), ("shakespeare", "evaluation"), ("mmlu", "evaluation"), ("gsm8k", "evaluation"),
-                    ("humaneval", "evaluation"), ("wikitext2", "evaluation")])  # fmt: skip
-    with pytest.raises(ValueError, match=r"calibration source wiki \(split evaluation\) overlaps evaluation source wiki"):
+    check_disjoint(
+        [("wiki", "calibration"), ("shakespeare", "calibration"), ("instructions", "calibration")],
+        [
+            ("wiki", "evaluation"),
+            ("shakespeare", "evaluation"),
+            ("mmlu", "evaluation"),
+            ("gsm8k", "evaluation"),
+            ("humaneval", "evaluation"),
+            ("wikitext2", "evaluation"),
+        ],
+    )
+    with pytest.raises(
+        ValueError, match=r"calibration source wiki \(split evaluation\) overlaps evaluation source wiki"
+    ):
         check_disjoint([("wiki", "evaluation")], [("wiki", "evaluation")])
     # derived material: instructions is built from the wiki, plays and MMLU of the same split
     with pytest.raises(ValueError, match=r"instructions \(split calibration\) overlaps .* wiki \(split calibration\)"):
@@ -103,6 +115,11 @@ def test_check_disjoint_rules(tmp_path):
     other.write_text("more")
     check_disjoint([(f"file:{path}", "calibration")], [(f"file:{other}", "evaluation")])
     with pytest.raises(ValueError, match="corpus.txt"):
-        check_disjoint([(f"file:{path}", "calibration")], [(f"file:{tmp_path}/../{tmp_path.name}/corpus.txt", "evaluation")])
-    assert materials("instructions", "calibration") == {"enwiki-dump:calibration", "shakespeare:calibration",
-                                                         "mmlu:calibration"}  # fmt: skip
+        check_disjoint(
+            [(f"file:{path}", "calibration")], [(f"file:{tmp_path}/../{tmp_path.name}/corpus.txt", "evaluation")]
+        )
+    assert materials("instructions", "calibration") == {
+        "enwiki-dump:calibration",
+        "shakespeare:calibration",
+        "mmlu:calibration",
+    }

@@ -1,7 +1,6 @@
 """Fixtures of the eval tests."""
 
 import pytest
-
 from unit.eval.eval_fakes import train_tokenizer
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from unit.eval.eval_fakes import FakeBackend
+
 from tulu_quant.backends import GenerationSettings
 from tulu_quant.eval import benchmarks
 from tulu_quant.eval.decode import letter_ids
@@ -32,16 +32,35 @@ def test_mmlu_reads_the_answer_letter_from_next_token_logits(tokenizer):
 
 
 def test_gsm_bbh_tydiqa_score_generated_answers(tokenizer):
-    backend = FakeBackend(tokenizer, answers={"apples": "3 and 4 make 7. So the answer is 7.",
-                                               "pears": "I think 8.", "Is it": "Hmm. So the answer is (B). Done.",
-                                               "Where": "In France\nmore"})  # fmt: skip
+    backend = FakeBackend(
+        tokenizer,
+        answers={
+            "apples": "3 and 4 make 7. So the answer is 7.",
+            "pears": "I think 8.",
+            "Is it": "Hmm. So the answer is (B). Done.",
+            "Where": "In France\nmore",
+        },
+    )
     exemplars = [{"question": "q", "cot_answer": "c", "short_answer": "1"}]
-    gsm = benchmarks.gsm(backend, [{"question": "How many apples?", "answer": "x #### 7"},
-                                   {"question": "How many pears?", "answer": "#### 9"}], exemplars, True, "tulu", 64, NOOP)  # fmt: skip
+    gsm = benchmarks.gsm(
+        backend,
+        [{"question": "How many apples?", "answer": "x #### 7"}, {"question": "How many pears?", "answer": "#### 9"}],
+        exemplars,
+        True,
+        "tulu",
+        64,
+        NOOP,
+    )
     assert gsm.scores == [1.0, 0.0]
-    bbh = benchmarks.bbh(backend, [{"task": "t1", "input": "Is it?", "target": "(B)"},
-                                   {"task": "t2", "input": "Is it?", "target": "(A)"}], {"t1": "P", "t2": "P"}, True,
-                         "tulu", 64, NOOP)  # fmt: skip
+    bbh = benchmarks.bbh(
+        backend,
+        [{"task": "t1", "input": "Is it?", "target": "(B)"}, {"task": "t2", "input": "Is it?", "target": "(A)"}],
+        {"t1": "P", "t2": "P"},
+        True,
+        "tulu",
+        64,
+        NOOP,
+    )
     assert bbh.scores == [1.0, 0.0] and bbh.groups == ["t1", "t2"]
     qa = {"lang": "english", "context": "Paris is in France.", "question": "Where is Paris?", "answers": ["France"]}
     tydi = benchmarks.tydiqa(backend, [qa], {"english": [qa]}, True, "tulu", 512, 50, NOOP)
@@ -50,17 +69,27 @@ def test_gsm_bbh_tydiqa_score_generated_answers(tokenizer):
 
 
 def test_codex_executes_completions(tokenizer):
-    add = {"task_id": "t/0", "prompt": "def add(a, b):\n", "entry_point": "add",
-           "test": "def check(f):\n    assert f(2, 3) == 5\n"}  # fmt: skip
-    sub = {"task_id": "t/1", "prompt": "def sub(a, b):\n", "entry_point": "sub",
-           "test": "def check(f):\n    assert f(2, 3) == -1\n"}  # fmt: skip
-    backend = FakeBackend(tokenizer, answers={"def add": "    return a + b\n\ndef extra():\n    pass",
-                                               "def sub": "    return a + b\n"})  # fmt: skip
+    add = {
+        "task_id": "t/0",
+        "prompt": "def add(a, b):\n",
+        "entry_point": "add",
+        "test": "def check(f):\n    assert f(2, 3) == 5\n",
+    }
+    sub = {
+        "task_id": "t/1",
+        "prompt": "def sub(a, b):\n",
+        "entry_point": "sub",
+        "test": "def check(f):\n    assert f(2, 3) == -1\n",
+    }
+    backend = FakeBackend(
+        tokenizer, answers={"def add": "    return a + b\n\ndef extra():\n    pass", "def sub": "    return a + b\n"}
+    )
     greedy = benchmarks.codex(backend, [add, sub], "tulu", GenerationSettings(64), 1, [1], Limits(5), 2, NOOP)
     assert greedy.scores == [1.0, 0.0]
     assert "extra" not in greedy.outputs[0]["first_completion"]  # cut at the Codex stop sequence "\ndef"
-    sampled = benchmarks.codex(backend, [add], "tulu", GenerationSettings(64, 0.8, 0.95, 1.0, 0), 3, [1, 2],
-                               Limits(5), 2, NOOP)  # fmt: skip
+    sampled = benchmarks.codex(
+        backend, [add], "tulu", GenerationSettings(64, 0.8, 0.95, 1.0, 0), 3, [1, 2], Limits(5), 2, NOOP
+    )
     assert sampled.outputs[0]["correct"] == 3 and sampled.outputs[0]["pass_at"] == {"1": 1.0, "2": 1.0}
     assert backend.calls["generate"] == 2 + 3
 

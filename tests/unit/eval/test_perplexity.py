@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
 from unit.eval.eval_fakes import FakeBackend
+
 from tulu_quant.eval import perplexity as P
 
 
@@ -21,7 +21,9 @@ def test_uniform_model_has_perplexity_equal_to_the_vocabulary(tokenizer):
     backend = FakeBackend(tokenizer)  # all-zero logits: every token has probability 1/V
     windows = P.make_windows(list(range(3, 3 + 40)), 10, bos_id=0)
     nll = P.score_windows(backend, windows)
-    assert P.perplexity(nll.sum() * windows.scored_per_window, len(nll) * windows.scored_per_window) == pytest.approx(len(tokenizer))
+    assert P.perplexity(nll.sum() * windows.scored_per_window, len(nll) * windows.scored_per_window) == pytest.approx(
+        len(tokenizer)
+    )
 
 
 def test_token_nll_by_hand():

@@ -1,7 +1,11 @@
 from tulu_quant.eval import prompts
 
-
-ITEM = {"question": "What is 1 + 1?", "choices": ["1", "2", "3", "4"], "answer": "B", "subject": "elementary_mathematics"}
+ITEM = {
+    "question": "What is 1 + 1?",
+    "choices": ["1", "2", "3", "4"],
+    "answer": "B",
+    "subject": "elementary_mathematics",
+}
 
 
 def test_mmlu_prompt_in_tulu_format(tokenizer):
@@ -29,15 +33,18 @@ def test_prefix_spacing_follows_open_instruct():
 def test_gsm_tydiqa_and_codex_prompts():
     exemplar = {"question": "Q1?", "cot_answer": "Think. So the answer is 3.", "short_answer": "3"}
     assert prompts.gsm_user(" How many? ", [exemplar], cot=True) == (
-        "Answer the following questions.\n\nQuestion: Q1?\nAnswer: Think. So the answer is 3.\n\nQuestion: How many?")
+        "Answer the following questions.\n\nQuestion: Q1?\nAnswer: Think. So the answer is 3.\n\nQuestion: How many?"
+    )
     assert prompts.gsm_user("How many?", [exemplar], cot=False).startswith(
-        "Answer the following questions.\n\nQuesion: Q1?\nAnswer: 3\n\n")
+        "Answer the following questions.\n\nQuesion: Q1?\nAnswer: 3\n\n"
+    )
     item = {"context": "Paris is in France.", "question": "Where is Paris?", "answers": ["France"]}
     user, prefix = prompts.tydiqa_user(item, [item], with_passage=True)
     assert prefix == "Answer:" and user == (
         "Answer the following question based on the information in the given passage.\n\n"
         "Passage: Paris is in France.\nQuestion: Where is Paris?\nAnswer: France\n\n"
-        "Passage: Paris is in France.\nQuestion: Where is Paris?\n")
+        "Passage: Paris is in France.\nQuestion: Where is Paris?\n"
+    )
     user, _ = prompts.tydiqa_user(item, [], with_passage=False)
     assert user == "Answer the following question.\n\nQuestion: Where is Paris?\n"
     assert prompts.codex_user("def f():\n") == "Complete the following python function.\n\n\ndef f():\n"

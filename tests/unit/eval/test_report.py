@@ -37,7 +37,9 @@ def test_perplexity_gates():
     delta = compare(ref, cand, 200)
     assert delta.delta_pct == pytest.approx(100 * math.expm1(0.05), rel=1e-6)  # every window's NLL rose by 0.05
     assert delta.ci == pytest.approx([100 * math.expm1(0.05)] * 2, rel=1e-6)
-    assert check_gate(Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False), cand, delta).status == "fail"
+    assert (
+        check_gate(Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False), cand, delta).status == "fail"
+    )
     assert check_gate(Gate(metric="ppl.*", max_increase_pct=6.0), cand, delta).status == "pass"
     assert check_gate(Gate(metric="ppl.*", max_value=10.0), cand, delta).status == "fail"  # e^3.05 = 21.1
     metrics = {"ppl.wiki": cand, "ppl.x": skipped("ppl.x", "p", "ppl", False, "no data")}
@@ -46,21 +48,33 @@ def test_perplexity_gates():
 
 
 def test_unknown_gate_metric_is_reported():
-    assert unmatched_gates([Gate(metric="ppl.*", max_value=1), Gate(metric="mmlu_0shto", max_drop=1)],
-                           ["ppl.wiki", "mmlu_0shot"]) == ["mmlu_0shto"]
+    assert unmatched_gates(
+        [Gate(metric="ppl.*", max_value=1), Gate(metric="mmlu_0shto", max_drop=1)], ["ppl.wiki", "mmlu_0shot"]
+    ) == ["mmlu_0shto"]
     with pytest.raises(ValueError):
         Gate(metric="kl_mean")  # no rule at all
 
 
 def test_markdown_table_per_candidate():
-    ref = {"name": "ref", "path": "/r", "info": {"kind": "torch", "size_bytes": 2**20},
-           "metrics": {"mmlu_0shot": acc([1, 0] * 10)}, "timings": {"mmlu_0shot": {"seconds": 1.0, "cached": False}}}
+    ref = {
+        "name": "ref",
+        "path": "/r",
+        "info": {"kind": "torch", "size_bytes": 2**20},
+        "metrics": {"mmlu_0shot": acc([1, 0] * 10)},
+        "timings": {"mmlu_0shot": {"seconds": 1.0, "cached": False}},
+    }
     cand_metric = acc([0, 0] * 10)
     delta = compare(ref["metrics"]["mmlu_0shot"], cand_metric, 200)
     gates = check_gates([Gate(metric="mmlu_0shot", max_drop=1.0)], {"mmlu_0shot": cand_metric}, {"mmlu_0shot": delta})
-    cand = {"name": "q4", "path": "/c", "info": {"kind": "gptq", "size_bytes": 2**19},
-            "metrics": {"mmlu_0shot": cand_metric}, "deltas": {"mmlu_0shot": delta}, "gates": gates,
-            "timings": {"mmlu_0shot": {"seconds": 2.0, "cached": True}}}
+    cand = {
+        "name": "q4",
+        "path": "/c",
+        "info": {"kind": "gptq", "size_bytes": 2**19},
+        "metrics": {"mmlu_0shot": cand_metric},
+        "deltas": {"mmlu_0shot": delta},
+        "gates": gates,
+        "timings": {"mmlu_0shot": {"seconds": 2.0, "cached": True}},
+    }
     protocol = {"suite_name": "quick", "chat_format": "tulu", "context_length": 512, "jobs": ["mmlu_0shot"]}
     text = markdown(ref, [cand], protocol)
     assert "## q4 (gptq, 0.5 MiB): gates FAILED" in text

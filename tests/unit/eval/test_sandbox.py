@@ -2,8 +2,11 @@ import time
 
 from tulu_quant.eval.sandbox import Limits, humaneval_program, run_program
 
-PROBLEM = {"prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n", "entry_point": "add",
-           "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+PROBLEM = {
+    "prompt": 'def add(a, b):\n    """Add two numbers."""\n',
+    "entry_point": "add",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n",
+}
 
 
 def test_correct_and_wrong_completions():
@@ -24,7 +27,11 @@ def test_memory_blowup_and_escapes_are_refused(tmp_path):
     assert memory.status == "failed" and "MemoryError" in memory.detail
     victim = tmp_path / "keep.txt"
     victim.write_text("precious")
-    for escape in (f"import os\nos.remove({str(victim)!r})", f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
-                   "import os\nos.fork()", "import subprocess\nsubprocess.Popen(['sleep', '60'])"):
+    for escape in (
+        f"import os\nos.remove({str(victim)!r})",
+        f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
+        "import os\nos.fork()",
+        "import subprocess\nsubprocess.Popen(['sleep', '60'])",
+    ):
         assert not run_program(escape, Limits(timeout_s=5)).passed
     assert victim.read_text() == "precious"

@@ -22,8 +22,12 @@ def build_tokenizer_dir(root: Path, bos: bool = False, max_positions: int = 256)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<s>", "</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["Plain text about foxes and dogs. <|user|> asks, <|assistant|> answers."] * 50, trainer)
     if bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
@@ -42,9 +46,15 @@ def sources(tmp_path) -> dict[str, str]:
     text = tmp_path / "prose.txt"
     text.write_text(" ".join(f"Sentence {i} tells of a quick brown fox and a lazy dog." for i in range(400)))
     chat = tmp_path / "chats.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Question {i} about foxes?"},
-                          {"role": "assistant", "content": f"Answer {i}: the fox is quick and brown."}]}
-            for i in range(200)]  # fmt: skip
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i} about foxes?"},
+                {"role": "assistant", "content": f"Answer {i}: the fox is quick and brown."},
+            ]
+        }
+        for i in range(200)
+    ]
     chat.write_text("\n".join(json.dumps(r) for r in rows))
     return {"text": f"file:{text}", "chat": f"file:{chat}"}
 
@@ -61,9 +71,15 @@ def samples(out: Path) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ pure helpers
 
 
-@pytest.mark.parametrize("total, weights, expected", [
-    (128, [1.0], [128]), (12, [3, 1], [9, 3]), (10, [1, 1, 1], [4, 3, 3]), (7, [0.5, 0.25, 0.25], [3, 2, 2]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "total, weights, expected",
+    [
+        (128, [1.0], [128]),
+        (12, [3, 1], [9, 3]),
+        (10, [1, 1, 1], [4, 3, 3]),
+        (7, [0.5, 0.25, 0.25], [3, 2, 2]),
+    ],
+)
 def test_allocate_is_proportional_and_exact(total, weights, expected):
     assert calibrate.allocate(total, weights) == expected
 
@@ -97,8 +113,12 @@ def test_builds_n_by_l_int64_from_the_weighted_mix(model_dir, sources, tmp_path)
     chat_rows = [t for t in text if any(mark in t for mark in ("<|", "</s>", "Question", "Answer"))]
     assert len(chat_rows) == 3 and any("<|user|>" in t or "<|assistant|>" in t for t in chat_rows)
     # the chat source's conversations are rendered in the tulu format, answers included, no generation prompt
-    documents = calibrate.source_documents(sources["chat"], "calibration", AutoTokenizer.from_pretrained(model_dir), "tulu")
-    assert documents[0] == "<|user|>\nQuestion 0 about foxes?\n<|assistant|>\nAnswer 0: the fox is quick and brown.</s>\n"
+    documents = calibrate.source_documents(
+        sources["chat"], "calibration", AutoTokenizer.from_pretrained(model_dir), "tulu"
+    )
+    assert (
+        documents[0] == "<|user|>\nQuestion 0 about foxes?\n<|assistant|>\nAnswer 0: the fox is quick and brown.</s>\n"
+    )
 
 
 def test_deterministic_by_seed(model_dir, sources, tmp_path):

@@ -17,20 +17,27 @@ from tulu_quant.config import ExportOnnxConfig, RunConfig
 from tulu_quant.stages import export_onnx
 from tulu_quant.stages.export_onnx import ExportError
 
-TEXT = ("The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market. " * 4)
+TEXT = "The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market. " * 4
 STANDIN_WIDTHS = {"hidden_size": 576, "num_attention_heads": 9, "head_dim": 64, "intermediate_size": 1536}
 
 
 def build_tiny(root: Path, tie: bool = False, seed: int = 0) -> Path:
     """A random 2-layer LLaMA in float16 with a BOS-prefixing byte-level BPE tokenizer trained on the spot."""
-    return save_tiny_hf(root, bpe_tokenizer(TEXT), seed=seed, max_position_embeddings=128, tie_word_embeddings=tie,
-                        initializer_range=0.1)
+    return save_tiny_hf(
+        root,
+        bpe_tokenizer(TEXT),
+        seed=seed,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+        initializer_range=0.1,
+    )
 
 
 def export(model: Path, out: Path, gptq: Path | None = None, **values) -> export_onnx.ExportResult:
     cfg = ExportOnnxConfig.model_validate({"verify_tokens": 64, "verify_new_tokens": 8, "threads": 2, **values})
-    return export_onnx.run(model, out, cfg, gptq_dir=gptq, force=True, log_file=out.parent / f"{out.name}.log",
-                           verify_text=TEXT)  # fmt: skip
+    return export_onnx.run(
+        model, out, cfg, gptq_dir=gptq, force=True, log_file=out.parent / f"{out.name}.log", verify_text=TEXT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +54,9 @@ def quantize_gptq(model_dir: Path, out: Path, **settings) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sample = tokenizer(TEXT)
     calibration = [{"input_ids": sample["input_ids"], "attention_mask": sample["attention_mask"]}] * 8
-    model = GPTQModel.load(str(model_dir), QuantizeConfig(bits=4, group_size=32, **settings), device="cpu",
-                           dtype=torch.float16)  # fmt: skip
+    model = GPTQModel.load(
+        str(model_dir), QuantizeConfig(bits=4, group_size=32, **settings), device="cpu", dtype=torch.float16
+    )
     model.quantize(calibration, batch_size=1)
     model.save(str(out))
     return out
@@ -62,15 +70,18 @@ def tiny_gptq(tiny, tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------------------------ pure checks
 
 
-@pytest.mark.parametrize(("values", "gptq", "message"), [
-    ({"precision": "fp32", "target": "webgpu"}, False, "fp32 on target webgpu is not supported"),
-    ({"precision": "fp16", "target": "cpu"}, False, "for cpu choose one of \\['int4', 'fp32'\\]"),
-    ({"precision": "fp32", "target": "dml"}, False, "for dml choose one of \\['int4', 'fp16'\\]"),
-    ({"precision": "fp16", "target": "cuda"}, True, "--from-gptq .* needs --precision int4"),
-    ({"precision": "fp32", "block_size": 64}, False, "block_size only apply to int4"),
-    ({"precision": "fp32", "algorithm": "rtn", "lm_head": "int8"}, False, "algorithm, lm_head only apply to int4"),
-    ({"precision": "int4", "algorithm": "k_quant", "symmetric": True}, False, "k_quant always stores a zero point"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("values", "gptq", "message"),
+    [
+        ({"precision": "fp32", "target": "webgpu"}, False, "fp32 on target webgpu is not supported"),
+        ({"precision": "fp16", "target": "cpu"}, False, "for cpu choose one of \\['int4', 'fp32'\\]"),
+        ({"precision": "fp32", "target": "dml"}, False, "for dml choose one of \\['int4', 'fp16'\\]"),
+        ({"precision": "fp16", "target": "cuda"}, True, "--from-gptq .* needs --precision int4"),
+        ({"precision": "fp32", "block_size": 64}, False, "block_size only apply to int4"),
+        ({"precision": "fp32", "algorithm": "rtn", "lm_head": "int8"}, False, "algorithm, lm_head only apply to int4"),
+        ({"precision": "int4", "algorithm": "k_quant", "symmetric": True}, False, "k_quant always stores a zero point"),
+    ],
+)
 def test_invalid_requests_are_rejected_before_any_work(tiny, tmp_path, monkeypatch, values, gptq, message):
     monkeypatch.setattr(export_onnx, "build_onnx", lambda *a, **k: pytest.fail("the builder must not run"))
     cfg = ExportOnnxConfig.model_validate({"target": "cpu", **values})
@@ -84,8 +95,12 @@ def test_block_sizes_that_give_an_odd_block_count_are_refused_for_zero_point_pac
     with pytest.raises(ExportError, match=r"hidden_size .* = 576.*block_size in \[16, 32\]"):
         export_onnx.check_block_size(ExportOnnxConfig(block_size=64, algorithm="k_quant"), STANDIN_WIDTHS, gptq=False)
     with pytest.raises(ExportError, match="odd number of blocks"):
-        export_onnx.check_block_size(ExportOnnxConfig(block_size=128, algorithm="rtn", symmetric=False), STANDIN_WIDTHS, False)
-    export_onnx.check_block_size(ExportOnnxConfig(block_size=64, algorithm="rtn", symmetric=True), STANDIN_WIDTHS, False)
+        export_onnx.check_block_size(
+            ExportOnnxConfig(block_size=128, algorithm="rtn", symmetric=False), STANDIN_WIDTHS, False
+        )
+    export_onnx.check_block_size(
+        ExportOnnxConfig(block_size=64, algorithm="rtn", symmetric=True), STANDIN_WIDTHS, False
+    )
     export_onnx.check_block_size(ExportOnnxConfig(block_size=32, algorithm="k_quant"), STANDIN_WIDTHS, False)
     # from GPTQ the builder only quantizes the lm_head, and only when it is int4
     export_onnx.check_block_size(ExportOnnxConfig(block_size=64, lm_head="int8"), STANDIN_WIDTHS, gptq=True)
@@ -94,10 +109,16 @@ def test_block_sizes_that_give_an_odd_block_count_are_refused_for_zero_point_pac
 
 
 def test_builder_options_use_the_0_18_names():
-    options = export_onnx.builder_options(ExportOnnxConfig(block_size=64, symmetric=False, accuracy_level=1,
-                                                           algorithm="rtn", lm_head="int8"))  # fmt: skip
-    assert options == {"block_size": "64", "is_symmetric": "false", "algo_config": "rtn", "accuracy_level": "1",
-                       "matmul_mixed_precision": "last_matmul:int8"}  # fmt: skip
+    options = export_onnx.builder_options(
+        ExportOnnxConfig(block_size=64, symmetric=False, accuracy_level=1, algorithm="rtn", lm_head="int8")
+    )
+    assert options == {
+        "block_size": "64",
+        "is_symmetric": "false",
+        "algo_config": "rtn",
+        "accuracy_level": "1",
+        "matmul_mixed_precision": "last_matmul:int8",
+    }
     assert export_onnx.builder_options(ExportOnnxConfig(lm_head="float"))["nodes_to_exclude"] == "/lm_head/MatMul"
     assert "accuracy_level" not in export_onnx.builder_options(ExportOnnxConfig())  # the builder's per-target default
     assert export_onnx.builder_options(ExportOnnxConfig(precision="fp32")) == {}
@@ -107,21 +128,33 @@ def test_the_graph_check_names_what_does_not_fit_the_request():
     int4_cpu = {"ops": {"GroupQueryAttention": 2, "MatMulNBits": 10}, "io_dtype": "float32", "float_weight_matmuls": []}
     assert export_onnx.check_graph(int4_cpu, ExportOnnxConfig(), layers=2) == []
     problems = export_onnx.check_graph(int4_cpu, ExportOnnxConfig(target="cuda"), layers=3)
-    assert problems == ["2 GroupQueryAttention nodes for 3 layers", "logits are float32, expected float16",
-                        "only 10 MatMulNBits nodes for 3 layers"]  # fmt: skip
-    fp32 = {"ops": {"GroupQueryAttention": 2, "MatMul": 12}, "io_dtype": "float32", "float_weight_matmuls": ["/lm_head/MatMul"]}
+    assert problems == [
+        "2 GroupQueryAttention nodes for 3 layers",
+        "logits are float32, expected float16",
+        "only 10 MatMulNBits nodes for 3 layers",
+    ]
+    fp32 = {
+        "ops": {"GroupQueryAttention": 2, "MatMul": 12},
+        "io_dtype": "float32",
+        "float_weight_matmuls": ["/lm_head/MatMul"],
+    }
     assert export_onnx.check_graph(fp32, ExportOnnxConfig(precision="fp32"), 2) == []
     assert export_onnx.check_graph(fp32, ExportOnnxConfig(precision="fp32", target="cuda"), 2) == [
-        "0 Attention nodes for 2 layers"]  # fmt: skip
+        "0 Attention nodes for 2 layers"
+    ]
     leftover = {**int4_cpu, "float_weight_matmuls": ["/lm_head/MatMul"]}
     assert export_onnx.check_graph(leftover, ExportOnnxConfig(lm_head="float"), 2) == []
-    assert export_onnx.check_graph(leftover, ExportOnnxConfig(lm_head="int8"), 2) == ["float MatMuls left: ['/lm_head/MatMul']"]
+    assert export_onnx.check_graph(leftover, ExportOnnxConfig(lm_head="int8"), 2) == [
+        "float MatMuls left: ['/lm_head/MatMul']"
+    ]
 
 
 def test_gptq_checkpoints_other_than_4_bit_v1_are_refused(tmp_path):
-    for quant, message in [({"bits": 8, "quant_method": "gptq"}, "8-bit gptq"),
-                           ({"bits": 4, "quant_method": "gptq", "checkpoint_format": "gptq_v2"}, "format gptq_v2"),
-                           ({"bits": 4, "quant_method": "awq"}, "4-bit awq")]:  # fmt: skip
+    for quant, message in [
+        ({"bits": 8, "quant_method": "gptq"}, "8-bit gptq"),
+        ({"bits": 4, "quant_method": "gptq", "checkpoint_format": "gptq_v2"}, "format gptq_v2"),
+        ({"bits": 4, "quant_method": "awq"}, "4-bit awq"),
+    ]:
         (tmp_path / "quantize_config.json").write_text(json.dumps(quant))
         with pytest.raises(ExportError, match=message):
             export_onnx.read_gptq_config(tmp_path)
@@ -139,7 +172,8 @@ def test_fp32_cpu_export_matches_torch_and_runs_with_genai(tiny, tmp_path):
     result = export(tiny, tmp_path / "onnx", precision="fp32")
     out = result.out
     assert {"genai_config.json", "model.onnx", "model.onnx.data", "export.json", "chat_template.jinja"} <= {
-        p.name for p in out.iterdir()}  # fmt: skip
+        p.name for p in out.iterdir()
+    }
     for name in TOKENIZER_FILES:  # the model's own tokenizer, so token ids equal the torch backends'
         if (tiny / name).is_file() and name != "tokenizer_config.json":
             assert (out / name).read_bytes() == (tiny / name).read_bytes(), name
@@ -164,8 +198,16 @@ def test_fp32_cpu_export_matches_torch_and_runs_with_genai(tiny, tmp_path):
 
 
 def test_int4_quantizer_settings_reach_the_graph(tiny, tmp_path):
-    result = export(tiny, tmp_path / "int4", precision="int4", block_size=16, symmetric=False, algorithm="rtn",
-                    accuracy_level=1, lm_head="float")  # fmt: skip
+    result = export(
+        tiny,
+        tmp_path / "int4",
+        precision="int4",
+        block_size=16,
+        symmetric=False,
+        algorithm="rtn",
+        accuracy_level=1,
+        lm_head="float",
+    )
     graph = result.graph
     assert graph["quantized"] == {"bits": [4], "block_size": [16], "accuracy_level": [1]}
     assert graph["float_weight_matmuls"] == ["/lm_head/MatMul"] and graph["io_dtype"] == "float32"
@@ -184,7 +226,9 @@ def test_int4_quantizer_settings_reach_the_graph(tiny, tmp_path):
     nbits = {n.name: n for n in model.graph.node if n.op_type == "MatMulNBits"}
     assert all(len(n.input) == 3 for name, n in nbits.items() if "lm_head" not in name)
     head = {a.name: onnx.helper.get_attribute_value(a) for a in nbits["/lm_head/MatMul_Q8"].attribute}
-    assert head["bits"] == 8 and result.graph["quantized"]["bits"] == [4, 8] and result.graph["float_weight_matmuls"] == []
+    assert (
+        head["bits"] == 8 and result.graph["quantized"]["bits"] == [4, 8] and result.graph["float_weight_matmuls"] == []
+    )
 
 
 def test_failed_verification_leaves_nothing_behind(tiny, tmp_path):
@@ -193,14 +237,17 @@ def test_failed_verification_leaves_nothing_behind(tiny, tmp_path):
     assert not (tmp_path / "int4").exists() and not list(tmp_path.glob(".int4.partial-*"))
 
 
-@pytest.mark.parametrize(("precision", "target", "attention", "io_dtype"), [
-    ("int4", "cuda", "GroupQueryAttention", "float16"),
-    ("fp16", "cuda", "GroupQueryAttention", "float16"),
-    ("fp32", "cuda", "Attention", "float32"),
-    ("int4", "dml", "GroupQueryAttention", "float16"),
-    ("fp16", "dml", "GroupQueryAttention", "float16"),
-    ("int4", "webgpu", "GroupQueryAttention", "float16"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("precision", "target", "attention", "io_dtype"),
+    [
+        ("int4", "cuda", "GroupQueryAttention", "float16"),
+        ("fp16", "cuda", "GroupQueryAttention", "float16"),
+        ("fp32", "cuda", "Attention", "float32"),
+        ("int4", "dml", "GroupQueryAttention", "float16"),
+        ("fp16", "dml", "GroupQueryAttention", "float16"),
+        ("int4", "webgpu", "GroupQueryAttention", "float16"),
+    ],
+)
 def test_other_targets_export_on_cpu_with_the_expected_graph(tiny, tmp_path, precision, target, attention, io_dtype):
     import onnxruntime
 
@@ -261,7 +308,9 @@ def onnx_dequantized(model_path: Path) -> dict[str, np.ndarray]:
         q = np.stack([packed & 15, packed >> 4], -1).reshape(n, -1).astype(np.float32)
         zeros = np.stack([inits[node.input[3]] & 15, inits[node.input[3]] >> 4], -1).reshape(n, -1)[:, :blocks]
         bs = attrs["block_size"]
-        weights[node.name] = ((q - np.repeat(zeros, bs, 1)) * np.repeat(scales.reshape(n, blocks), bs, 1))[:, : attrs["K"]]
+        weights[node.name] = ((q - np.repeat(zeros, bs, 1)) * np.repeat(scales.reshape(n, blocks), bs, 1))[
+            :, : attrs["K"]
+        ]
     return weights
 
 
@@ -274,8 +323,12 @@ def test_from_gptq_keeps_the_gptq_weights_bit_for_bit(tiny, tiny_gptq, tmp_path)
         qkv = np.concatenate([gptq[f"{prefix}.self_attn.{x}_proj"] for x in "qkv"])
         np.testing.assert_array_equal(onnx_w[f"/model/layers.{layer}/attn/qkv_proj/MatMulNBits"], qkv)
         for part in ("gate_proj", "up_proj", "down_proj"):
-            np.testing.assert_array_equal(onnx_w[f"/model/layers.{layer}/mlp/{part}/MatMulNBits"], gptq[f"{prefix}.mlp.{part}"])
-        np.testing.assert_array_equal(onnx_w[f"/model/layers.{layer}/attn/o_proj/MatMulNBits"], gptq[f"{prefix}.self_attn.o_proj"])
+            np.testing.assert_array_equal(
+                onnx_w[f"/model/layers.{layer}/mlp/{part}/MatMulNBits"], gptq[f"{prefix}.mlp.{part}"]
+            )
+        np.testing.assert_array_equal(
+            onnx_w[f"/model/layers.{layer}/attn/o_proj/MatMulNBits"], gptq[f"{prefix}.self_attn.o_proj"]
+        )
     assert result.graph["quantized"]["block_size"] == [32]  # GPTQ's group size, not the quantizer setting
     assert result.verification["top1_agreement"] >= 50 and result.verification["generated_tokens"] == 8
 
@@ -286,7 +339,9 @@ def test_from_an_act_order_gptq_checkpoint_the_logits_are_its_dequantized_model(
     from tulu_quant.backends.onnx_backend import OnnxBackend
 
     gptq = quantize_gptq(tiny, tmp_path / "gptq", sym=True, desc_act=True)  # columns in Hessian order: a permuted g_idx
-    result = export(tiny, tmp_path / "onnx", gptq=gptq, precision="int4", lm_head="float", accuracy_level=1, verify=False)
+    result = export(
+        tiny, tmp_path / "onnx", gptq=gptq, precision="int4", lm_head="float", accuracy_level=1, verify=False
+    )
     import onnx
 
     graph = onnx.load(str(result.out / "model.onnx"), load_external_data=False).graph
@@ -326,11 +381,18 @@ def test_pipeline_step_reads_recover_and_quantize_outputs_from_the_manifest(tiny
 
     run_dir = tmp_path / "run"
     manifest = Manifest.load(run_dir)
-    manifest.stages = {"recover": {"status": "done", "output_dirs": [str(tiny)]},
-                       "quantize": {"status": "done", "output_dirs": [str(tiny_gptq)]}}  # fmt: skip
-    cfg = RunConfig.model_validate({"model": {"name": "tiny", "base": "b", "diff": "d", "chat_format": "tokenizer"},
-                                    "run_dir": str(run_dir), "stages": ["recover", "quantize", "export_onnx"],
-                                    "export_onnx": {"verify": False, "lm_head": "float"}})  # fmt: skip
+    manifest.stages = {
+        "recover": {"status": "done", "output_dirs": [str(tiny)]},
+        "quantize": {"status": "done", "output_dirs": [str(tiny_gptq)]},
+    }
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"name": "tiny", "base": "b", "diff": "d", "chat_format": "tokenizer"},
+            "run_dir": str(run_dir),
+            "stages": ["recover", "quantize", "export_onnx"],
+            "export_onnx": {"verify": False, "lm_head": "float"},
+        }
+    )
     step = export_onnx.step(cfg, Context(run_dir, manifest))
     assert step.inputs == [tiny, tiny_gptq] and step.outputs == [run_dir / "onnx"]
     assert step.config["from_gptq"] is True and step.config["chat_format"] == "tokenizer"
@@ -356,9 +418,12 @@ def root_handlers():
 def test_cli_rejects_an_unsupported_combination_with_exit_2(tiny, tmp_path, capfd, root_handlers):
     from tulu_quant.cli import main
 
-    code = main(["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp16", "--target", "cpu"])
+    code = main(
+        ["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp16", "--target", "cpu"]
+    )
     assert code == 2 and "precision fp16 on target cpu is not supported" in capfd.readouterr().err
-    code = main(["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp32",
-                 "--block-size", "64"])  # fmt: skip
+    code = main(
+        ["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp32", "--block-size", "64"]
+    )
     assert code == 2 and "block_size only apply to int4" in capfd.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -24,34 +24,72 @@ def artifacts(tmp_path):
     model = tmp_path / "gptq"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (model / "quantize_config.json").write_text(json.dumps({"bits": 4, "group_size": 128, "desc_act": False, "sym": True,
-                                                            "checkpoint_format": "gptq", "meta": {  # as GPTQModel 7.6
-                                                                "damp_percent": 0.01, "mse": 2.4, "gptaq": None}}))  # fmt: skip
+    (model / "quantize_config.json").write_text(
+        json.dumps(
+            {
+                "bits": 4,
+                "group_size": 128,
+                "desc_act": False,
+                "sym": True,
+                "checkpoint_format": "gptq",
+                "meta": {  # as GPTQModel 7.6
+                    "damp_percent": 0.01,
+                    "mse": 2.4,
+                    "gptaq": None,
+                },
+            }
+        )
+    )
     (model / "model.safetensors").write_bytes(b"\x00" * 1000)
     (model / "tokenizer_config.json").write_text("{}")
     report_dir = tmp_path / "report"
     report_dir.mkdir()
     report = {
         "protocol": {"suite_name": "quick", "context_length": 2048},
-        "reference": {"metrics": {"ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.0912, "ppl"),
-                                  "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 49.25)}},
-        "candidates": [{
-            "path": str(model), "name": "gptq",
-            "metrics": {"ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.2047, "ppl"),
-                        "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 48.75),
-                        "gsm_cot": metric("gsm_cot", "GSM CoT", None, skipped="gsm8k data unavailable offline")},
-            "deltas": {"ppl.wiki": {"delta": 0.1135, "delta_pct": 2.23, "ci": [1.9, 2.6], "ci_unit": "%", "within_noise": False},
-                       "mmlu_0shot": {"delta": -0.5, "delta_pct": None, "ci": [-1.4, 0.4], "ci_unit": "points", "within_noise": True}},
-            "gates": [{"metric": "ppl.wiki", "status": "pass"}],
-        }],
-    }  # fmt: skip
+        "reference": {
+            "metrics": {
+                "ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.0912, "ppl"),
+                "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 49.25),
+            }
+        },
+        "candidates": [
+            {
+                "path": str(model),
+                "name": "gptq",
+                "metrics": {
+                    "ppl.wiki": metric("ppl.wiki", "wiki perplexity", 5.2047, "ppl"),
+                    "mmlu_0shot": metric("mmlu_0shot", "MMLU 0-shot", 48.75),
+                    "gsm_cot": metric("gsm_cot", "GSM CoT", None, skipped="gsm8k data unavailable offline"),
+                },
+                "deltas": {
+                    "ppl.wiki": {
+                        "delta": 0.1135,
+                        "delta_pct": 2.23,
+                        "ci": [1.9, 2.6],
+                        "ci_unit": "%",
+                        "within_noise": False,
+                    },
+                    "mmlu_0shot": {
+                        "delta": -0.5,
+                        "delta_pct": None,
+                        "ci": [-1.4, 0.4],
+                        "ci_unit": "points",
+                        "within_noise": True,
+                    },
+                },
+                "gates": [{"metric": "ppl.wiki", "status": "pass"}],
+            }
+        ],
+    }
     (report_dir / "report.json").write_text(json.dumps(report))
     return model, report_dir
 
 
 def test_folder_card_and_sums(tmp_path, artifacts):
     model, report = artifacts
-    result = publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/tulu-13b-GPTQ"), variant="gptq-4bit-128g")
+    result = publish.run(
+        model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/tulu-13b-GPTQ"), variant="gptq-4bit-128g"
+    )
     out = tmp_path / "pub"
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model: allenai/tulu-13b\n")
@@ -62,7 +100,10 @@ def test_folder_card_and_sums(tmp_path, artifacts):
     assert "GSM CoT: not measured (gsm8k data unavailable offline)" in card
     assert "<|user|>\nYour message here!\n<|assistant|>\n" in card
     assert 'revision="gptq-4bit-128g"' in card and "--quantization gptq" in card
-    assert "- Settings: bits 4, group_size 128, desc_act False, sym True, damp_percent 0.01, mse 2.4, checkpoint_format" in card
+    assert (
+        "- Settings: bits 4, group_size 128, desc_act False, sym True, damp_percent 0.01, mse 2.4, checkpoint_format"
+        in card
+    )
     sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == set(result.files) - {"SHA256SUMS"}
     for rel, digest in sums.items():

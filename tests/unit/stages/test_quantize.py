@@ -22,8 +22,12 @@ FAST = {"offload_to_disk": False, "device": "cpu"}  # offload costs seconds per 
 
 def build_tiny(root: Path, seed: int = 0) -> Path:
     """A 2-layer LLaMA (hidden 64, intermediate 128) in float16 with a byte-level BPE tokenizer of 300 tokens."""
-    tokenizer = bpe_tokenizer("The quick brown fox jumps over the lazy dog. Calibration text for GPTQ.",
-                              specials=("<s>", "</s>", "<unk>"), repeat=50, bos_prefix=False)
+    tokenizer = bpe_tokenizer(
+        "The quick brown fox jumps over the lazy dog. Calibration text for GPTQ.",
+        specials=("<s>", "</s>", "<unk>"),
+        repeat=50,
+        bos_prefix=False,
+    )
     return save_tiny_hf(root, tokenizer, seed=seed, vocab_size=VOCAB, max_position_embeddings=256, **WIDTHS)
 
 
@@ -132,14 +136,17 @@ def test_existing_output_needs_force(quantized, tiny, calib):
 # ------------------------------------------------------------------------------------------------------ refused early
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"group_size": 100}, "must be one of"),
-    ({"desc_act": True, "act_group_aware": True}, "exclude each other"),
-    ({"group_size": -1, "act_group_aware": True}, "act_group_aware reorders groups"),
-    ({"bits": 5}, "bits"),
-    ({"damp_percent": 0}, "damp_percent"),
-    ({"blocksize": 128}, "unknown key"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"group_size": 100}, "must be one of"),
+        ({"desc_act": True, "act_group_aware": True}, "exclude each other"),
+        ({"group_size": -1, "act_group_aware": True}, "act_group_aware reorders groups"),
+        ({"bits": 5}, "bits"),
+        ({"damp_percent": 0}, "damp_percent"),
+        ({"blocksize": 128}, "unknown key"),
+    ],
+)
 def test_invalid_settings_are_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         build(QuantizeConfig, settings, "test")
@@ -147,8 +154,11 @@ def test_invalid_settings_are_config_errors(settings, message):
 
 def test_group_size_must_divide_every_input_width():
     cfg = QuantizeConfig(variant="gptq-4bit-128g", **load_variant("gptq-4bit-128g"))
-    with pytest.raises(quantize.QuantizeError, match=r"variant 'gptq-4bit-128g': group_size 128 does not divide the "
-                                                     r"input width 576 of self_attn.q_proj.*e.g. 64"):  # fmt: skip
+    with pytest.raises(
+        quantize.QuantizeError,
+        match=r"variant 'gptq-4bit-128g': group_size 128 does not divide the "
+        r"input width 576 of self_attn.q_proj.*e.g. 64",
+    ):
         quantize.check_settings(cfg, STANDIN_WIDTHS)
     quantize.check_settings(cfg.model_copy(update={"group_size": 64}), STANDIN_WIDTHS)
     quantize.check_settings(cfg.model_copy(update={"group_size": -1, "act_group_aware": False}), STANDIN_WIDTHS)
@@ -208,18 +218,33 @@ def test_variant_files_are_valid(name):
 
 
 def test_published_variants_are_present_with_thebloke_main_settings():
-    assert {"gptq-4bit-128g", "gptq-4bit-32g-actorder", "gptq-4bit-128g-actorder", "gptq-3bit-128g",
-            "gptq-8bit-128g"} <= set(VARIANTS)  # fmt: skip
+    assert {
+        "gptq-4bit-128g",
+        "gptq-4bit-32g-actorder",
+        "gptq-4bit-128g-actorder",
+        "gptq-3bit-128g",
+        "gptq-8bit-128g",
+    } <= set(VARIANTS)
     main = build(QuantizeConfig, load_variant("gptq-4bit-128g"), "main")
     assert (main.bits, main.group_size, main.damp_percent, main.desc_act, main.sym, main.true_sequential) == (
-        4, 128, 0.01, False, True, True)  # fmt: skip
+        4,
+        128,
+        0.01,
+        False,
+        True,
+        True,
+    )
 
 
 def test_variant_selected_by_name_layers_under_the_yaml(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model: {name: t, base: /b, diff: /d}\nrun_dir: /r\nquantize: {damp_percent: 0.02}\n")
     cfg = load_config(path, {"quantize.variant": "gptq-4bit-32g-actorder"})
-    assert (cfg.quantize.variant, cfg.quantize.group_size, cfg.quantize.desc_act) == ("gptq-4bit-32g-actorder", 32, True)
+    assert (cfg.quantize.variant, cfg.quantize.group_size, cfg.quantize.desc_act) == (
+        "gptq-4bit-32g-actorder",
+        32,
+        True,
+    )
     assert cfg.quantize.damp_percent == QuantizeConfig.model_fields["damp_percent"].default  # a CLI variant replaces
 
 
@@ -244,9 +269,37 @@ def test_cli_flags_reach_the_config(tiny, calib, tmp_path, monkeypatch):
         return Done()
 
     monkeypatch.setattr(quantize, "run", fake_run)
-    code = main(["-q", "quantize", "--model", str(tiny), "--out", str(tmp_path / "gptq"), "--calib", str(calib),
-                 "--group-size", "32", "--no-sym", "--mse", "2.4", "--gptaq", "0.25", "--batch-size", "4",
-                 "--no-true-sequential", "--chat-format", "tokenizer"])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "quantize",
+            "--model",
+            str(tiny),
+            "--out",
+            str(tmp_path / "gptq"),
+            "--calib",
+            str(calib),
+            "--group-size",
+            "32",
+            "--no-sym",
+            "--mse",
+            "2.4",
+            "--gptaq",
+            "0.25",
+            "--batch-size",
+            "4",
+            "--no-true-sequential",
+            "--chat-format",
+            "tokenizer",
+        ]
+    )
     assert code == 0 and seen["calib"] == calib and seen["format"] == "tokenizer"
     cfg = seen["cfg"]
-    assert (cfg.group_size, cfg.sym, cfg.mse, cfg.gptaq_alpha, cfg.batch_size, cfg.true_sequential) == (32, False, 2.4, 0.25, 4, False)
+    assert (cfg.group_size, cfg.sym, cfg.mse, cfg.gptaq_alpha, cfg.batch_size, cfg.true_sequential) == (
+        32,
+        False,
+        2.4,
+        0.25,
+        4,
+        False,
+    )

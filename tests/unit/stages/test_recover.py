@@ -32,8 +32,19 @@ def open_instruct_recover(base_state: dict, diff_state: dict) -> dict:
     return base
 
 
-def make_pair(tmp_path, *, tie=False, base_fmt="safetensors", diff_fmt="safetensors", base_shards=1, diff_shards=1,
-              base_dtype=torch.float16, diff_dtype=torch.float32, added=1, diff_scale=0.01):  # fmt: skip
+def make_pair(
+    tmp_path,
+    *,
+    tie=False,
+    base_fmt="safetensors",
+    diff_fmt="safetensors",
+    base_shards=1,
+    diff_shards=1,
+    base_dtype=torch.float16,
+    diff_dtype=torch.float32,
+    added=1,
+    diff_scale=0.01,
+):
     base_cfg = tiny_llama_config(vocab_size=96, tie=tie)
     diff_cfg = tiny_llama_config(vocab_size=96 + added, tie=tie)
     base_state = tiny_state(base_cfg, base_dtype, seed=1)
@@ -75,8 +86,11 @@ def test_float32_output_is_bitwise_open_instruct(tmp_path, case):
     for key in expected:
         assert got[key].dtype == torch.float32
         assert torch.equal(got[key], expected[key]), key
-    assert result.added_rows == ({} if case.get("added") == 0 else
-                                 {k: case.get("added", 1) for k in expected if k.endswith(("embed_tokens.weight", "lm_head.weight"))})  # fmt: skip
+    assert result.added_rows == (
+        {}
+        if case.get("added") == 0
+        else {k: case.get("added", 1) for k in expected if k.endswith(("embed_tokens.weight", "lm_head.weight"))}
+    )
     assert len(result.shards) > 1  # 20KB shards: the output is sharded with an index
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(expected)
@@ -151,8 +165,11 @@ def test_diff_with_smaller_vocabulary_says_swapped(tmp_path):
 
 def test_full_model_as_diff_is_refused(tmp_path):
     base, _, base_state, _ = make_pair(tmp_path, added=0)
-    full = write_checkpoint(tmp_path / "full", {k: v.float() for k, v in tiny_state(tiny_llama_config(), seed=7).items()},
-                            tiny_llama_config())  # fmt: skip
+    full = write_checkpoint(
+        tmp_path / "full",
+        {k: v.float() for k, v in tiny_state(tiny_llama_config(), seed=7).items()},
+        tiny_llama_config(),
+    )
     expect_error(tmp_path, base, full, r"as large as the weights \(median \|\|diff\|\|/\|\|base\|\| = ")
     recover.run(base, full, tmp_path / "out", RecoverConfig(skip_checks=["diff-scale"]))
 
@@ -171,8 +188,13 @@ def test_nonfinite_result(tmp_path):
     diff_state["model.norm.weight"][0] = 60000.0
     write_checkpoint(base, base_state, None)
     write_checkpoint(diff, diff_state, None)
-    expect_error(tmp_path, base, diff, r"model\.norm\.weight has NaN or Inf after recovery in float16",
-                 RecoverConfig(skip_checks=["diff-scale"]))  # fmt: skip
+    expect_error(
+        tmp_path,
+        base,
+        diff,
+        r"model\.norm\.weight has NaN or Inf after recovery in float16",
+        RecoverConfig(skip_checks=["diff-scale"]),
+    )
     recover.run(base, diff, tmp_path / "out", RecoverConfig(dtype="float32", skip_checks=["diff-scale"]))
 
 
@@ -212,8 +234,19 @@ def test_cli_error_is_one_sentence_and_exit_2(tmp_path, capsys):
     from tulu_quant.cli import main
 
     base, diff, *_ = make_pair(tmp_path, added=2)
-    code = main(["--log-file", str(tmp_path / "log"), "recover", "--base", str(diff), "--diff", str(base),
-                 "--out", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        [
+            "--log-file",
+            str(tmp_path / "log"),
+            "recover",
+            "--base",
+            str(diff),
+            "--diff",
+            str(base),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "smaller vocabulary" in err and "Traceback" not in err
@@ -229,7 +262,9 @@ def test_streaming_forward_matches_transformers(tmp_path):
     from tulu_quant.streaming import LayerStream
 
     for tie in (False, True):
-        root = write_checkpoint(tmp_path / f"m{tie}", tiny_state(tiny_llama_config(tie=tie), torch.float32), tiny_llama_config(tie=tie))
+        root = write_checkpoint(
+            tmp_path / f"m{tie}", tiny_state(tiny_llama_config(tie=tie), torch.float32), tiny_llama_config(tie=tie)
+        )
         ids = torch.randint(0, 96, (2, 17))
         model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
         with torch.no_grad():

@@ -10,20 +10,22 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.config import ConfigError, Gate, SuiteConfig, ValidateConfig
 from tulu_quant.stages import validate
 
-WORDS = ("the river town north south water bridge market farmers bread children summer winter people street square "
-         "stone mill hills snow spring city shops fruit cheese evening light road house field").split()  # fmt: skip
+WORDS = (
+    "the river town north south water bridge market farmers bread children summer winter people street square "
+    "stone mill hills snow spring city shops fruit cheese evening light road house field"
+).split()
 
 
 def build_tiny(root: Path, seed: int = 0, head_scale: float = 1.0) -> Path:
     """A random 2-layer LLaMA with a byte-level BPE tokenizer trained on the spot; head_scale sharpens its output."""
-    return save_tiny_hf(root, bpe_tokenizer(" ".join(WORDS)), seed=seed, head_scale=head_scale,
-                        max_position_embeddings=256)
+    return save_tiny_hf(
+        root, bpe_tokenizer(" ".join(WORDS)), seed=seed, head_scale=head_scale, max_position_embeddings=256
+    )
 
 
 def fake_data_module() -> types.ModuleType:
@@ -34,8 +36,10 @@ def fake_data_module() -> types.ModuleType:
         pass
 
     rng = random.Random(0)
-    paragraphs = {name: [" ".join(rng.choice(WORDS) for _ in range(90)) + "." for _ in range(12)]
-                  for name in ("wiki", "shakespeare")}  # fmt: skip
+    paragraphs = {
+        name: [" ".join(rng.choice(WORDS) for _ in range(90)) + "." for _ in range(12)]
+        for name in ("wiki", "shakespeare")
+    }
 
     class Source:
         def __init__(self, name):
@@ -44,7 +48,7 @@ def fake_data_module() -> types.ModuleType:
         def documents(self, split, limit=None):
             half = len(paragraphs[self.name]) // 2
             docs = paragraphs[self.name][:half] if split == "calibration" else paragraphs[self.name][half:]
-            return ["\n\n".join(docs[i:i + 2]) for i in range(0, len(docs), 2)]
+            return ["\n\n".join(docs[i : i + 2]) for i in range(0, len(docs), 2)]
 
         def describe(self, splits):
             return {"name": self.name, "sizes": {s: {"documents": len(self.documents(s))} for s in splits}}
@@ -57,14 +61,32 @@ def fake_data_module() -> types.ModuleType:
     def load_task(name):
         raise DataUnavailable(f"{name} is not reachable from this machine")
 
-    mmlu = [{"question": f"Question {s} {i}: which word?", "choices": ["river", "town", "bridge", "market"],
-             "answer": "ABCD"[i % 4], "subject": s} for s in ("geography", "world_history") for i in range(9)]  # fmt: skip
+    mmlu = [
+        {
+            "question": f"Question {s} {i}: which word?",
+            "choices": ["river", "town", "bridge", "market"],
+            "answer": "ABCD"[i % 4],
+            "subject": s,
+        }
+        for s in ("geography", "world_history")
+        for i in range(9)
+    ]
     humaneval = [
-        {"task_id": "HumanEval/0", "prompt": "def add(a, b):\n    \"\"\"Add.\"\"\"\n", "entry_point": "add",
-         "canonical_solution": "    return a + b\n", "test": "def check(f):\n    assert f(1, 2) == 3\n"},
-        {"task_id": "HumanEval/1", "prompt": "def neg(a):\n    \"\"\"Negate.\"\"\"\n", "entry_point": "neg",
-         "canonical_solution": "    return -a\n", "test": "def check(f):\n    assert f(1) == -1\n"},
-    ]  # fmt: skip
+        {
+            "task_id": "HumanEval/0",
+            "prompt": 'def add(a, b):\n    """Add."""\n',
+            "entry_point": "add",
+            "canonical_solution": "    return a + b\n",
+            "test": "def check(f):\n    assert f(1, 2) == 3\n",
+        },
+        {
+            "task_id": "HumanEval/1",
+            "prompt": 'def neg(a):\n    """Negate."""\n',
+            "entry_point": "neg",
+            "canonical_solution": "    return -a\n",
+            "test": "def check(f):\n    assert f(1) == -1\n",
+        },
+    ]
     data.DataUnavailable = DataUnavailable
     data.get_source = Source
     data.check_disjoint = check_disjoint
@@ -75,13 +97,21 @@ def fake_data_module() -> types.ModuleType:
 
 
 SUITE = {
-    "seed": 0, "bootstrap_samples": 200,
-    "perplexity": {"sources": ["wiki", "shakespeare"], "max_windows": 4, "source_windows": {"shakespeare": 2}, "kl_windows": 2},
+    "seed": 0,
+    "bootstrap_samples": 200,
+    "perplexity": {
+        "sources": ["wiki", "shakespeare"],
+        "max_windows": 4,
+        "source_windows": {"shakespeare": 2},
+        "kl_windows": 2,
+    },
     "mmlu": {"shots": [0, 5], "per_subject": 3},
-    "gsm": {"examples": 4}, "bbh": {"per_task": 2}, "tydiqa": {"per_language": 2},
+    "gsm": {"examples": 4},
+    "bbh": {"per_task": 2},
+    "tydiqa": {"per_language": 2},
     "codex": {"problems": 2, "sampled_problems": 1, "samples": 2, "pass_at": [2], "max_new_tokens": 12},
     "alpaca": {"instructions": 3, "max_new_tokens": 6},
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -109,9 +139,18 @@ def cfg(**values) -> ValidateConfig:
 
 def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     suite = SuiteConfig.model_validate(SUITE)
-    gates = [Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False), Gate(metric="kl_mean", max_value=1e-3)]
-    result = validate.run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite,
-                          calibration=[("wiki", "calibration")])  # fmt: skip
+    gates = [
+        Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False),
+        Gate(metric="kl_mean", max_value=1e-3),
+    ]
+    result = validate.run(
+        models["reference"],
+        [models["same"]],
+        tmp_path / "report",
+        cfg(gates=gates),
+        suite,
+        calibration=[("wiki", "calibration")],
+    )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
     cand = report["candidates"][0]
@@ -131,18 +170,23 @@ def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     assert report["protocol"]["data"]["ppl.wiki"]["tokens_sha256"] and report["versions"]["torch"]
     assert report["protocol"]["sources"]["wiki"]["sizes"]["evaluation"]["documents"] == 3
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## same (torch" in md and "| MMLU 0-shot (`mmlu_0shot`) |" in md and "`gsm_cot`: gsm8k is not reachable" in md
+    assert (
+        "## same (torch" in md and "| MMLU 0-shot (`mmlu_0shot`) |" in md and "`gsm_cot`: gsm8k is not reachable" in md
+    )
 
     with pytest.raises(FileExistsError):
         validate.run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite)
-    again = validate.run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite, force=True)
+    again = validate.run(
+        models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite, force=True
+    )
     timings = again.report["candidates"][0]["timings"]
     assert all(t["cached"] for t in timings.values() if not t["skipped"])  # nothing was recomputed
 
 
 def test_violated_gate_fails_after_writing_the_report(tmp_path, models, fake_data):
-    suite = SuiteConfig.model_validate({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False},
-                                        "alpaca": {"enabled": False}})  # fmt: skip
+    suite = SuiteConfig.model_validate(
+        {**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}, "alpaca": {"enabled": False}}
+    )
     with pytest.raises(validate.GateFailed, match=r"worse: ppl\.\*: max_increase_pct 3"):
         validate.run(models["reference"], [models["worse"]], tmp_path / "r", cfg(), suite)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
@@ -156,20 +200,51 @@ def test_cli_exits_non_zero_on_a_violated_gate(tmp_path, models, fake_data):
     suite = tmp_path / "tiny.yaml"
     import yaml
 
-    suite.write_text(yaml.safe_dump({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False},
-                                     "alpaca": {"enabled": False}}))  # fmt: skip
-    common = ["-q", "validate", "--reference", str(models["reference"]), "--suite", str(suite), "--context-length", "32",
-              "--device", "cpu", "--calibration", "wiki:calibration"]  # fmt: skip
+    suite.write_text(
+        yaml.safe_dump({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}, "alpaca": {"enabled": False}})
+    )
+    common = [
+        "-q",
+        "validate",
+        "--reference",
+        str(models["reference"]),
+        "--suite",
+        str(suite),
+        "--context-length",
+        "32",
+        "--device",
+        "cpu",
+        "--calibration",
+        "wiki:calibration",
+    ]
     assert main([*common, "--candidate", str(models["same"]), "--report", str(tmp_path / "ok")]) == 0
     assert main([*common, "--candidate", str(models["worse"]), "--report", str(tmp_path / "bad")]) == 2
     assert (tmp_path / "bad" / "report.md").is_file()
     # --config takes the run YAML's gates (here loose enough for the worse model) and context length; flags win.
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text(yaml.safe_dump({
-        "model": {"name": "m", "base": "/b", "diff": "/d", "context_length": 32}, "run_dir": str(tmp_path / "run"),
-        "validate": {"gates": [{"metric": "ppl.*", "max_increase_pct": 1e9, "outside_noise_only": False}]}}))  # fmt: skip
-    loose = ["-q", "validate", "--config", str(run_yaml), "--reference", str(models["reference"]), "--suite", str(suite),
-             "--device", "cpu", "--candidate", str(models["worse"])]  # fmt: skip
+    run_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "m", "base": "/b", "diff": "/d", "context_length": 32},
+                "run_dir": str(tmp_path / "run"),
+                "validate": {"gates": [{"metric": "ppl.*", "max_increase_pct": 1e9, "outside_noise_only": False}]},
+            }
+        )
+    )
+    loose = [
+        "-q",
+        "validate",
+        "--config",
+        str(run_yaml),
+        "--reference",
+        str(models["reference"]),
+        "--suite",
+        str(suite),
+        "--device",
+        "cpu",
+        "--candidate",
+        str(models["worse"]),
+    ]
     assert main([*loose, "--report", str(tmp_path / "loose")]) == 0
     report = json.loads((tmp_path / "loose" / "report.json").read_text())
     assert report["candidates"][0]["passed"] and report["protocol"]["context_length"] == 32
@@ -195,9 +270,14 @@ def test_pipeline_step_compares_every_recorded_artifact(tmp_path, models, fake_d
     import yaml
 
     suite.write_text(yaml.safe_dump({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}}))
-    run_cfg = RunConfig.model_validate({"model": {"name": "tiny", "base": "b", "diff": "d", "context_length": 32},
-                                        "run_dir": str(tmp_path), "stages": ["recover", "quantize", "validate"],
-                                        "validate": {"suite": str(suite), "gates": [], "device": "cpu"}})  # fmt: skip
+    run_cfg = RunConfig.model_validate(
+        {
+            "model": {"name": "tiny", "base": "b", "diff": "d", "context_length": 32},
+            "run_dir": str(tmp_path),
+            "stages": ["recover", "quantize", "validate"],
+            "validate": {"suite": str(suite), "gates": [], "device": "cpu"},
+        }
+    )
     manifest = Manifest(tmp_path / "manifest.json")
     for stage, path in (("recover", models["reference"]), ("quantize", models["same"])):
         manifest.stages[stage] = {"status": "done", "output_dirs": [str(path)]}
