@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 PATHS    := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
 
-.PHONY: install quantize test test-unit test-gpu bench bench-recover sweep demo browser clean
+.PHONY: install lint quantize test test-unit test-gpu bench bench-recover sweep demo browser clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,11 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "warning: could not install chromium; the browser tests will say so"
 
-test: install browser
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: install browser lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install
@@ -47,10 +51,10 @@ demo: install
 	$(BIN)/tulu-quant demo $(if $(RUN_DIR),--model $(RUN_DIR),--config $(CONFIG)) $(if $(COMPARE),--compare $(COMPARE))
 
 bench-recover: install
-	$(BIN)/python -m tulu_quant.bench recover --out bench-out
+	$(BIN)/python -m benchmarks.bench recover --out bench-out
 
 bench: install
-	$(BIN)/python -m tulu_quant.bench all --out bench-out
+	$(BIN)/python -m benchmarks.bench all --out bench-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench-out

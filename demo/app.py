@@ -4,7 +4,7 @@
     make demo                              # the latest `make quantize` output
     python demo/app.py --model DIR ...     # the same, without the installed command
 
-The logic (which artifact, prompts, streaming, stop, speed, the About panel) is in tulu_quant/demo.py; this file is
+The logic (which artifact, prompts, streaming, stop, speed, the About panel) is in tulu_quant/demo/; this file is
 the page: constants, load, UI, launch.
 """
 
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from tulu_quant import demo as logic
+from tulu_quant import demo
 from tulu_quant.config import DemoConfig
+from tulu_quant.demo import conversation
+from tulu_quant.demo.engine import StopSignals, compare_stream
 from tulu_quant.progress import human_bytes
 
 log = logging.getLogger("tulu_quant.demo.app")
@@ -38,17 +40,17 @@ CSS = "#chat-stats, .stats { font-size: 0.85em; opacity: 0.8; min-height: 1.5em;
 # ------------------------------------------------------------------------------------------------------ load
 
 
-def load(model: Path, compare: Path | None, cfg: DemoConfig) -> logic.DemoModels:
+def load(model: Path, compare: Path | None, cfg: DemoConfig) -> demo.DemoModels:
     """One instance of each model, shared by every browser tab."""
-    return logic.load_models(model, compare, cfg)
+    return demo.load_models(model, compare, cfg)
 
 
 # ------------------------------------------------------------------------------------------------------ UI
 
 
-def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
+def build_ui(models: demo.DemoModels, cfg: DemoConfig) -> gr.Blocks:
     main, other = models.main, models.compare
-    signals = logic.StopSignals()  # Stop ends the answer of the browser session that pressed it
+    signals = StopSignals()  # Stop ends the answer of the browser session that pressed it
     generation = {"concurrency_limit": cfg.concurrency_limit, "concurrency_id": "model", "api_visibility": "private"}
     instant = {"queue": False, "api_visibility": "private"}
     # Checks of a message run queued (without a limit) so that a refusal shows its message.
@@ -60,8 +62,8 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
 
     def add_user(text, history, request: gr.Request):
         try:
-            message = logic.check_message(text, cfg.max_input_chars)
-        except logic.InputError as err:
+            message = conversation.check_message(text, cfg.max_input_chars)
+        except conversation.InputError as err:
             raise gr.Error(str(err)) from None
         signals.arm(request.session_hash)
         return (
@@ -72,36 +74,36 @@ def build_ui(models: logic.DemoModels, cfg: DemoConfig) -> gr.Blocks:
 
     def regenerate_from(history, request: gr.Request):
         try:
-            history = logic.drop_last_answer(history)
-        except logic.InputError as err:
+            history = conversation.drop_last_answer(history)
+        except conversation.InputError as err:
             raise gr.Error(str(err)) from None
         signals.arm(request.session_hash)
         return history, *busy(True)
 
     def respond(history, max_new_tokens, temperature, top_p, repetition_penalty, seed, request: gr.Request):
-        settings = logic.settings_from_ui(max_new_tokens, temperature, top_p, repetition_penalty, seed)
-        messages = logic.to_messages(history)
+        settings = conversation.settings_from_ui(max_new_tokens, temperature, top_p, repetition_penalty, seed)
+        messages = conversation.to_messages(history)
         stop = signals.take(request.session_hash)
         try:
-            logic.check_conversation(messages, cfg.max_conversation_chars)
+            conversation.check_conversation(messages, cfg.max_conversation_chars)
             for reply in main.stream(messages, settings, stop):
                 answer = [{"role": "assistant", "content": reply.text}] if reply.text or not reply.done else []
                 yield [*history, *answer], reply.stats()
-        except logic.InputError as err:
+        except conversation.InputError as err:
             raise gr.Error(str(err)) from None
         finally:
             signals.release(request.session_hash, stop)
 
     def compare(prompt, max_new_tokens, temperature, top_p, repetition_penalty, seed, request: gr.Request):
         try:
-            message = logic.check_message(prompt, cfg.max_input_chars)
-        except logic.InputError as err:
+            message = conversation.check_message(prompt, cfg.max_input_chars)
+        except conversation.InputError as err:
             raise gr.Error(str(err)) from None
-        settings = logic.settings_from_ui(max_new_tokens, temperature, top_p, repetition_penalty, seed)
+        settings = conversation.settings_from_ui(max_new_tokens, temperature, top_p, repetition_penalty, seed)
         user = {"role": "user", "content": message}
         stop = signals.arm(request.session_hash)
         try:
-            for left, right in logic.compare_stream([main, other], [user], settings, stop):
+            for left, right in compare_stream([main, other], [user], settings, stop):
                 yield (
                     [user, {"role": "assistant", "content": left.text}],
                     left.stats(),
@@ -249,7 +251,7 @@ def launch(ui: gr.Blocks, cfg: DemoConfig, block: bool = True) -> str:
     return url
 
 
-def main(model: Path, compare: Path | None = None, cfg: DemoConfig = DemoConfig()) -> None:
+def main(model: Path, compare: Path | None, cfg: DemoConfig) -> None:
     launch(build_ui(load(model, compare, cfg), cfg), cfg)
 
 

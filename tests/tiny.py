@@ -137,3 +137,20 @@ def save_tiny_hf(
     model.to(dtype or torch.float16).save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root
+
+
+def run_config(**sections):
+    """A RunConfig with the given sections (dicts, models, or dotted keys with `__`, e.g. model__chat_format="tulu"),
+    every other value its default: what each stage's run() takes."""
+    from tulu_quant.config import RunConfig
+
+    data: dict = {}
+    for key, value in sections.items():
+        *parents, leaf = key.split("__")
+        node = data
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value.model_dump(exclude_unset=True) if hasattr(value, "model_dump") else value
+    if "validate_" in data:
+        data["validate"] = data.pop("validate_")
+    return RunConfig.model_validate(data)

@@ -1,4 +1,5 @@
-"""Prompt formats. One place decides how a conversation becomes text, for every backend and every output folder.
+"""Prompt conventions, in one place for every backend, command and output folder: how a conversation becomes text,
+which format a folder uses, where an answer stops, and how a streamed answer is cut there.
 
 ``tulu`` is open-instruct's format (note the newlines; an assistant turn ends with the EOS token and a newline)::
 
@@ -6,17 +7,26 @@
 
 It is shipped as a Jinja ``chat_template`` in the tokenizer_config of every model directory we write, so
 ``tokenizer.apply_chat_template``, vLLM and onnxruntime-genai format prompts exactly as ``render`` does.
-``tokenizer`` uses the model's own template (the stand-in's is ChatML).
+``tokenizer`` uses the model's own template (the stand-in's is ChatML). ``auto`` resolves per folder: tulu when the
+tokenizer has no template or carries ours, tokenizer when it ships another (``resolve_format``).
+
+An answer ends at an EOS id (the tokenizer's and the folder's generation_config.json, ``stop_token_ids``) or where the
+model starts another turn (``stop_strings``); ``TextStream`` writes it as it grows and cuts it before a stop string.
+Generation (tulu_quant.generate), the demo and validation all use these, so one prompt gives one text everywhere.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from .errors import UserValueError
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 ChatFormat = Literal["tulu", "tokenizer"]
+REQUESTABLE = ("auto", "tulu", "tokenizer", "none")  # none: the raw text, no chat format (tulu-quant generate)
 
 TULU_TEMPLATE = (
     "{% for message in messages %}"
@@ -41,18 +51,20 @@ def render_tulu(messages: list[Message], eos_token: str = "</s>", add_generation
         elif role in ("user", "system"):
             parts.append(f"<|{role}|>\n{content}\n")
         else:
-            raise ValueError(f"unknown chat role {role!r}; use one of {ROLES}")
+            raise UserValueError(f"unknown chat role {role!r}; use one of {ROLES}")
     if add_generation_prompt:
         parts.append("<|assistant|>\n")
     return "".join(parts)
 
 
-def render(messages: list[Message], tokenizer, fmt: ChatFormat = "tulu", add_generation_prompt: bool = True) -> str:
+def render(messages: list[Message], tokenizer, fmt: ChatFormat, add_generation_prompt: bool = True) -> str:
     """Conversation -> prompt text (without BOS: the tokenizer adds it when encoding)."""
     if fmt == "tulu":
         return render_tulu(messages, tokenizer.eos_token or "</s>", add_generation_prompt)
+    if fmt != "tokenizer":
+        raise UserValueError(f"chat format {fmt!r} cannot render a conversation; use tulu or tokenizer.")
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat_format 'tokenizer' needs a tokenizer with a chat_template; use chat_format: tulu.")
+        raise UserValueError("chat_format 'tokenizer' needs a tokenizer with a chat_template; use chat_format: tulu.")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and adds_bos(tokenizer):  # encoding adds it again: keep exactly one
@@ -67,9 +79,23 @@ def adds_bos(tokenizer) -> bool:
     return bos_id is not None and tokenizer("a").input_ids[:1] == [bos_id]
 
 
-def template_for(fmt: ChatFormat, tokenizer=None) -> str | None:
-    """The Jinja template to ship for a format (None: keep the tokenizer's own)."""
-    return TULU_TEMPLATE if fmt == "tulu" else getattr(tokenizer, "chat_template", None)
+def resolve_format(requested: str, tokenizer) -> str:
+    """A requested format -> the one to use with this tokenizer. auto: tulu when the tokenizer has no template or
+    carries ours (every folder we write does, for the tulu format), tokenizer when it ships another template."""
+    if requested not in REQUESTABLE:
+        raise UserValueError(f"chat format '{requested}' is not one of {list(REQUESTABLE)}.")
+    if requested != "auto":
+        return requested
+    template = getattr(tokenizer, "chat_template", None)
+    return "tokenizer" if template and template != TULU_TEMPLATE else "tulu"
+
+
+def prompt_ids(tokenizer, messages: list[Message], fmt: str) -> list[int]:
+    """Token ids of a conversation ending with the user's turn, ready for the answer (BOS when the tokenizer adds
+    one). fmt none: the last message's text as it is, no chat format."""
+    if fmt == "none":
+        return list(tokenizer(messages[-1]["content"]).input_ids)
+    return list(tokenizer(render(messages, tokenizer, fmt)).input_ids)
 
 
 def install_template(model_dir: Path, fmt: ChatFormat) -> None:
@@ -85,6 +111,67 @@ def install_template(model_dir: Path, fmt: ChatFormat) -> None:
     (model_dir / "chat_template.jinja").write_text(TULU_TEMPLATE)
 
 
-def stop_strings(fmt: ChatFormat) -> list[str]:
-    """Text after which a generated answer is cut (the model starting the next turn)."""
+def stop_strings(fmt: str) -> list[str]:
+    """Text before which a generated answer is cut (the model starting the next turn)."""
     return ["<|user|>", "<|assistant|>"] if fmt == "tulu" else []
+
+
+def stop_token_ids(tokenizer, folder: Path | None = None) -> tuple[int, ...]:
+    """Ids that end an answer: the tokenizer's EOS plus every EOS id of the folder's generation_config.json."""
+    eos = tokenizer.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    config = Path(folder) / "generation_config.json" if folder is not None else None
+    if config is not None and config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token_id")
+        ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return tuple(sorted(int(i) for i in ids))
+
+
+def cut_at_stops(text: str, stops: list[str] | tuple[str, ...]) -> str:
+    """The text before the first stop string in it (all of it when none appears)."""
+    positions = [text.find(s) for s in stops if s and s in text]
+    return text[: min(positions)] if positions else text
+
+
+class TextStream:
+    """Turn token ids into text pieces as they arrive: decodes the whole answer each time (so multi-byte characters
+    and merged spaces come out right), holds back an incomplete character and anything that may be the start of a
+    stop string, and reports when a stop string appeared (the answer is cut before it)."""
+
+    def __init__(self, tokenizer, stops: list[str], write: Callable[[str], Any] | None = None):
+        self.tokenizer, self.stops, self.write = tokenizer, list(stops), write or (lambda piece: None)
+        self.ids: list[int] = []
+        self.text = ""  # what has been written
+        self.stopped = False
+
+    def _safe_end(self, text: str) -> int:
+        """Length of the prefix that can be written: no trailing replacement character (a character whose bytes are
+        still coming) and no tail that could grow into a stop string."""
+        end = len(text.rstrip("\ufffd"))
+        held = 0
+        for stop in self.stops:
+            held = max([held] + [k for k in range(1, min(len(stop), end + 1)) if text[:end].endswith(stop[:k])])
+        return end - held
+
+    def add(self, token: int) -> bool:
+        """Add one token; True when a stop string ended the answer."""
+        self.ids.append(token)
+        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        cut = cut_at_stops(full, self.stops)
+        if len(cut) < len(full):
+            self._emit(cut)
+            self.stopped = True
+            return True
+        self._emit(full[: self._safe_end(full)])
+        return False
+
+    def finish(self) -> str:
+        """The whole answer, cut before the first stop string; writes what has not been written yet."""
+        answer = cut_at_stops(self.tokenizer.decode(self.ids, skip_special_tokens=True), self.stops)
+        self._emit(answer)
+        return answer
+
+    def _emit(self, upto: str) -> None:
+        if len(upto) > len(self.text) and upto.startswith(self.text):
+            self.write(upto[len(self.text) :])
+            self.text = upto

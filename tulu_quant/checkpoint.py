@@ -18,13 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PathExists, UserValueError
+
 log = logging.getLogger(__name__)
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserValueError):
     """An unreadable, truncated or inconsistent checkpoint; the message names the file."""
 
 
@@ -314,7 +316,7 @@ def dir_size(path: Path) -> int:
 
 def refuse_existing(out: Path, force: bool) -> None:
     if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it.")
+        raise PathExists(f"{out} already exists; choose another --out or pass --force to replace it.")
 
 
 @contextlib.contextmanager

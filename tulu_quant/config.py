@@ -1,8 +1,9 @@
-"""Typed configuration: every setting of every stage, with its default, lives here and nowhere else.
+"""Typed configuration: every setting of every stage and command, with its default, lives here and nowhere else.
 
-A YAML file in ``configs/`` holds values only. ``load_config`` turns it into a ``RunConfig``; an unknown key, a wrong
-type or a missing required value is one ``ConfigError`` naming the file and the key. CLI flags override values through
-``apply_overrides`` (dotted keys), validated by the same models.
+A YAML file in ``configs/`` holds values only. ``load_config`` turns it into a ``RunConfig`` (with no file: every
+default); an unknown key, a wrong type or a missing required value is one ``ConfigError`` naming the file and the key.
+The CLI's flags and its generic ``--set key.path=value`` are dotted-key overrides on top, validated by the same models;
+the flags take their type, choices and help from the fields here (``field_at``).
 """
 
 from __future__ import annotations
@@ -10,19 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
-# ONNX export comes before validation so that the report (and the model card) covers every artifact.
-STAGE_ORDER = ("standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish")
-StageName = Literal["standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish"]
+from .errors import UserValueError
+from .stages import ORDER as STAGE_ORDER
+
+StageName = Literal[STAGE_ORDER]
 Dtype = Literal["float16", "bfloat16", "float32"]
+# How prompts are written: tulu (open-instruct's <|user|>/<|assistant|>), tokenizer (the model's own template), or auto:
+# tulu unless the tokenizer ships another template (tulu_quant.chat.resolve_format).
+ChatFormatChoice = Literal["auto", "tulu", "tokenizer"]
+Device = Literal["auto", "cpu", "cuda"]
 # Semantic checks of `recover` that an expert may switch off (structural errors cannot be skipped: no output is possible).
 RecoverCheck = Literal["keys", "config", "diff-scale", "finite", "verify"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A configuration problem, phrased as one sentence that names the file/key and says what to do."""
 
 
@@ -58,13 +65,17 @@ def parse_size(value: int | str) -> int:
 class ModelConfig(Strict):
     """Which model family member this run is about and where its inputs are."""
 
-    name: str = Field(description="Short name used in run directories and the model card, e.g. tulu-13b.")
-    base: Path = Field(description="Raw LLaMA weights in Hugging Face format (a directory).")
-    diff: Path = Field(description="The Tulu weight diff (a directory, as published by AllenAI).")
+    name: str = Field("tulu-13b", description="Short name used in run directories and the model card.")
+    base: Path | None = Field(None, description="Raw LLaMA weights in Hugging Face format (a directory).")
+    diff: Path | None = Field(None, description="The Tulu weight diff (a directory, as published by AllenAI).")
     hub_base_model: str = Field("allenai/tulu-13b", description="Hub id of the model this run reproduces (model card).")
-    context_length: int = Field(2048, gt=0, description="Context used for perplexity windows and calibration samples.")
-    chat_format: Literal["tulu", "tokenizer"] = Field(
-        "tulu", description="tulu: open-instruct's <|user|>/<|assistant|> format; tokenizer: the model's own template."
+    context_length: int | None = Field(
+        None, gt=0, description="Perplexity window length; None: the model's max_position_embeddings."
+    )
+    chat_format: ChatFormatChoice = Field(
+        "auto",
+        description="tulu: open-instruct's <|user|>/<|assistant|> format; tokenizer: the model's own template; auto: "
+        "tulu unless the tokenizer ships another template.",
     )
     license: str = Field("other", description="SPDX id or 'other' for the model card's license field.")
     license_name: str = Field(
@@ -82,8 +93,8 @@ class ModelConfig(Strict):
 
     @field_validator("base", "diff", mode="after")
     @classmethod
-    def _expand(cls, path: Path) -> Path:
-        return path.expanduser()
+    def _expand(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------------- stand-in
@@ -122,7 +133,7 @@ class RecoverConfig(Strict):
         None,
         gt=1,
         description="--verify fails above this perplexity; None: 4x what a working model of its size scores "
-        "on the built-in text (tulu_quant.streaming.perplexity_limit).",
+        "on the built-in text (tulu_quant.layerwise_verify.perplexity_limit).",
     )
     verify_new_tokens: int = Field(8, ge=0)
 
@@ -137,12 +148,42 @@ class RecoverConfig(Strict):
 # ---------------------------------------------------------------------------------------------------------- calibrate
 
 
+def split_pair(value: str) -> tuple[str, str]:
+    """'SOURCE:SPLIT' -> (source, split); the split is after the last ':' (file:PATH sources contain one too)."""
+    source, _, split = value.rpartition(":")
+    return source, split
+
+
+def _check_pair(value: str) -> str:
+    source, split = split_pair(value)
+    if not source or not split:
+        raise ValueError(f"'{value}' is not SOURCE:SPLIT, e.g. wiki:calibration")
+    return value
+
+
+# A data source's split written as SOURCE:SPLIT, e.g. wiki:evaluation.
+Pair = Annotated[str, AfterValidator(_check_pair)]
+
+
 class SourceWeight(Strict):
+    CLI_FORM: ClassVar[str] = "NAME[@SPLIT][=WEIGHT]"
     source: str = Field(
         description="A name from tulu_quant.data's registry, e.g. wiki, shakespeare, tulu-sft, file:PATH."
     )
     weight: float = Field(1.0, gt=0, description="Share of the samples, relative to the other sources of the mix.")
     split: str = Field("calibration", description="Which split of the source to draw from.")
+
+    @classmethod
+    def parse(cls, spec: str) -> dict[str, Any]:
+        """NAME[@SPLIT][=WEIGHT] (the CLI's --source) -> its fields; a file path may contain ':' and '=' too."""
+        data: dict[str, Any] = {}
+        name, sep, weight = spec.rpartition("=")
+        if sep and weight.replace(".", "", 1).isdigit():
+            data["weight"], spec = float(weight), name
+        name, sep, split = spec.rpartition("@")
+        if sep:
+            data["split"], spec = split, name
+        return {"source": spec, **data}
 
 
 class CalibrateConfig(Strict):
@@ -150,10 +191,24 @@ class CalibrateConfig(Strict):
     are joined and cut into L-token windows; each source contributes round(N * weight / total weight) of them, drawn
     without replacement by the seed."""
 
-    mix: list[SourceWeight] = Field(default_factory=lambda: [SourceWeight(source="wiki")], min_length=1)
+    mix: list[SourceWeight] = Field(
+        default_factory=lambda: [SourceWeight(source="wiki")],
+        min_length=1,
+        description="The data sources and their shares (default: wiki's calibration split).",
+    )
     num_samples: int = Field(128, gt=0, description="N: calibration samples (GPTQ paper and TheBloke: 128).")
-    seq_len: int = Field(2048, gt=1, description="L: tokens per sample (LLaMA-1's context, 2048, for Tulu).")
+    seq_len: int = Field(
+        2048,
+        gt=1,
+        description="L: tokens per sample (LLaMA-1's context, 2048, for Tulu). Left at its default, it is clamped to a "
+        "shorter model context; set explicitly, a value beyond the context is an error.",
+    )
     seed: int = 0
+    evaluation: list[Pair] | None = Field(
+        None,
+        description="SOURCE:SPLIT material the calibration set must not overlap; None: the validate suite's "
+        "perplexity sources.",
+    )
 
     @property
     def splits(self) -> list[tuple[str, str]]:
@@ -230,8 +285,9 @@ class QuantizeConfig(Strict):
     )
     compute_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto",
-        description="dtype of the calibration forward passes. auto: GPTQModel's choice, the model's dtype on "
-        "cuda and bfloat16 on cpu (float32 measured no better on the stand-in, and slower).",
+        description="dtype of the calibration forward passes. auto: the model's float16/bfloat16 on cuda; on cpu "
+        "bfloat16 where the CPU has native BF16 (AVX512-BF16, AMX), else float32 (tulu_quant.hardware: emulated "
+        "bfloat16 is tens of times slower).",
     )
     offload_to_disk: bool = Field(
         True,
@@ -239,7 +295,7 @@ class QuantizeConfig(Strict):
         "13B+; costs a few seconds on small models).",
     )
     batch_size: int = Field(1, gt=0, description="Calibration samples per forward pass (more: faster, more memory).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    device: Device = Field("auto", description="auto: cuda when available, else cpu.")
 
     @field_validator("group_size", mode="after")
     @classmethod
@@ -305,13 +361,18 @@ class ValidateConfig(Strict):
     context_length: int | None = Field(
         None,
         gt=1,
-        description="Perplexity window length (None: the model's "
-        "max_position_embeddings; the pipeline passes model.context_length).",
+        description="Perplexity window length; None: model.context_length, else the model's max_position_embeddings.",
     )
-    chat_format: Literal["auto", "tulu", "tokenizer"] = Field(
-        "auto", description="Prompt format of the benchmarks; auto: tulu unless the tokenizer ships another template."
+    chat_format: ChatFormatChoice = Field(
+        "auto",
+        description="Prompt format of the benchmarks; auto: model.chat_format (itself auto: tulu unless the "
+        "tokenizer ships another template).",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    device: Device = Field("auto", description="auto: cuda when available, else cpu.")
+    calibration: list[Pair] = Field(
+        default_factory=list,
+        description="SOURCE:SPLIT material the artifacts were calibrated on, never scored (on top of calibrate.mix).",
+    )
     gates: list[Gate] = Field(default_factory=_default_gates)
     judge_url: str | None = Field(
         None,
@@ -476,8 +537,9 @@ class ExportOnnxConfig(Strict):
         None,
         ge=0,
         le=4,
-        description="MatMulNBits compute type: 4 int8, 3 bf16, 2 fp16, "
-        "1 fp32, 0 unset; None: the builder's default (4 on cpu/webgpu, 0 elsewhere).",
+        description="MatMulNBits compute type: 4 int8, 3 bf16, 2 fp16, 1 fp32, 0 unset; None: 4 on cpu and webgpu "
+        "(int8 compute decodes 20x faster than fp32 compute even on an AVX2-only CPU, docs/onnx.md), the builder's "
+        "default elsewhere.",
     )
     algorithm: Literal["rtn", "k_quant"] = Field(
         "k_quant",
@@ -529,15 +591,59 @@ class PublishConfig(Strict):
 # ---------------------------------------------------------------------------------------------------------- demo
 
 
+class GenerationSettings(Strict):
+    """How a backend generates one answer (every backend applies these the same way)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0, description="0: greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, ge=1, description="CTRL's penalty on tokens already seen (1: off).")
+    seed: int | None = Field(None, ge=0, description="Sampling seed; None: a fresh random one.")
+
+
+class GenerateConfig(GenerationSettings):
+    """`tulu-quant generate`: one prompt through any artifact."""
+
+    chat_format: Literal["auto", "tulu", "tokenizer", "none"] = Field(
+        "auto", description="auto: the folder's own template (tulu when it is ours or absent); none: the raw prompt."
+    )
+    system: str | None = Field(None, description="A system message before the prompt.")
+    device: Literal["auto", "cpu", "cuda", "dml", "webgpu"] = Field(
+        "auto", description="auto: what the folder runs on."
+    )
+    threads: int | None = Field(None, gt=0, description="CPU threads (onnxruntime intra-op, or torch); None: default.")
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(**{k: getattr(self, k) for k in GenerationSettings.model_fields})
+
+
+class PlanConfig(Strict):
+    """`tulu-quant plan`: memory estimates (bits, group size and calibration size come from quantize: and calibrate:)."""
+
+    gpu_mem: str | None = Field(None, description="Also check this GPU memory, e.g. 24GiB or 10GB.")
+    context: int | None = Field(None, gt=0, description="Serving context; None: the model's max_position_embeddings.")
+    batch: int = Field(1, gt=0, description="Serving batch (sequences sharing the GPU).")
+
+    @field_validator("gpu_mem", mode="after")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and parse_size(value) <= 0:
+            raise ValueError("must be a positive size such as 24GiB")
+        return value
+
+
 class DemoConfig(Strict):
-    """The browser demo (demo/app.py, tulu_quant/demo.py). Safe by default: local address, no public share link."""
+    """The browser demo (demo/app.py, tulu_quant/demo/). Safe by default: local address, no public share link."""
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the demo to the network.")
     port: int = Field(7860, ge=0, le=65535)
     share: bool = Field(
         False, description="Ask Gradio for a public *.gradio.live link (anyone with it can use the model)."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    device: Device = Field("auto", description="auto: cuda when available, else cpu.")
     threads: int | None = Field(None, gt=0, description="CPU threads for generation (None: the libraries' default).")
     max_input_chars: int = Field(4000, gt=0, description="Longer messages are refused with a message saying so.")
     max_conversation_chars: int = Field(
@@ -574,8 +680,10 @@ class DemoConfig(Strict):
 
 
 class RunConfig(Strict):
-    model: ModelConfig
-    run_dir: Path = Field(description="Everything this run writes goes under this directory.")
+    """Everything a run (and every command) is configured by. With no YAML, every value is its default here."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    run_dir: Path = Field(description="Everything a run writes goes under it; unset: runs/MODEL_NAME.")
     stages: list[StageName] = Field(default_factory=lambda: [s for s in STAGE_ORDER if s != "standin"])
     standin: StandinConfig = Field(default_factory=StandinConfig)
     recover: RecoverConfig = Field(default_factory=RecoverConfig)
@@ -585,8 +693,20 @@ class RunConfig(Strict):
     export_onnx: ExportOnnxConfig = Field(default_factory=ExportOnnxConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     sweep: list[str] = Field(default_factory=list, description="Variants `tulu-quant sweep` / `make sweep` compare.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_run_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("run_dir") is None:
+            model = data.get("model")
+            name = model.name if isinstance(model, ModelConfig) else (model or {}).get("name")
+            data = {**data, "run_dir": Path("runs") / (name or ModelConfig.model_fields["name"].default)}
+        return data
 
     @field_validator("run_dir", mode="after")
     @classmethod
@@ -600,9 +720,6 @@ class RunConfig(Strict):
             raise ValueError(f"stages must be unique and in pipeline order {list(STAGE_ORDER)}")
         return self
 
-    def section(self, stage: str) -> BaseModel:
-        return {"validate": self.validate_}.get(stage) or getattr(self, stage)
-
 
 def config_hash(*parts: BaseModel | dict | str) -> str:
     """A stable short hash of configuration values (the manifest uses it to decide whether a stage must re-run)."""
@@ -612,10 +729,18 @@ def config_hash(*parts: BaseModel | dict | str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- loading
 
+# configs/ of a checkout (editable installs, `make`), else the copy a wheel installs as package data.
+_CHECKOUT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS_DIR = _CHECKOUT_CONFIGS if _CHECKOUT_CONFIGS.is_dir() else Path(__file__).resolve().parent / "configs"
 
-def _format_error(source: str, err: ValidationError) -> str:
+
+def _format_error(source: str, err: ValidationError, overridden: set[str] = frozenset()) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc) or "(top level)"
+    # An invalid value that a flag or --set put there is the command line's, not the file's.
+    if any(key == k or key.startswith(k + ".") for k in overridden):
+        source = "command line"
     kind = first["type"]
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{key}'; remove it or check its spelling against tulu_quant/config.py."
@@ -624,11 +749,11 @@ def _format_error(source: str, err: ValidationError) -> str:
     return f"{source}: key '{key}' = {first.get('input')!r} is invalid ({first['msg']}); fix the value."
 
 
-def build(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+def build(model: type[BaseModel], data: dict[str, Any], source: str, overridden: set[str] = frozenset()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
+        raise ConfigError(_format_error(source, err, overridden)) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -645,6 +770,26 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def field_at(dotted: str, model: type[BaseModel] = None) -> FieldInfo:
+    """The field a dotted key names (``quantize.bits``, ``validate.device``); a ConfigError listing the valid keys of
+    the section otherwise. The CLI builds each flag's type, choices and help from it."""
+    model = model or RunConfig
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        if part not in fields:
+            section = ".".join(parts[:depth]) or "the top level"
+            raise ConfigError(f"'{dotted}': {section} has no setting '{part}'; its keys are {sorted(fields)}.")
+        field = fields[part]
+        if depth == len(parts) - 1:
+            return field
+        inner = field.annotation
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            raise ConfigError(f"'{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section; set it whole.")
+        model = inner
+    raise AssertionError
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     *parents, leaf = dotted.split(".")
@@ -655,15 +800,31 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a run config YAML, apply dotted-key overrides (CLI flags) and the quantize variant, and validate.
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """--set KEY=VALUE -> (KEY, VALUE), the value read as YAML (3, 0.5, true, null, [a, b], {k: v}, or text)."""
+    import yaml
 
-    Quantize settings layer as: variant file < the YAML's own ``quantize`` keys < CLI flags. A variant chosen on the CLI
-    replaces the YAML's ``quantize`` section (the YAML's tuning belongs to its own default variant).
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text}: write KEY=VALUE, e.g. --set quantize.bits=3 or --set validate.suite=full.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A run config: the YAML at `path` (None: no file, every default), dotted-key overrides (CLI flags and --set; a
+    None value means "not given"), and the quantize variant, validated together.
+
+    Quantize settings layer as: variant file < the YAML's own ``quantize`` keys < overrides. A variant chosen by an
+    override replaces the YAML's ``quantize`` section (the YAML's tuning belongs to its own default variant).
     """
-    path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(Path(path)) if path is not None else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for dotted in overrides:
+        field_at(dotted)
     for dotted, value in overrides.items():
         if not dotted.startswith("quantize."):
             set_dotted(data, dotted, value)
@@ -675,10 +836,7 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Ru
     data["quantize"] = {**(load_variant(variant) if variant else {}), **quantize, **cli_quantize}
     if variant:
         data["quantize"]["variant"] = variant
-    return build(RunConfig, data, str(path))
-
-
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+    return build(RunConfig, data, str(path) if path is not None else "defaults", set(overrides))
 
 
 def load_variant(name: str) -> dict[str, Any]:

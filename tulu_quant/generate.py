@@ -1,8 +1,8 @@
 """`tulu-quant generate`: one prompt through any backend (torch, GPTQ, ONNX), streamed, with its speed.
 
-The prompt is formatted as a chat turn (the folder's own chat template, which our exports and checkpoints carry, else
-the tulu format; or none with chat_format "none"), generation stops at the EOS or where the model starts another turn,
-and the text is written as it is produced. Timing, shared with tulu_quant.bench_onnx:
+The prompt becomes a chat turn in the folder's format (tulu_quant.chat: our exports and checkpoints carry their
+template; chat_format none sends the raw prompt), generation stops at an EOS id or where the model starts another turn,
+and the text is written as it is produced. Timing, shared with the demo and the ONNX benchmark:
 
     time to first token (TTFT) = first token out - call start      (prompt processing + one decode step)
     decode tokens/s            = (new tokens - 1) / (last token out - first token out)
@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import GenerationSettings
+from .config import GenerateConfig, GenerationSettings
 
 log = logging.getLogger(__name__)
-
-CHAT_FORMATS = ("auto", "tulu", "tokenizer", "none")
 
 
 @dataclass
@@ -42,6 +40,7 @@ class Timing:
 @dataclass
 class GenerateResult:
     text: str
+    chat_format: str
     prompt_tokens: int
     new_ids: list[int]
     timing: Timing
@@ -50,76 +49,14 @@ class GenerateResult:
     def summary(self) -> str:
         t = self.timing
         return (
-            f"{t.new_tokens} tokens, time to first token {t.ttft_s * 1000:.0f} ms, decode {t.decode_tokens_per_s:.1f} "
-            f"tokens/s ({self.prompt_tokens} prompt tokens, {self.backend['kind']})"
+            f"{t.new_tokens} tokens, time to first token {t.ttft_s * 1000:.0f} ms, decode "
+            f"{t.decode_tokens_per_s:.1f} tokens/s ({self.prompt_tokens} prompt tokens, {self.chat_format} format, "
+            f"{self.backend['kind']})"
         )
 
 
-# ------------------------------------------------------------------------------------------------------ pure helpers
-
-
-def resolve_format(requested: str, tokenizer) -> str:
-    """auto: the tokenizer's own template when it has one (ours carry the run's format), else tulu."""
-    if requested not in CHAT_FORMATS:
-        raise ValueError(f"chat format '{requested}' is not one of {list(CHAT_FORMATS)}.")
-    if requested != "auto":
-        return requested
-    return "tokenizer" if getattr(tokenizer, "chat_template", None) else "tulu"
-
-
-def prompt_ids(tokenizer, prompt: str, fmt: str, system: str | None = None) -> list[int]:
-    from .chat import render
-
-    if fmt == "none":
-        return tokenizer(prompt).input_ids
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return tokenizer(render(messages, tokenizer, fmt)).input_ids
-
-
-class TextStream:
-    """Turn token ids into text pieces as they arrive: decodes the whole answer each time (so multi-byte characters
-    and merged spaces come out right), holds back an incomplete character and anything that may be the start of a
-    stop string, and reports when a stop string appeared (the text is cut before it)."""
-
-    def __init__(self, tokenizer, stops: list[str], write: Callable[[str], Any] | None = None):
-        self.tokenizer, self.stops, self.write = tokenizer, stops, write or (lambda piece: None)
-        self.ids: list[int] = []
-        self.text = ""  # what has been written
-        self.stopped = False
-
-    def _safe_end(self, text: str) -> int:
-        """Length of the prefix that can be written: no trailing replacement character (a character whose bytes are
-        still coming) and no tail that could grow into a stop string."""
-        end = len(text.rstrip("\ufffd"))
-        held = 0
-        for stop in self.stops:
-            held = max([held] + [k for k in range(1, min(len(stop), end + 1)) if text[:end].endswith(stop[:k])])
-        return end - held
-
-    def add(self, token: int) -> bool:
-        """Add one token; True when a stop string ended the answer."""
-        self.ids.append(token)
-        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        cut = min((full.find(s) for s in self.stops if s in full), default=-1)
-        if cut >= 0:
-            self._emit(full[:cut])
-            self.stopped = True
-            return True
-        self._emit(full[: self._safe_end(full)])
-        return False
-
-    def finish(self) -> str:
-        if not self.stopped:
-            self._emit(self.tokenizer.decode(self.ids, skip_special_tokens=True))
-        return self.text
-
-    def _emit(self, upto: str) -> None:
-        if len(upto) > len(self.text) and upto.startswith(self.text):
-            self.write(upto[len(self.text) :])
-            self.text = upto
-
-
-# ------------------------------------------------------------------------------------------------------ generation
+def messages_for(prompt: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
 def timed_generate(
@@ -141,7 +78,7 @@ def timed_generate(
     return new, Timing.from_times(times, time.perf_counter() - start)
 
 
-def load(model_dir: Path, device: str = "auto", threads: int | None = None):
+def load(model_dir: Path, device: str, threads: int | None):
     """The backend for model_dir (torch, gptq or onnx, detected). threads: onnxruntime's intra-op threads for ONNX,
     torch's thread count (process-wide) otherwise; None leaves the libraries' defaults."""
     from .backends import detect_kind, load_backend
@@ -156,28 +93,35 @@ def load(model_dir: Path, device: str = "auto", threads: int | None = None):
     return load_backend(Path(model_dir), kind, device=device)
 
 
+def generate(
+    backend,
+    messages: list[dict[str, str]],
+    chat_format: str,
+    settings: GenerationSettings,
+    write: Callable[[str], Any] | None = None,
+) -> GenerateResult:
+    """Answer a conversation with a loaded backend, streaming the text to `write`."""
+    from .chat import TextStream, prompt_ids, resolve_format, stop_strings, stop_token_ids
+
+    tokenizer = backend.tokenizer
+    fmt = resolve_format(chat_format, tokenizer)
+    ids = prompt_ids(tokenizer, messages, fmt)
+    stream = TextStream(tokenizer, stop_strings(fmt), write)
+    new, timing = timed_generate(backend, ids, settings, stream.add, stop_token_ids(tokenizer, backend.path))
+    return GenerateResult(stream.finish(), fmt, len(ids), new, timing, backend.describe())
+
+
 def run(
     model_dir: Path,
     prompt: str,
-    settings: GenerationSettings = GenerationSettings(),
-    chat_format: str = "auto",
-    system: str | None = None,
+    cfg: GenerateConfig,
     write: Callable[[str], Any] | None = None,
-    device: str = "auto",
-    threads: int | None = None,
     log_file: Path | None = None,
 ) -> GenerateResult:
-    """Generate for the prompt with the model in model_dir, streaming the text to `write` (e.g. sys.stdout.write).
-    The libraries' console output while the model loads goes to log_file (when given)."""
-    from .chat import stop_strings
+    """Generate for the prompt with the model in model_dir (settings, format, device, threads and system message from
+    cfg), streaming the text to `write`. The libraries' console output while the model loads goes to log_file."""
     from .progress import captured
 
     with captured(log_file):
-        backend = load(model_dir, device, threads)
-    tokenizer = backend.tokenizer
-    fmt = resolve_format(chat_format, tokenizer)
-    ids = prompt_ids(tokenizer, prompt, fmt, system)
-    stream = TextStream(tokenizer, stop_strings(fmt) if fmt == "tulu" else [], write)
-    stop_ids = tuple(i for i in {tokenizer.eos_token_id} if i is not None)
-    new, timing = timed_generate(backend, ids, settings, stream.add, stop_ids)
-    return GenerateResult(stream.finish(), len(ids), new, timing, backend.describe())
+        backend = load(model_dir, cfg.device, cfg.threads)
+    return generate(backend, messages_for(prompt, cfg.system), cfg.chat_format, cfg.settings, write)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import sha256_file
+from .errors import UserValueError
 
 MANIFEST = "manifest.json"
 TRACKED_LIBRARIES = (
@@ -83,7 +84,7 @@ class Manifest:
             try:
                 return cls(path, json.loads(path.read_text())["stages"])
             except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(
+                raise UserValueError(
                     f"{path}: unreadable manifest ({err}); move it away to start the run afresh."
                 ) from None
         return cls(path)

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import parse_size
+from .config import RunConfig, parse_size
+from .errors import MissingPath, UserValueError
 from .progress import human_bytes
 
 # LLaMA-1 shapes (Touvron et al. 2023, table 2) with Tulu's vocabulary (32000 + <pad>); untied embeddings.
@@ -72,7 +73,7 @@ class Shape:
             if k not in config
         ]
         if missing:
-            raise ValueError(f"config.json lacks {', '.join(missing)}; plan needs a LLaMA-architecture config.")
+            raise UserValueError(f"config.json lacks {', '.join(missing)}; plan needs a LLaMA-architecture config.")
         heads = config["num_attention_heads"]
         return cls(
             config["num_hidden_layers"],
@@ -212,7 +213,7 @@ def read_config(model: str) -> tuple[str, dict[str, Any]]:
         return f"LLaMA-1 {model.upper()}", LLAMA1[model.upper()]
     path = Path(model).expanduser() / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; pass a model directory with config.json or one of {list(LLAMA1)}.")
+        raise MissingPath(f"{path}: missing; pass a model directory with config.json or one of {list(LLAMA1)}.")
     return str(Path(model)), json.loads(path.read_text())
 
 
@@ -284,3 +285,23 @@ def gpu_list(extra: str | None) -> dict[str, int]:
     if extra:
         gpus[f"{extra} (--gpu-mem)"] = parse_size(extra)
     return gpus
+
+
+def run(model: str, cfg: RunConfig) -> str:
+    """`tulu-quant plan`: the estimate for `model` (a folder or a LLaMA-1 size) with the bits and group size of
+    cfg.quantize, the calibration size of cfg.calibrate and the serving context/batch of cfg.plan, then the LLaMA-1
+    family table; returns the text to print."""
+    bits, group = cfg.quantize.bits, cfg.quantize.group_size
+    samples, seq_len = cfg.calibrate.num_samples, cfg.calibrate.seq_len
+    gpus = gpu_list(cfg.plan.gpu_mem)
+    name, config = read_config(model)
+    estimate = make_plan(name, config, bits, group, samples, seq_len, cfg.plan.context, cfg.plan.batch)
+    context = cfg.plan.context or LLAMA1["13B"]["max_position_embeddings"]
+    return "\n".join(
+        [
+            format_plan(estimate, gpus),
+            f"\nLLaMA-1 family (Tulu vocabulary), context {context}, batch {cfg.plan.batch}, calibration {samples} x "
+            f"{seq_len}, fp16 compute on the GPU:",
+            family_table(gpus, bits, group, context, cfg.plan.batch, samples, seq_len),
+        ]
+    )

@@ -10,25 +10,16 @@ import json
 import shutil
 from pathlib import Path
 
+from . import stages
 from .config import RunConfig, load_suite
+from .errors import UserError
 from .progress import human_bytes
 
-# Which library each stage imports, and the install hint when it is missing.
-LIBRARIES = {
-    "standin": [("gguf", "pip install gguf")],
-    "quantize": [
-        ("gptqmodel", 'pip install --no-build-isolation "gptqmodel>=7.6,<7.7"'),
-        ("optimum", "pip install optimum"),
-    ],
-    "validate": [("optimum", "pip install optimum")],
-    "export_onnx": [("onnxruntime_genai", "pip install onnxruntime-genai"), ("onnx_ir", "pip install onnx-ir")],
-    "publish": [("huggingface_hub", "pip install huggingface_hub")],
-}
 HUB_SOURCES = {"wikitext2", "tulu-sft", "c4"}
 
 
-class PreflightError(RuntimeError):
-    pass
+class PreflightError(UserError, RuntimeError):
+    """Every problem found before any heavy work, one sentence each."""
 
 
 def count_params(model_dir: Path) -> tuple[int, int, int]:
@@ -61,24 +52,26 @@ def estimate_disk(cfg: RunConfig, params: int, embed: int) -> dict[str, int]:
     return {stage: estimates[stage] for stage in cfg.stages}
 
 
-def check(cfg: RunConfig, stages: list[str]) -> dict[str, int]:
+def check(cfg: RunConfig, names: list[str]) -> dict[str, int]:
     """Raise PreflightError listing every problem; return the disk estimate per stage."""
     problems: list[str] = []
-    if "recover" in stages and "standin" not in cfg.stages:
+    if "recover" in names and "standin" not in cfg.stages:
         for key in ("base", "diff"):
             path = getattr(cfg.model, key)
-            if not path.is_dir():
+            if path is None:
+                problems.append(f"model.{key} is not set; pass --{key} (make quantize {key.upper()}=...) or set it.")
+            elif not path.is_dir():
                 problems.append(
                     f"model.{key}: {path} does not exist; pass --{key} (make quantize {key.upper()}=...) "
                     "pointing at the downloaded model directory."
                 )
-    for stage in stages:
-        for module, hint in LIBRARIES.get(stage, []):
+    for stage in names:
+        for module, hint in stages.info(stage).requires:
             if importlib.util.find_spec(module) is None:
                 problems.append(
                     f"stage {stage} needs the Python package {module}, which is not installed; run `{hint}`."
                 )
-    if "quantize" in stages and cfg.quantize.device == "cuda":
+    if "quantize" in names and cfg.quantize.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -86,23 +79,24 @@ def check(cfg: RunConfig, stages: list[str]) -> dict[str, int]:
                 "quantize.device is cuda but no CUDA device is visible; use device: auto or cpu, or run on a GPU machine."
             )
     sources = {w.source for w in cfg.calibrate.mix}
-    if "validate" in stages:
+    if "validate" in names:
         sources |= set(load_suite(cfg.validate_.suite).perplexity.sources)
-    if "calibrate" in stages and sources & HUB_SOURCES and importlib.util.find_spec("datasets") is None:
+    if "calibrate" in names and sources & HUB_SOURCES and importlib.util.find_spec("datasets") is None:
         problems.append(
             f"data sources {sorted(sources & HUB_SOURCES)} come from the Hugging Face Hub through `datasets`, "
             "which is not installed; run `pip install 'tulu-quant[hub]'` or use offline sources."
         )
 
     estimate: dict[str, int] = {}
-    source = cfg.model.base if cfg.model.base.is_dir() and "standin" not in stages else None
+    base = cfg.model.base
+    source = base if base is not None and base.is_dir() and "standin" not in names else None
     if source is not None and not problems:
         try:
             params, embed, _ = count_params(source)
         except (ValueError, OSError) as err:
             problems.append(str(err))
         else:
-            estimate = {k: v for k, v in estimate_disk(cfg, params, embed).items() if k in stages}
+            estimate = {k: v for k, v in estimate_disk(cfg, params, embed).items() if k in names}
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(cfg.run_dir).free
             need = sum(estimate.values())

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import stages
 from .config import RunConfig
 from .manifest import Manifest
 from .progress import Progress, human_bytes, human_seconds
 
-ARTIFACTS = (("recover", "fp16 (reference)"), ("quantize", "GPTQ"), ("export_onnx", "ONNX"))
 SHORT = {
     "mmlu_0shot": "MMLU0",
     "mmlu_5shot": "MMLU5",
@@ -71,7 +71,7 @@ def artifact_rows(cfg: RunConfig, manifest: Manifest) -> list[tuple[str, ...]]:
         else None
     )
     by_path = {str(Path(c["path"]).resolve()): c for c in (report or {}).get("candidates", [])}
-    reference = dir_bytes(manifest, "recover")
+    reference = dir_bytes(manifest, stages.REFERENCE)
     rows = [
         (
             "artifact",
@@ -83,14 +83,15 @@ def artifact_rows(cfg: RunConfig, manifest: Manifest) -> list[tuple[str, ...]]:
             "where",
         )
     ]
-    for stage, label in ARTIFACTS:
+    for stage in stages.artifact_stages():
         path = manifest.output_dir(stage)
         if path is None:
             continue
         size = dir_bytes(manifest, stage)
-        ratio = f"{reference / size:.1f}x smaller" if stage != "recover" and size else "1.0x"
-        ppl, bench, gates = ("reference", "-", "-") if stage == "recover" else quality(by_path.get(str(path.resolve())))
-        rows.append((label, human_bytes(size), ratio, ppl, bench, gates, str(path)))
+        is_reference = stage == stages.REFERENCE
+        ratio = f"{reference / size:.1f}x smaller" if not is_reference and size else "1.0x"
+        ppl, bench, gates = ("reference", "-", "-") if is_reference else quality(by_path.get(str(path.resolve())))
+        rows.append((stages.info(stage).artifact, human_bytes(size), ratio, ppl, bench, gates, str(path)))
     return rows
 
 

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_config
+from . import stages
+from .config import ConfigError, RunConfig, load_config
+from .errors import UserError
 from .manifest import Manifest
 from .pipeline import run_pipeline
 from .progress import NULL, Progress, human_bytes
@@ -22,13 +24,16 @@ from .summary import dir_bytes, quality
 
 log = logging.getLogger(__name__)
 
-SHARED = ("standin", "recover", "calibrate")
-PER_VARIANT = ("quantize", "validate", "export_onnx")
+
+def sweep_stages(role: str) -> list[str]:
+    """Stages a sweep runs once for all variants ("shared") or once per variant ("variant"), in pipeline order."""
+    return [name for name in stages.ORDER if stages.info(name).sweep == role]
 
 
 def decode_speed(model_dir: Path, prompt_ids: list[int], new_tokens: int = 32) -> float:
     """Greedy decode tokens/s of an artifact through the backend layer (the device the backend picks)."""
-    from .backends import GenerationSettings, load_backend
+    from .backends import load_backend
+    from .config import GenerationSettings
 
     backend = load_backend(model_dir)
     start = time.perf_counter()
@@ -94,25 +99,31 @@ def run(
     progress: Progress = NULL,
     log_file: Path | None = None,
 ) -> Path:
+    """Run the shared stages of the config once, then each variant's stages in RUN_DIR/sweep/VARIANT; write
+    sweep.md and sweep.json there and return sweep.md's path. A variant that fails (a gate, a group size that does
+    not fit the model) gets an error row; the others go on."""
     overrides = dict(overrides or {})
     main = load_config(config_path, overrides)
-    shared = main.model_copy(update={"stages": [s for s in main.stages if s in SHARED]})
+    if not variants:
+        raise ConfigError(f"{config_path}: no variants to sweep; pass --variants or list them under `sweep:`.")
+    shared_stages, variant_stages = sweep_stages("shared"), sweep_stages("variant")
+    shared = main.model_copy(update={"stages": [s for s in main.stages if s in shared_stages]})
     run_pipeline(shared, progress, log_file=log_file)
     shared_manifest = Manifest.load(main.run_dir)
-    reference_bytes = dir_bytes(shared_manifest, "recover")
+    reference_bytes = dir_bytes(shared_manifest, stages.REFERENCE)
     rows = []
     for name in variants:
         cfg = load_config(
             config_path, {**overrides, "quantize.variant": name, "run_dir": str(main.run_dir / "sweep" / name)}
         )
-        cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in PER_VARIANT]})
+        cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in variant_stages]})
         manifest = Manifest.load(cfg.run_dir)
-        manifest.adopt(shared_manifest, list(SHARED))
+        manifest.adopt(shared_manifest, shared_stages)
         manifest.save()
         log.info("sweep: variant %s -> %s", name, cfg.run_dir)
         try:
             run_pipeline(cfg, progress, log_file=log_file)
-        except Exception as err:  # one variant failing (a gate, a shape it cannot apply to) must not sink the sweep
+        except UserError as err:  # one variant failing (a gate, a shape it cannot apply to) must not sink the sweep
             log.error("sweep: variant %s failed: %s", name, err)
             rows.append(
                 {

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tulu_quant.backends import GenerationSettings
 from tulu_quant.backends.onnx_backend import OnnxBackend
-from tulu_quant.config import ExportOnnxConfig, StandinConfig
+from tulu_quant.config import ExportOnnxConfig, GenerationSettings, StandinConfig
 from tulu_quant.generate import prompt_ids
 from tulu_quant.stages import export_onnx
 

@@ -1,4 +1,5 @@
-"""The Tulu prompt format: Python and the shipped Jinja template agree, byte for byte, with open-instruct's layout."""
+"""Prompt conventions: the Tulu format (Python and the shipped Jinja template agree, byte for byte, with
+open-instruct's layout), format resolution, stop ids and cutting a streamed answer at a stop string."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import json
 import jinja2
 import pytest
 
-from tulu_quant.chat import TULU_TEMPLATE, install_template, render_tulu
+from tulu_quant.chat import (
+    TULU_TEMPLATE,
+    TextStream,
+    cut_at_stops,
+    install_template,
+    render_tulu,
+    resolve_format,
+    stop_token_ids,
+)
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -61,3 +70,46 @@ def test_install_template_through_transformers(tmp_path):
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     for messages in CONVERSATIONS:
         assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == render_tulu(messages)
+
+
+class CharTokenizer:
+    """One character per token id (ord), enough to drive TextStream."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+def test_text_stream_holds_back_stop_prefixes_and_cuts_at_a_stop_string():
+    pieces = []
+    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
+    stopped = [stream.add(ord(c)) for c in "Hi <|us"]
+    assert not any(stopped) and "".join(pieces) == "Hi "  # "<|us" could become the stop string: held back
+    assert [stream.add(ord(c)) for c in "er|>"] == [False, False, False, True]
+    assert stream.finish() == "Hi " == "".join(pieces)
+    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
+    for c in "a<b":
+        stream.add(ord(c))
+    assert stream.finish() == "a<b"  # a held-back prefix that never became a stop string is written at the end
+    assert cut_at_stops("x<|assistant|>y<|user|>", ["<|user|>", "<|assistant|>"]) == "x"
+
+
+def test_auto_format_is_tulu_for_our_template_or_none_and_tokenizer_for_another():
+    class Tok:
+        def __init__(self, template):
+            self.chat_template = template
+
+    assert resolve_format("auto", Tok(None)) == "tulu"
+    assert resolve_format("auto", Tok(TULU_TEMPLATE)) == "tulu"  # every folder we write for the tulu format
+    assert resolve_format("auto", Tok("{{ chatml }}")) == "tokenizer"
+    assert resolve_format("none", Tok(TULU_TEMPLATE)) == "none"
+    with pytest.raises(ValueError, match="not one of"):
+        resolve_format("chatml", Tok(None))
+
+
+def test_stop_token_ids_join_the_tokenizer_and_the_folder(tmp_path):
+    class Tok:
+        eos_token_id = 2
+
+    assert stop_token_ids(Tok()) == (2,)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
+    assert stop_token_ids(Tok(), tmp_path) == (2, 7)

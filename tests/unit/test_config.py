@@ -48,8 +48,16 @@ def test_unknown_key_names_file_and_key(tmp_path):
 def test_wrong_type_and_missing_key(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'recover\.dtype' = 'int8' is invalid"):
         load_config(write(tmp_path, BASE + "recover: {dtype: int8}\n"))
-    with pytest.raises(ConfigError, match=r"required key 'model\.diff' is missing"):
-        load_config(write(tmp_path, "model: {name: m, base: /b}\nrun_dir: /tmp/r\n"))
+    with pytest.raises(ConfigError, match=r"required key 'validate\.gates\.0\.metric' is missing"):
+        load_config(write(tmp_path, BASE + "validate: {gates: [{max_drop: 1}]}\n"))
+
+
+def test_no_file_is_every_default_and_run_dir_follows_the_model_name(tmp_path):
+    from tulu_quant.config import RunConfig
+
+    assert load_config(None) == RunConfig()
+    assert load_config(None).run_dir == Path("runs/tulu-13b") and load_config(None).model.base is None
+    assert load_config(write(tmp_path, "model: {name: x}\n")).run_dir == Path("runs/x")
 
 
 def test_stages_out_of_order(tmp_path):

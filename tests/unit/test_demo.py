@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tulu_quant import demo
-from tulu_quant.backends import GenerationSettings
+from tulu_quant import artifacts
+from tulu_quant.artifacts import Artifact
 from tulu_quant.chat import TULU_TEMPLATE
-from tulu_quant.config import ConfigError, DemoConfig, build
-from tulu_quant.demo import Artifact, Engine, InputError
+from tulu_quant.config import ConfigError, DemoConfig, GenerationSettings, build
+from tulu_quant.demo import about, conversation, engine
+from tulu_quant.demo.conversation import InputError
+from tulu_quant.demo.engine import Engine
 from tulu_quant.manifest import Manifest
 
 WORDS = "the quick brown fox jumps over lazy dog hello you said bye a cat stop".split()
@@ -117,12 +119,12 @@ def test_gradio_history_becomes_messages():
         {"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]},
         {"role": "tool", "content": "ignored"},
     ]
-    assert demo.to_messages(history) == [
+    assert conversation.to_messages(history) == [
         {"role": "user", "content": "hello fox"},
         {"role": "assistant", "content": "the dog"},
         {"role": "user", "content": ""},
     ]
-    assert demo.to_messages(None) == []
+    assert conversation.to_messages(None) == []
 
 
 def test_multi_turn_prompt_is_the_tulu_format(tokenizer):
@@ -170,14 +172,16 @@ def test_oldest_exchanges_are_left_out_to_fit_the_context(tokenizer):
 
 
 def test_message_and_conversation_limits():
-    assert demo.check_message("  hello  ", 10) == "hello"
+    assert conversation.check_message("  hello  ", 10) == "hello"
     with pytest.raises(InputError, match="Type a message first"):
-        demo.check_message("   ", 10)
+        conversation.check_message("   ", 10)
     with pytest.raises(InputError, match="11 characters long; this demo accepts at most 10"):
-        demo.check_message("a" * 11, 10)
-    demo.check_conversation([{"role": "user", "content": "a" * 10}], 10)
+        conversation.check_message("a" * 11, 10)
+    conversation.check_conversation([{"role": "user", "content": "a" * 10}], 10)
     with pytest.raises(InputError, match="press Clear"):
-        demo.check_conversation([{"role": "user", "content": "a" * 6}, {"role": "assistant", "content": "b" * 5}], 10)
+        conversation.check_conversation(
+            [{"role": "user", "content": "a" * 6}, {"role": "assistant", "content": "b" * 5}], 10
+        )
 
 
 def test_regenerate_drops_the_last_answer_only():
@@ -187,19 +191,21 @@ def test_regenerate_drops_the_last_answer_only():
         {"role": "user", "content": "c"},
         {"role": "assistant", "content": "d"},
     ]
-    assert demo.drop_last_answer(history) == history[:3]
-    assert demo.drop_last_answer(history[:3]) == history[:3]
+    assert conversation.drop_last_answer(history) == history[:3]
+    assert conversation.drop_last_answer(history[:3]) == history[:3]
     with pytest.raises(InputError, match="Nothing to regenerate"):
-        demo.drop_last_answer([])
+        conversation.drop_last_answer([])
 
 
 def test_settings_from_the_page():
-    settings = demo.settings_from_ui(100.0, 0.7, 0.9, 1.1, -1)
+    settings = conversation.settings_from_ui(100.0, 0.7, 0.9, 1.1, -1)
     assert settings == GenerationSettings(
         max_new_tokens=100, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=None
     )
-    assert demo.settings_from_ui(0, -1, 0, 0.5, 7) == GenerationSettings(1, 0.0, 1e-3, 1.0, 7)
-    assert demo.settings_from_ui(10, 0, 1, 1, None).seed is None
+    assert conversation.settings_from_ui(0, -1, 0, 0.5, 7) == GenerationSettings(
+        max_new_tokens=1, temperature=0.0, top_p=1e-3, repetition_penalty=1.0, seed=7
+    )
+    assert conversation.settings_from_ui(10, 0, 1, 1, None).seed is None
 
 
 # ------------------------------------------------------------------------------------------------------ streaming and stop
@@ -269,7 +275,7 @@ def test_stop_pressed_while_queued_skips_generation(tokenizer):
 
 
 def test_stop_signals_are_per_session():
-    signals = demo.StopSignals()
+    signals = engine.StopSignals()
     first, second = signals.arm("a"), signals.take("b")
     assert signals.stop("a") and first.is_set() and not second.is_set()
     signals.release("a", first)
@@ -317,7 +323,7 @@ def test_simultaneous_sessions_share_one_model_without_mixing(tokenizer):
 def test_compare_answers_with_each_model_in_turn(tokenizer):
     first, second = FakeBackend(tokenizer, delay=0.01), FakeBackend(tokenizer, script=ids_of(tokenizer, "the cat"))
     updates = list(
-        demo.compare_stream(
+        engine.compare_stream(
             [engine_for(first), engine_for(second)], [{"role": "user", "content": "fox"}], GREEDY, threading.Event()
         )
     )
@@ -349,23 +355,23 @@ def a(kind, precision=None, target=None, path=Path("/x")) -> Artifact:
 def test_fastest_artifact_for_the_machine(tmp_path):
     torch_fp16 = Artifact(folder(tmp_path, "recovered", "torch"), "torch", "float16")
     gptq, int4 = a("gptq", "4-bit"), a("onnx", "int4", "cpu")
-    best, reason = demo.pick([torch_fp16, gptq, int4], cuda=False, onnx_targets={"cpu"})
+    best, reason = artifacts.pick([torch_fp16, gptq, int4], cuda=False, onnx_targets={"cpu"})
     assert best == int4 and reason.startswith("no CUDA here: onnxruntime-genai")
-    assert demo.pick([torch_fp16, gptq, int4], cuda=True, onnx_targets={"cpu", "cuda"})[0] == gptq
-    best, reason = demo.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"})  # no export: fp16
+    assert artifacts.pick([torch_fp16, gptq, int4], cuda=True, onnx_targets={"cpu", "cuda"})[0] == gptq
+    best, reason = artifacts.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"})  # no export: fp16
     assert (
         best == torch_fp16
         and reason == "no CUDA here: the run has no faster artifact that runs here (a quantized or ONNX output)"
     )
-    assert demo.pick([torch_fp16], cuda=False, onnx_targets={"cpu"}) == (torch_fp16, reason)
+    assert artifacts.pick([torch_fp16], cuda=False, onnx_targets={"cpu"}) == (torch_fp16, reason)
     # float32 of a 1000-byte fp16 checkpoint needs 2000 bytes: with less memory GPTQ is the one that runs
-    best, reason = demo.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"}, memory=1500)
+    best, reason = artifacts.pick([torch_fp16, gptq], cuda=False, onnx_targets={"cpu"}, memory=1500)
     assert best == gptq and "would not fit in memory" in reason
     cuda_export = a("onnx", "int4", "cuda")
-    assert demo.rank(cuda_export, cuda=False, onnx_targets={"cpu"}) is None
+    assert artifacts.rank(cuda_export, cuda=False, onnx_targets={"cpu"}) is None
     with pytest.raises(ValueError, match="can run here"):
-        demo.pick([cuda_export], cuda=False, onnx_targets={"cpu"})
-    assert demo.pick([a("onnx", "fp32", "cpu"), int4], cuda=False, onnx_targets={"cpu"})[0] == int4
+        artifacts.pick([cuda_export], cuda=False, onnx_targets={"cpu"})
+    assert artifacts.pick([a("onnx", "fp32", "cpu"), int4], cuda=False, onnx_targets={"cpu"})[0] == int4
 
 
 def run_dir_with(tmp_path: Path, stages: dict[str, Path]) -> Path:
@@ -390,24 +396,24 @@ def test_choose_reads_the_run_directory(tmp_path):
     recovered, gptq = folder(tmp_path, "recovered", "torch"), folder(tmp_path, "gptq", "gptq")
     onnx = folder(tmp_path, "onnx", "onnx", precision="int4", target="cpu", source="gptq")
     run_dir_with(tmp_path, {"recover": recovered, "quantize": gptq, "export_onnx": onnx})
-    choice = demo.choose(tmp_path, device="cpu")
+    choice = artifacts.choose(tmp_path, device="cpu")
     assert choice.artifact.path == onnx and choice.artifact.label == "int4 ONNX export (cpu)"
     assert choice.artifact.chat_format == "tokenizer" and choice.run_dir == tmp_path
     assert {x.path for x in choice.others} == {recovered, gptq}
-    assert demo.choose(tmp_path, device="cuda").artifact.path == gptq
-    given = demo.choose(recovered)  # a folder of a run: served as given, with the run's recorded format
+    assert artifacts.choose(tmp_path, device="cuda").artifact.path == gptq
+    given = artifacts.choose(recovered)  # a folder of a run: served as given, with the run's recorded format
     assert given.artifact.path == recovered and given.artifact.chat_format == "tokenizer" and given.run_dir == tmp_path
-    assert demo.reference_folder(tmp_path) == recovered and demo.reference_folder(gptq) == gptq
+    assert artifacts.reference_folder(tmp_path) == recovered and artifacts.reference_folder(gptq) == gptq
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        demo.choose(tmp_path / "missing")
+        artifacts.choose(tmp_path / "missing")
 
 
 def test_a_run_without_outputs_says_what_to_do(tmp_path):
     Manifest.load(tmp_path).save()
     with pytest.raises(FileNotFoundError, match="make quantize"):
-        demo.choose(tmp_path)
+        artifacts.choose(tmp_path)
     with pytest.raises(FileNotFoundError, match="no recovered model"):
-        demo.reference_folder(tmp_path)
+        artifacts.reference_folder(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------------ About panel
@@ -444,21 +450,21 @@ def report_for(candidate: Path, reference: Path) -> dict:
 def test_about_panel_shows_artifact_settings_and_report(tmp_path, tokenizer):
     gptq, recovered = folder(tmp_path, "gptq", "gptq"), folder(tmp_path, "recovered", "torch")
     report = report_for(gptq, recovered)
-    rows, verdict = demo.report_rows(report, gptq)
+    rows, verdict = about.report_rows(report, gptq)
     assert rows == [
         ("perplexity (wiki)", "19.030", "20.500", "+1.47 (+7.72 %)"),
         ("KL divergence, mean", "-", "0.0512", "-"),
         ("MMLU 0-shot", "30.00", "29.50", "-0.5"),
     ]
     assert verdict == "all quality gates passed"
-    assert demo.report_rows(report, recovered)[0][0] == ("perplexity (wiki)", "19.030", "19.030", "-")
-    assert demo.report_rows(report, tmp_path / "other") == ([], "the validation report does not cover this artifact")
-    engine = Engine(FakeBackend(tokenizer), demo.describe_folder(gptq))
-    choice = demo.Choice(engine.artifact, "CUDA is available: its 4-bit CUDA kernels decode fastest", tmp_path)
-    text = demo.about_markdown(engine, choice, report)
+    assert about.report_rows(report, recovered)[0][0] == ("perplexity (wiki)", "19.030", "19.030", "-")
+    assert about.report_rows(report, tmp_path / "other") == ([], "the validation report does not cover this artifact")
+    engine = Engine(FakeBackend(tokenizer), artifacts.describe_folder(gptq))
+    choice = artifacts.Choice(engine.artifact, "CUDA is available: its 4-bit CUDA kernels decode fastest", tmp_path)
+    text = about.about_markdown(engine, choice, report)
     assert "### GPTQ 4-bit checkpoint" in text and "- group_size: `128`" in text and "1.21 KiB" in text
     assert "| perplexity (wiki) | 19.030 | 20.500 | +1.47 (+7.72 %) |" in text and "all quality gates passed" in text
-    assert "No validation report" in demo.about_markdown(engine, choice, None)
+    assert "No validation report" in about.about_markdown(engine, choice, None)
 
 
 def test_report_is_found_through_the_manifest(tmp_path):
@@ -466,8 +472,8 @@ def test_report_is_found_through_the_manifest(tmp_path):
     report_dir.mkdir()
     (report_dir / "report.json").write_text(json.dumps({"reference": {}, "candidates": []}))
     run_dir_with(tmp_path, {"validate": report_dir})
-    assert demo.read_report(tmp_path) == {"reference": {}, "candidates": []}
-    assert demo.read_report(None) is None
+    assert about.read_report(tmp_path) == {"reference": {}, "candidates": []}
+    assert about.read_report(None) is None
 
 
 # ------------------------------------------------------------------------------------------------------ config and CLI
@@ -480,42 +486,3 @@ def test_demo_config_is_safe_by_default():
         build(DemoConfig, {"max_new_tokens": 4096}, "test")
     with pytest.raises(ConfigError, match="unknown key 'shares'"):
         build(DemoConfig, {"shares": True}, "test")
-
-
-def test_cli_passes_flags_to_the_page(monkeypatch, tmp_path):
-    from tulu_quant import cli
-
-    calls = []
-
-    class FakeApp:
-        @staticmethod
-        def main(model, compare, cfg):
-            calls.append((model, compare, cfg))
-
-    monkeypatch.setattr(demo, "load_app", lambda: FakeApp)
-    assert cli.main(["--log-file", str(tmp_path / "log"), "demo", "--model", "runs/x", "--port", "8123"]) == 0
-    assert calls[-1] == (Path("runs/x"), None, DemoConfig(port=8123))
-    assert (
-        cli.main(
-            [
-                "--log-file",
-                str(tmp_path / "log"),
-                "demo",
-                "--model",
-                "m",
-                "--compare",
-                "f",
-                "--share",
-                "--host",
-                "0.0.0.0",
-            ]
-        )
-        == 0
-    )
-    assert calls[-1][1] == Path("f") and calls[-1][2].share and calls[-1][2].host == "0.0.0.0"
-    with pytest.raises(SystemExit):
-        cli.main(["demo", "--model", "a", "--config", "b"])
-
-
-def test_the_page_module_is_found():
-    assert demo.APP.is_file() and demo.APP.parent.name == "demo"

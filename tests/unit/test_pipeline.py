@@ -9,7 +9,8 @@ import pytest
 from tulu_quant import pipeline
 from tulu_quant.checkpoint import atomic_dir
 from tulu_quant.config import RunConfig
-from tulu_quant.pipeline import Step, run_pipeline
+from tulu_quant.pipeline import run_pipeline
+from tulu_quant.stages.base import Step
 
 CALLS: list[str] = []
 
@@ -37,13 +38,23 @@ def make_step(name, payload_key):
     return build
 
 
+def use_toys(monkeypatch, steps: dict) -> None:
+    """Let the pipeline run toy step() functions under the real stages' names and declarations."""
+    import types
+
+    real = pipeline.stages.load
+    monkeypatch.setattr(
+        pipeline.stages, "load", lambda name: types.SimpleNamespace(step=steps.get(name), STAGE=real(name).STAGE)
+    )
+
+
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
     stages = {
         "recover": make_step("recover", lambda c: c.recover.dtype),
         "calibrate": make_step("calibrate", lambda c: str(c.calibrate.seed)),
     }
-    monkeypatch.setattr(pipeline, "resolve_stage", lambda name: stages[name])
+    use_toys(monkeypatch, stages)
     monkeypatch.setattr(pipeline.preflight, "check", lambda cfg, stages: {})
     base = tmp_path / "base"
     base.mkdir()

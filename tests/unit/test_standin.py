@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import run_config
 
 from tulu_quant.checkpoint import open_checkpoint
 from tulu_quant.config import RecoverConfig, StandinConfig
 from tulu_quant.stages import recover
-from tulu_quant.standin import derive_pair, derive_tensor, diff_scales, make_delta, split_even, tensor_seed
+from tulu_quant.stages.standin import derive_pair, derive_tensor, diff_scales, make_delta, split_even, tensor_seed
 
 VOCAB = 300
 
@@ -147,7 +148,10 @@ def test_derive_pair_layout_and_recovery(tmp_path, tied):
     assert "stand-in" in json.loads((tmp_path / "diff" / "standin.json").read_text())["notice"].lower()
 
     # recover(base, diff) gives back the tuned weights, bit for bit, with <pad> = fp16(mean of the base rows)
-    recover.run(tmp_path / "base", tmp_path / "diff", tmp_path / "rec", RecoverConfig(dtype="float16"))
+    cfg = run_config(
+        model={"base": tmp_path / "base", "diff": tmp_path / "diff"}, recover=RecoverConfig(dtype="float16")
+    )
+    recover.run(cfg, tmp_path / "rec")
     rec = tensors(tmp_path / "rec")
     for name, t in tuned.items():
         if name in vocab_keys:
@@ -202,12 +206,3 @@ def test_derive_pair_rejects_a_tokenizer_smaller_than_the_vocabulary(tmp_path):
     with pytest.raises(ValueError, match="tokenizer has 300 tokens"):
         derive_pair(tuned_dir, tmp_path / "base", tmp_path / "diff", StandinConfig())
     assert not (tmp_path / "base").exists() and not (tmp_path / "diff").exists()
-
-
-def test_cli_has_the_standin_command(tmp_path):
-    from tulu_quant.cli import build_parser
-
-    args = build_parser().parse_args(["standin", "--out", str(tmp_path), "--force"])
-    assert args.out == tmp_path and args.force and args.func.__name__ == "_cmd_standin"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["standin"])

@@ -7,24 +7,26 @@ import json
 
 import pytest
 import yaml
+from unit.test_pipeline import use_toys
 
 from tulu_quant import pipeline, sweep
 from tulu_quant.checkpoint import atomic_dir
-from tulu_quant.pipeline import Step
+from tulu_quant.stages.base import Step
+from tulu_quant.stages.quantize import QuantizeError
 
 CALLS: list[str] = []
 
 
 def toy_stage(name):
     def build(cfg, ctx) -> Step:
-        out = ctx.out(name)
+        out = ctx.run_dir / pipeline.stages.info(name).output
         source = cfg.model.base if name == "recover" else ctx.produced("recover")
         q = cfg.quantize
 
         def work():
             CALLS.append(f"{name}:{q.bits}-{q.group_size}" if name != "recover" and name != "calibrate" else name)
             if name == "quantize" and q.bits == 3:
-                raise RuntimeError("3-bit kernels are not here")
+                raise QuantizeError("3-bit kernels are not here")
             with atomic_dir(out, force=True) as tmp:
                 (tmp / "w.bin").write_bytes(b"x" * (1000 if name == "recover" else 100 * q.bits))
                 if name == "validate":
@@ -49,7 +51,7 @@ def toy_stage(name):
 @pytest.fixture
 def config(monkeypatch, tmp_path):
     stages = {name: toy_stage(name) for name in ("recover", "calibrate", "quantize", "export_onnx", "validate")}
-    monkeypatch.setattr(pipeline, "resolve_stage", lambda name: stages[name])
+    use_toys(monkeypatch, stages)
     monkeypatch.setattr(pipeline.preflight, "check", lambda cfg, stages: {})
     base = tmp_path / "base"
     base.mkdir()

@@ -15,24 +15,17 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..config import GenerationSettings
+from ..errors import UserValueError
 
 IMPLEMENTATIONS = {
     "torch": "tulu_quant.backends.torch_backend:TorchBackend",
     "gptq": "tulu_quant.backends.torch_backend:TorchBackend",
     "onnx": "tulu_quant.backends.onnx_backend:OnnxBackend",
 }
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
 
 
 class Backend(Protocol):
@@ -67,7 +60,7 @@ def detect_kind(path: Path) -> str:
         return "gptq"
     if config.is_file():
         return "torch"
-    raise ValueError(f"{path}: not a model directory (no config.json or genai_config.json); pass a model folder.")
+    raise UserValueError(f"{path}: not a model directory (no config.json or genai_config.json); pass a model folder.")
 
 
 def load_backend(path: Path, kind: str | None = None, **options: Any) -> Backend:

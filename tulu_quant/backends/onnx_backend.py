@@ -23,11 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import GenerationSettings
+from ..config import GenerationSettings
+from ..errors import MissingLibrary, MissingPath, UserValueError
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "dml", "webgpu")
+TARGETS = ("cpu", "cuda", "dml", "webgpu")  # what an export can be built for (tulu-quant export-onnx --target)
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
 ONNX_SUFFIXES = (".onnx", ".data", ".onnx_data")
 
 
@@ -56,6 +59,17 @@ def session_overlay(threads: int | None) -> str | None:
     return json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
 
 
+def runnable_here(target: str) -> str | None:
+    """None when this machine's onnxruntime has the target's execution provider, else why not. (onnxruntime-genai's
+    is_webgpu_available() says True on the CPU-only wheel, so the providers onnxruntime itself lists decide.)"""
+    if target == "cpu":
+        return None
+    import onnxruntime
+
+    provider = PROVIDERS[target]
+    return None if provider in onnxruntime.get_available_providers() else f"onnxruntime here has no {provider}"
+
+
 def onnx_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file() and p.suffix in ONNX_SUFFIXES)
 
@@ -73,13 +87,11 @@ class OnnxBackend:
         if kind != "onnx":
             raise ValueError(f"OnnxBackend handles kind 'onnx', not '{kind}'.")
         if device not in DEVICES:
-            raise ValueError(f"device '{device}' is not one of {list(DEVICES)}.")
+            raise UserValueError(f"device '{device}' is not one of {list(DEVICES)}.")
         self.path, self.kind, self.device, self.threads = Path(path), kind, device, threads
         config_path = self.path / "genai_config.json"
         if not config_path.is_file():
-            raise FileNotFoundError(
-                f"{self.path}: no genai_config.json; pass a folder written by `tulu-quant export-onnx`."
-            )
+            raise MissingPath(f"{self.path}: no genai_config.json; pass a folder written by `tulu-quant export-onnx`.")
         self.genai_config = json.loads(config_path.read_text())
         self.context_length = int(self.genai_config["model"]["context_length"])
         self.tokenizer = _load_tokenizer(self.path)
@@ -109,7 +121,7 @@ class OnnxBackend:
     def generate(
         self,
         ids: list[int],
-        settings: GenerationSettings = GenerationSettings(),
+        settings: GenerationSettings,
         on_token: Callable[[int], bool | None] | None = None,
         stop_ids: tuple[int, ...] = (),
     ) -> list[int]:
@@ -175,7 +187,7 @@ def _import_genai():
     try:
         import onnxruntime_genai as og
     except ImportError as err:
-        raise ImportError(
+        raise MissingLibrary(
             f"the ONNX backend needs onnxruntime-genai ({err}); pip install 'onnxruntime-genai>=0.18' "
             "(onnxruntime-genai-cuda for CUDA)."
         ) from None

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import GenerationSettings
+from ..config import GenerationSettings
+from ..errors import MissingLibrary, UserValueError
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,14 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was asked for but CUDA is not available here; use device cpu.")
+        raise UserValueError(f"device '{device}' was asked for but CUDA is not available here; use device cpu.")
     return device
 
 
 def default_dtype(device: str, stored: str | None) -> str:
-    """float32 on CPU; on CUDA the checkpoint's own half dtype (float16 unless it says bfloat16)."""
+    """float32 on CPU, on every CPU: the fp16 reference is defined as its weights computed in float32 (exact), and
+    half precision on a CPU without native BF16/FP16 is tens of times slower (tulu_quant.hardware). On CUDA the
+    checkpoint's own half dtype (float16 unless it says bfloat16)."""
     if device == "cpu":
         return "float32"
     return "bfloat16" if stored == "bfloat16" else "float16"
@@ -113,7 +116,7 @@ class TorchBackend:
     def generate(
         self,
         ids: list[int],
-        settings: GenerationSettings = GenerationSettings(),
+        settings: GenerationSettings,
         on_token: Callable[[int], bool | None] | None = None,
         stop_ids: tuple[int, ...] = (),
     ) -> list[int]:
@@ -197,7 +200,7 @@ def _load_model(path: Path, kind: str, device: str, dtype: str | None):
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device)
         except ImportError as err:
-            raise ImportError(
+            raise MissingLibrary(
                 f"{path}: loading a GPTQ checkpoint needs optimum and gptqmodel ({err}); "
                 "install tulu-quant with its dependencies."
             ) from None

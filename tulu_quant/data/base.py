@@ -8,16 +8,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import UserError, UserValueError
+
 Kind = Literal["text", "chat"]
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 Conversation = list[Message]
 
 
-class SourceError(ValueError):
+class SourceError(UserValueError):
     """A data source name, split or local file the user must fix (one sentence naming it and what to do)."""
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(UserError, RuntimeError):
     """The data exists but cannot be reached from here (no `datasets`, no Hub access, no local copy)."""
 
 

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingPath
 from ..fetch import cache_dir
 from .base import Conversation, Kind, SourceError
 
@@ -43,7 +44,7 @@ def resolve(name: str) -> Path:
     """file:PATH -> the absolute path; a missing file is a FileNotFoundError naming it."""
     path = Path(name.removeprefix("file:")).expanduser().resolve()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPath(
             f"data source {name}: {path} does not exist; give the path of an existing .txt or .jsonl file."
         )
     if path.suffix not in (".txt", ".jsonl"):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import GenerationSettings
+from ..config import GenerationSettings
 from . import prompts, text_metrics
 from .decode import complete, encode, letter_ids, pick_choice
 from .sandbox import Limits, humaneval_program, run_program
@@ -171,13 +171,8 @@ def codex(
             )
             completions = []
             for sample in range(samples):
-                seeded = GenerationSettings(
-                    settings.max_new_tokens,
-                    settings.temperature,
-                    settings.top_p,
-                    settings.repetition_penalty,
-                    None if settings.seed is None else settings.seed + 1000 * index + sample,
-                )
+                seed = None if settings.seed is None else settings.seed + 1000 * index + sample
+                seeded = settings.model_copy(update={"seed": seed})
                 completions.append(complete(backend, text, seeded, prompts.CODEX_STOPS)[0])
             outcomes = list(pool.map(lambda c: run_program(humaneval_program(problem, c), limits), completions))
             for outcome in outcomes:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from ..backends import GenerationSettings
+from ..chat import TextStream, stop_token_ids
+from ..config import GenerationSettings
 
 
 def encode(tokenizer, prompt: str) -> list[int]:
     """Token ids of a prompt, with BOS when the tokenizer adds one (chat.render leaves it out of the text)."""
     return list(tokenizer(prompt).input_ids)
-
-
-def stop_ids_of(tokenizer) -> tuple[int, ...]:
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
 def letter_ids(tokenizer, letters: tuple[str, ...]) -> list[int]:
@@ -35,20 +29,11 @@ def fit_prompt(ids: list[int], context_length: int, max_new_tokens: int) -> tupl
     return (ids[-room:], True) if len(ids) > room else (ids, False)
 
 
-def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
-    positions = [text.find(s) for s in stops if s and s in text]
-    return text[: min(positions)] if positions else text
-
-
 def complete(backend, prompt: str, settings: GenerationSettings, stops: tuple[str, ...] = ()) -> tuple[str, bool]:
-    """Generate after a prompt until EOS, a stop string or max_new_tokens. Returns (text before any stop, truncated)."""
+    """Generate after a prompt until an EOS id, a stop string or max_new_tokens (tulu_quant.chat's conventions, as
+    the demo and `tulu-quant generate` apply them). Returns (text before any stop, prompt truncated)."""
     tokenizer = backend.tokenizer
     ids, truncated = fit_prompt(encode(tokenizer, prompt), backend.context_length, settings.max_new_tokens)
-    produced: list[int] = []
-
-    def on_token(token: int) -> bool:
-        produced.append(token)
-        return bool(stops) and any(s in tokenizer.decode(produced[-64:], skip_special_tokens=True) for s in stops)
-
-    new = backend.generate(ids, settings, on_token if stops else None, stop_ids_of(tokenizer))
-    return cut_at_stops(tokenizer.decode(new, skip_special_tokens=True), stops), truncated
+    stream = TextStream(tokenizer, list(stops))
+    backend.generate(ids, settings, stream.add if stops else stream.ids.append, stop_token_ids(tokenizer, backend.path))
+    return stream.finish(), truncated

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from ..config import AlpacaSuite, BbhSuite, CodexSuite, GsmSuite, MmluSuite, TydiqaSuite
+from ..errors import MissingPath
 from .prompts import PASSAGE_TASKS
 
 MMLU_SHOT_POOL = 5
@@ -152,7 +153,7 @@ def alpaca_instructions(cfg: AlpacaSuite, documents: list[str], seed: int) -> li
     if cfg.instructions_file is not None:
         path = cfg.instructions_file.expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingPath(
                 f"alpaca.instructions_file {path} does not exist; point it at a JSONL file with "
                 "an 'instruction' field per line, or remove the key."
             )

@@ -16,6 +16,8 @@ import re
 import urllib.error
 import urllib.request
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 JUDGE_SYSTEM = "You are a careful evaluator of answers written by AI assistants."
@@ -34,7 +36,7 @@ for its own sake. Reply with exactly "Output (a)" or "Output (b)".
 # Which is better, Output (a) or Output (b)?"""
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge endpoint failed; the message names the URL."""
 
 

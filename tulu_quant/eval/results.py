@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserValueError
 from .stats import bootstrap_interval, is_binary, macro_mean, mcnemar_exact, paired_bootstrap, wilson_interval
 
 
@@ -142,7 +143,7 @@ def compare(reference: Metric, candidate: Metric, samples: int = 1000, seed: int
     if reference.skipped or candidate.skipped or reference.scores is None or candidate.scores is None:
         return None
     if len(reference.scores) != len(candidate.scores):
-        raise ValueError(
+        raise UserValueError(
             f"{candidate.key}: reference and candidate were scored on different items "
             f"({len(reference.scores)} vs {len(candidate.scores)}); rerun both with the same suite."
         )

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends import GenerationSettings
-from ..config import SuiteConfig, ValidateConfig
+from ..config import GenerationSettings, SuiteConfig, ValidateConfig
 from . import benchmarks, items, perplexity, prompts
 from .results import JobResult, Metric, perplexity_metric, score_metric, skipped
 from .sandbox import Limits
@@ -107,7 +106,13 @@ def _scored(key, label, suite, run, backend, role, reference, folder, advance) -
 
 def _codex_sampled(ks, problems, fmt, suite, backend, role, reference, folder, advance) -> JobResult:
     cfg = suite.codex
-    settings = GenerationSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 1.0, suite.seed)
+    settings = GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        repetition_penalty=1.0,
+        seed=suite.seed,
+    )
     limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
     result = benchmarks.codex(backend, problems, fmt, settings, cfg.samples, ks, limits, cfg.workers, advance)
     metrics = [
@@ -375,7 +380,7 @@ def codex_jobs(suite: SuiteConfig, fmt: str) -> list[Job]:
         benchmarks.codex,
         problems=greedy,
         fmt=fmt,
-        settings=GenerationSettings(cfg.max_new_tokens, 0.0),
+        settings=GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
         samples=1,
         ks=[1],
         limits=limits,

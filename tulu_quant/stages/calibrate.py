@@ -26,16 +26,20 @@ from typing import Any
 
 from ..checkpoint import TOKENIZER_FILES, atomic_dir
 from ..config import CalibrateConfig, RunConfig, config_hash
+from ..errors import MissingPath, PathExists, UserValueError
 from ..progress import NULL, Progress, human_seconds, measure
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
+
+STAGE = Stage("calibrate", output="calib", sweep="shared")
 
 SAMPLES_FILE = "calibration.safetensors"
 RECORD_FILE = "calibration.json"
 DOCUMENT_SEPARATOR = "\n\n"
 
 
-class CalibrateError(ValueError):
+class CalibrateError(UserValueError):
     """A calibration set that cannot be built as configured: one sentence naming the key/source and what to do."""
 
 
@@ -110,7 +114,23 @@ def max_positions(model_dir: Path) -> int | None:
 
 
 def reuse_key(cfg: CalibrateConfig, chat_format: str, tokenizer_hash: str) -> str:
-    return config_hash(cfg, {"chat_format": chat_format, "tokenizer_sha256": tokenizer_hash})
+    """What decides the samples: the settings (not the evaluation material they must avoid), format and tokenizer."""
+    settings = cfg.model_dump(mode="json", exclude={"evaluation"})
+    return config_hash(settings, {"chat_format": chat_format, "tokenizer_sha256": tokenizer_hash})
+
+
+def fit_seq_len(cfg: CalibrateConfig, positions: int | None, model_dir: Path) -> CalibrateConfig:
+    """seq_len left at its default is clamped to a shorter model context (and said so); set explicitly, a value
+    beyond the context is an error."""
+    if positions is None or cfg.seq_len <= positions:
+        return cfg
+    if "seq_len" in cfg.model_fields_set:
+        raise CalibrateError(
+            f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "
+            f"({positions}, {model_dir / 'config.json'}); lower seq_len."
+        )
+    log.info("calibrate: seq_len %d (the default) is longer than the model's context; using %d", cfg.seq_len, positions)
+    return cfg.model_copy(update={"seq_len": positions})
 
 
 # ------------------------------------------------------------------------------------------------------ sources
@@ -147,69 +167,59 @@ def source_samples(
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(
-    model_dir: Path,
-    out: Path,
-    cfg: CalibrateConfig = CalibrateConfig(),
-    chat_format: str = "tulu",
-    evaluation: list[tuple[str, str]] = (),
-    force: bool = False,
-    progress: Progress = NULL,
-) -> CalibrateResult:
-    """Build (or reuse) out/calibration.safetensors from model_dir's tokenizer; refuses sources that overlap the
-    evaluation (source, split) pairs."""
+def run(cfg: RunConfig, model_dir: Path, out: Path, force: bool = False, progress: Progress = NULL) -> CalibrateResult:
+    """Build (or reuse) out/calibration.safetensors from model_dir's tokenizer, as cfg.calibrate says, chat sources
+    rendered in cfg.model.chat_format. Refuses sources that overlap the evaluation material (evaluation_pairs)."""
     import torch
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
+    from ..chat import resolve_format
     from ..data import check_disjoint
 
     model_dir, out = Path(model_dir), Path(out)
-    check_disjoint(cfg.splits, list(evaluation))
-    positions = max_positions(model_dir)
-    if positions is not None and cfg.seq_len > positions:
-        raise CalibrateError(
-            f"calibrate.seq_len = {cfg.seq_len} exceeds the model's max_position_embeddings "
-            f"({positions}, {model_dir / 'config.json'}); lower seq_len."
-        )
+    evaluation = evaluation_pairs(cfg)
+    check_disjoint(cfg.calibrate.splits, evaluation)
+    settings = fit_seq_len(cfg.calibrate, max_positions(model_dir), model_dir)
     tok_hash = tokenizer_sha256(model_dir)
-    key = reuse_key(cfg, chat_format, tok_hash)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat_format = resolve_format(cfg.model.chat_format, tokenizer)
+    key = reuse_key(settings, chat_format, tok_hash)
     existing = _load_record(out)
     if existing is not None and not force:
         if existing.get("key") == key and (out / SAMPLES_FILE).is_file():
             log.info("calibrate: %s matches this config and tokenizer; reusing it", out)
             return _result(out, existing, reused=True)
-        raise FileExistsError(
+        raise PathExists(
             f"{out} holds a calibration set made with other settings or another tokenizer; choose "
             "another --out or pass --force to rebuild it."
         )
 
-    counts = allocate(cfg.num_samples, [s.weight for s in cfg.mix])
-    for spec, count in zip(cfg.mix, counts):
+    counts = allocate(settings.num_samples, [s.weight for s in settings.mix])
+    for spec, count in zip(settings.mix, counts):
         if count == 0:
             raise CalibrateError(
-                f"calibrate.mix: source '{spec.source}' gets 0 of {cfg.num_samples} samples at weight "
+                f"calibrate.mix: source '{spec.source}' gets 0 of {settings.num_samples} samples at weight "
                 f"{spec.weight}; raise its weight or num_samples, or remove it."
             )
     with measure() as usage:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
         bos_id = bos_prefix(tokenizer)
         samples: list[list[int]] = []
-        with progress.task("calibrate", total=len(cfg.mix), unit="source") as advance:
-            for spec, count in zip(cfg.mix, counts):
-                samples += source_samples(spec.source, spec.split, count, cfg, tokenizer, chat_format, bos_id)
+        with progress.task("calibrate", total=len(settings.mix), unit="source") as advance:
+            for spec, count in zip(settings.mix, counts):
+                samples += source_samples(spec.source, spec.split, count, settings, tokenizer, chat_format, bos_id)
                 advance(1, source=spec.source)
-        random.Random(cfg.seed).shuffle(samples)
+        random.Random(settings.seed).shuffle(samples)
         record = {
             "key": key,
-            "num_samples": cfg.num_samples,
-            "seq_len": cfg.seq_len,
-            "seed": cfg.seed,
+            "num_samples": settings.num_samples,
+            "seq_len": settings.seq_len,
+            "seed": settings.seed,
             "chat_format": chat_format,
             "bos": bos_id is not None,
             "tokenizer_sha256": tok_hash,
-            "mix": [s.model_dump(mode="json") for s in cfg.mix],
-            "counts": {f"{s.source}:{s.split}": n for s, n in zip(cfg.mix, counts)},
+            "mix": [s.model_dump(mode="json") for s in settings.mix],
+            "counts": {f"{s.source}:{s.split}": n for s, n in zip(settings.mix, counts)},
             "evaluation": [list(p) for p in evaluation],
             "model": str(model_dir.resolve()),
         }
@@ -217,7 +227,7 @@ def run(
             save_file(
                 {"input_ids": torch.tensor(samples, dtype=torch.int64)},
                 tmp / SAMPLES_FILE,
-                metadata={"seq_len": str(cfg.seq_len), "seed": str(cfg.seed)},
+                metadata={"seq_len": str(settings.seq_len), "seed": str(settings.seed)},
             )
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
     result = _result(out, record, reused=False)
@@ -231,9 +241,7 @@ def load_samples(calib_dir: Path):
 
     path = Path(calib_dir) / SAMPLES_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no calibration set; run `tulu-quant calibrate --model DIR --out {calib_dir}`."
-        )
+        raise MissingPath(f"{path}: no calibration set; run `tulu-quant calibrate --model DIR --out {calib_dir}`.")
     return load_file(path)["input_ids"]
 
 
@@ -263,24 +271,24 @@ def _result(out: Path, record: dict[str, Any], reused: bool) -> CalibrateResult:
 
 
 def evaluation_pairs(cfg: RunConfig) -> list[tuple[str, str]]:
-    """The (source, split) pairs the validate stage scores: its suite's perplexity sources."""
-    from ..config import load_suite
+    """The (source, split) pairs the calibration set must not overlap: calibrate.evaluation when set, else the
+    perplexity sources of the validate suite."""
+    from ..config import load_suite, split_pair
 
+    if cfg.calibrate.evaluation is not None:
+        return [split_pair(pair) for pair in cfg.calibrate.evaluation]
     suite = load_suite(cfg.validate_.suite)
     return [(source, suite.perplexity.split) for source in suite.perplexity.sources]
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    out = ctx.out("calibrate")
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's calibrate: RUN_DIR/recovered's tokenizer -> RUN_DIR/calib."""
+    out = ctx.out(STAGE)
     model_dir = ctx.produced("recover")
     evaluation = evaluation_pairs(cfg)
 
     def work() -> dict[str, Any]:
-        result = run(
-            model_dir, out, cfg.calibrate, cfg.model.chat_format, evaluation, force=True, progress=ctx.progress
-        )
+        result = run(cfg, model_dir, out, force=True, progress=ctx.progress)
         return {
             "samples": result.num_samples,
             "seq_len": result.seq_len,
@@ -290,7 +298,7 @@ def step(cfg: RunConfig, ctx):
 
     config = {**cfg.calibrate.model_dump(mode="json"), "chat_format": cfg.model.chat_format, "evaluation": evaluation}
     return Step(
-        "calibrate",
+        STAGE.name,
         [model_dir],
         [out],
         config,

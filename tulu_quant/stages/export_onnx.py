@@ -26,11 +26,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends.onnx_backend import runnable_here
 from ..checkpoint import TOKENIZER_FILES, atomic_dir, copy_if_present, dir_size, refuse_existing
 from ..config import ExportOnnxConfig, RunConfig
+from ..errors import MissingLibrary, UserValueError
 from ..progress import NULL, Progress, captured, human_bytes, human_seconds, measure
+from .base import Context, Stage, StageNotReady, Step
 
 log = logging.getLogger(__name__)
+
+STAGE = Stage(
+    "export_onnx",
+    output="onnx",
+    artifact="ONNX",
+    sweep="variant",
+    requires=(("onnxruntime_genai", "pip install onnxruntime-genai"), ("onnx_ir", "pip install onnx-ir")),
+)
 
 # The precision/target pairs onnxruntime-genai 0.18's builder supports (its own list, printed by `builder --help`).
 SUPPORTED = {"cpu": ("int4", "fp32"), "cuda": ("int4", "fp16", "fp32"), "dml": ("int4", "fp16"), "webgpu": ("int4",)}
@@ -39,10 +50,9 @@ QUANTIZER_KEYS = ("block_size", "symmetric", "accuracy_level", "algorithm", "lm_
 RECORD = "export.json"
 ONNX_FILES = ("model.onnx", "model.onnx.data")
 ELEM_TYPES = {1: "float32", 10: "float16", 16: "bfloat16"}  # onnx.TensorProto element types of the model's logits
-PROVIDERS = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
 
 
-class ExportError(ValueError):
+class ExportError(UserValueError):
     """Bad input to the export, or an export that failed its checks: one sentence naming what to fix."""
 
 
@@ -134,6 +144,19 @@ def check_block_size(cfg: ExportOnnxConfig, model_config: dict[str, Any], gptq: 
         )
 
 
+def accuracy_level(cfg: ExportOnnxConfig) -> tuple[int | None, str]:
+    """(MatMulNBits compute type, why): the configured one, else int8 (4) on cpu and webgpu and the builder's default
+    (None) on cuda and dml. int8 on every CPU because its slowest case wins clearly: measured on a 2-core AVX2-only
+    AMD EPYC (no VNNI), the stand-in's int4 export decodes 75 tokens/s with int8 compute and 3.7 with fp32 compute
+    (accuracy_level 1), for 0.5 % more perplexity (docs/onnx.md); VNNI, AMX-INT8 and Arm dot products only widen it.
+    The export runs on its target's CPU, not necessarily this one, so this CPU's flags do not decide."""
+    if cfg.accuracy_level is not None:
+        return cfg.accuracy_level, "set by export_onnx.accuracy_level"
+    if cfg.target in ("cpu", "webgpu"):
+        return 4, "int8 compute: 20x the decode speed of fp32 compute on an AVX2-only CPU, for +0.5 % perplexity"
+    return None, f"the builder's default for {cfg.target}"
+
+
 def builder_options(cfg: ExportOnnxConfig) -> dict[str, str]:
     """The builder's extra_options (0.18 names: block_size, is_symmetric, accuracy_level, algo_config; the older
     int4_-prefixed names are documented as aliases but ignored by 0.18's code, so they must not be used)."""
@@ -144,8 +167,9 @@ def builder_options(cfg: ExportOnnxConfig) -> dict[str, str]:
         "is_symmetric": str(cfg.symmetric).lower(),
         "algo_config": cfg.algorithm,
     }
-    if cfg.accuracy_level is not None:
-        options["accuracy_level"] = str(cfg.accuracy_level)
+    level, _ = accuracy_level(cfg)
+    if level is not None:
+        options["accuracy_level"] = str(level)
     if cfg.lm_head == "float":
         options["nodes_to_exclude"] = "/lm_head/MatMul"
     elif cfg.lm_head == "int8":
@@ -254,17 +278,6 @@ def check_graph(graph: dict[str, Any], cfg: ExportOnnxConfig, layers: int) -> li
     return problems
 
 
-def runnable_here(target: str) -> str | None:
-    """None when this machine's onnxruntime has the target's execution provider, else why not. (onnxruntime-genai's
-    is_webgpu_available() says True on the CPU-only wheel, so the providers onnxruntime itself lists decide.)"""
-    if target == "cpu":
-        return None
-    import onnxruntime
-
-    provider = PROVIDERS[target]
-    return None if provider in onnxruntime.get_available_providers() else f"onnxruntime here has no {provider}"
-
-
 # ------------------------------------------------------------------------------------------------------ the builder
 
 
@@ -277,7 +290,7 @@ def build_onnx(source: Path, out: Path, precision: str, target: str, options: di
     try:
         from onnxruntime_genai.models.builder import create_model, parse_extra_options
     except ImportError as err:
-        raise ImportError(
+        raise MissingLibrary(
             f"the ONNX export needs onnxruntime-genai >= 0.18 with its model builder ({err}); "
             "pip install 'onnxruntime-genai>=0.18' onnx-ir."
         ) from None
@@ -372,10 +385,10 @@ def verify_export(
     greedily with both, and fail on a broken export."""
     import gc
 
-    from ..backends import GenerationSettings
     from ..backends.onnx_backend import OnnxBackend, genai_tokenizer_agrees
     from ..backends.torch_backend import TorchBackend
     from ..chat import render
+    from ..config import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=cfg.verify_new_tokens)
     with progress.task("verify export", total=4) as advance:
@@ -426,20 +439,26 @@ def verification_text(source: str, tokens: int) -> str:
 
 
 def run(
+    cfg: RunConfig,
     model_dir: Path,
     out: Path,
-    cfg: ExportOnnxConfig = ExportOnnxConfig(),
     gptq_dir: Path | None = None,
-    chat_format: str = "tulu",
     force: bool = False,
     progress: Progress = NULL,
     log_file: Path | None = None,
     verify_text: str | None = None,
 ) -> ExportResult:
-    """Export model_dir (or, with gptq_dir, that GPTQ checkpoint of it) to out. verify_text: the text to score
-    (None: the evaluation split of cfg.verify_source)."""
+    """Export model_dir (or, with gptq_dir, that GPTQ checkpoint of it) to out as cfg.export_onnx says, with the chat
+    template of cfg.model.chat_format. verify_text: the text to score (None: the evaluation split of
+    export_onnx.verify_source). The builder's console output goes to log_file (None: OUT.export.log beside out)."""
+    from transformers import AutoTokenizer
+
+    from ..chat import resolve_format
+
     model_dir, out = Path(model_dir), Path(out)
     gptq_dir = Path(gptq_dir) if gptq_dir is not None else None
+    requested_format = cfg.model.chat_format
+    cfg = cfg.export_onnx.model_copy(update={"from_gptq": gptq_dir is not None})
     check_request(cfg, gptq_dir is not None)
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir}: no config.json; pass the recovered fp16 model folder as --model.")
@@ -449,6 +468,7 @@ def run(
         check_same_model(model_config, json.loads((gptq_dir / "config.json").read_text()), model_dir, gptq_dir)
     check_block_size(cfg, model_config, gptq_dir is not None)
     refuse_existing(out, force)
+    chat_format = resolve_format(requested_format, AutoTokenizer.from_pretrained(model_dir))
     options = builder_options(cfg)
     log_file = log_file or out.with_name(out.name + ".export.log")
     with measure() as usage:
@@ -500,6 +520,8 @@ def _write_record(path: Path, result: ExportResult, cfg: ExportOnnxConfig) -> No
     record = asdict(result)
     record["out"] = str(result.out)
     record["config"] = cfg.model_dump(mode="json")
+    if cfg.precision == "int4":
+        record["accuracy_level"] = dict(zip(("value", "reason"), accuracy_level(cfg)))
     record["versions"] = library_versions()
     path.write_text(json.dumps(record, indent=2))
 
@@ -507,25 +529,22 @@ def _write_record(path: Path, result: ExportResult, cfg: ExportOnnxConfig) -> No
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    out = ctx.out("export_onnx")
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's export_onnx: RUN_DIR/recovered (int4 from RUN_DIR/gptq with from_gptq) -> RUN_DIR/onnx."""
+    out = ctx.out(STAGE)
     export = cfg.export_onnx
     model = ctx.produced("recover")
     gptq = None
     if export.from_gptq:
-        gptq = ctx.manifest.output_dir("quantize")
-        if gptq is None or not gptq.exists():
-            raise RuntimeError(
+        gptq = ctx.recorded("quantize")
+        if gptq is None:
+            raise StageNotReady(
                 f"{ctx.run_dir}: export_onnx.from_gptq needs the quantize stage's output; add quantize "
                 "to the config's stages or set export_onnx.from_gptq: false."
             )
 
     def work() -> dict[str, Any]:
-        result = run(
-            model, out, export, gptq, cfg.model.chat_format, force=True, progress=ctx.progress, log_file=ctx.log_file
-        )
+        result = run(cfg, model, out, gptq, force=True, progress=ctx.progress, log_file=ctx.log_file)
         return {
             "precision": result.precision,
             "target": result.target,
@@ -544,7 +563,7 @@ def step(cfg: RunConfig, ctx):
 
     inputs = [model] + ([gptq] if gptq is not None else [])
     return Step(
-        "export_onnx",
+        STAGE.name,
         inputs,
         [out],
         {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **export.model_dump(mode="json")},

@@ -18,15 +18,19 @@ from typing import Any
 
 from ..checkpoint import atomic_dir, sha256_file
 from ..config import ModelConfig, PublishConfig, RunConfig
+from ..errors import UserError
 from ..progress import NULL, Progress, human_bytes
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
+
+STAGE = Stage("publish", output="publish", requires=(("huggingface_hub", "pip install huggingface_hub"),))
 
 SKIP_FILES = {"recovery.json", "export.json"}  # our own records stay in the run dir, not in the published repo
 
 
-class PublishError(RuntimeError):
-    pass
+class PublishError(UserError, RuntimeError):
+    """Nothing to publish from, or an upload that failed (nothing is ever claimed uploaded that was not)."""
 
 
 @dataclass
@@ -42,6 +46,11 @@ class PublishResult:
     @property
     def bytes(self) -> int:
         return sum(self.files.values())
+
+    def summary(self) -> str:
+        listing = [f"  {size:10d}  {rel}" for rel, size in sorted(self.files.items())]
+        done = f"uploaded: {self.commit_url}" if self.pushed else "dry run, nothing uploaded"
+        return "\n".join([*listing, f"{self.out}: {len(self.files)} files; {done}"])
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -113,6 +122,25 @@ def quantization_summary(model_dir: Path) -> dict[str, Any]:
     return config.get("quantization_config", {})
 
 
+def quantization_record(model_dir: Path) -> dict[str, Any]:
+    """tulu-quant's own record of how the checkpoint was made (quantization.json), empty when absent."""
+    from .quantize import RECORD_FILE
+
+    path = Path(model_dir) / RECORD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def made_with(record: dict[str, Any]) -> list[str]:
+    """Card lines on where and how the calibration forward passes ran (the compute dtype and why)."""
+    if not record.get("compute_dtype"):
+        return []
+    where = record.get("device", "?")
+    if where == "cpu" and record.get("cpu"):
+        where = f"cpu ({record['cpu']['name']}, torch capability {record['cpu']['torch_capability']})"
+    reason = f": {record['compute_dtype_reason']}" if record.get("compute_dtype_reason") else ""
+    return [f"- Calibration forward passes in {record['compute_dtype']} on {where}{reason}."]
+
+
 def model_card(
     model: ModelConfig,
     cfg: PublishConfig,
@@ -123,6 +151,7 @@ def model_card(
     files: dict[str, int],
     chat_example: str,
     onnx: bool,
+    record: dict[str, Any] | None = None,
 ) -> str:
     """README.md with Hub metadata. Every number in it comes from `quant`, `report` or `files`."""
     repo = cfg.repo_id or f"YOUR_NAME/{model.name}-GPTQ"
@@ -186,6 +215,7 @@ def model_card(
         "## Quantization",
         "",
         f"- Settings: {settings}.",
+        *made_with(record or {}),
         f"- Files: {human_bytes(sum(files.values()))} in total; per-file sha256 in `SHA256SUMS`.",
         "",
         "## Validation against the fp16 model (measured in this run)",
@@ -255,16 +285,16 @@ def _rev(cfg: PublishConfig) -> str:
 
 
 def chat_example(model_dir: Path, chat_format: str) -> str:
-    from ..chat import render_tulu
-
-    if chat_format == "tulu":
-        return render_tulu([{"role": "user", "content": "Your message here!"}])
+    """The prompt format as the checkpoint's users will write it (the folder's own template for 'tokenizer')."""
     from transformers import AutoTokenizer
 
+    from ..chat import render, render_tulu, resolve_format
+    from ..checkpoint import TOKENIZER_FILES
+
+    if chat_format == "tulu" or not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        return render_tulu([{"role": "user", "content": "Your message here!"}])
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return tok.apply_chat_template(
-        [{"role": "user", "content": "Your message here!"}], tokenize=False, add_generation_prompt=True
-    )
+    return render([{"role": "user", "content": "Your message here!"}], tok, resolve_format(chat_format, tok))
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -279,16 +309,19 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def run(
+    cfg: RunConfig,
     model_dir: Path,
     report_dir: Path | None,
     out: Path,
-    model: ModelConfig,
-    cfg: PublishConfig = PublishConfig(),
     onnx_dir: Path | None = None,
-    variant: str = "custom",
     force: bool = False,
     progress: Progress = NULL,
 ) -> PublishResult:
+    """Write `out`: the checkpoint in model_dir (hard links where possible), the ONNX export under onnx/, a model card
+    describing cfg.model with the numbers of report_dir's report.json, and SHA256SUMS; upload it when
+    cfg.publish.push (to publish.repo_id, on publish.revision or the variant's branch)."""
+    model, variant = cfg.model, cfg.quantize.variant or "custom"
+    cfg = cfg.publish
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise PublishError(f"{model_dir}: not a model directory (no config.json); pass the GPTQ checkpoint folder.")
@@ -314,6 +347,7 @@ def run(
             files,
             chat_example(model_dir, model.chat_format),
             onnx_dir is not None,
+            quantization_record(model_dir),
         )
         (tmp / "README.md").write_text(card)
         files["README.md"] = (tmp / "README.md").stat().st_size
@@ -386,19 +420,16 @@ def push(folder: Path, cfg: PublishConfig, name: str, variant: str) -> str:
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    out = ctx.out("publish")
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's publish: RUN_DIR/gptq (+ RUN_DIR/onnx) and RUN_DIR/report -> RUN_DIR/publish."""
+    out = ctx.out(STAGE)
     model_dir = ctx.produced("quantize")
     report_dir = ctx.manifest.output_dir("validate")
     onnx_dir = ctx.manifest.output_dir("export_onnx") if cfg.publish.include_onnx else None
     variant = cfg.quantize.variant or "custom"
 
     def work() -> dict[str, Any]:
-        result = run(
-            model_dir, report_dir, out, cfg.model, cfg.publish, onnx_dir, variant, force=True, progress=ctx.progress
-        )
+        result = run(cfg, model_dir, report_dir, out, onnx_dir, force=True, progress=ctx.progress)
         return {
             "bytes": result.bytes,
             "files": len(result.files),
@@ -415,7 +446,7 @@ def step(cfg: RunConfig, ctx):
         "variant": variant,
     }
     return Step(
-        "publish",
+        STAGE.name,
         inputs,
         [out],
         config,

@@ -38,9 +38,22 @@ from ..checkpoint import (
     refuse_existing,
 )
 from ..config import QuantizeConfig, RunConfig
+from ..errors import MissingLibrary, MissingPath, UserValueError
 from ..progress import NULL, Progress, captured, human_bytes, human_seconds, measure
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
+
+STAGE = Stage(
+    "quantize",
+    output="gptq",
+    artifact="GPTQ",
+    sweep="variant",
+    requires=(
+        ("gptqmodel", 'pip install --no-build-isolation "gptqmodel>=7.6,<7.7"'),
+        ("optimum", "pip install optimum"),
+    ),
+)
 
 PACK_BITS = (
     32  # GPTQModel 7.6 packs qweight/qzeros in int32 words with its block packer: widths must be multiples of 32
@@ -50,7 +63,7 @@ RECORD_FILE = "quantization.json"
 META_DROP = ("offload_to_disk_path",)
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserValueError):
     """A quantization setting that cannot work for this model or machine: one sentence naming it and what to do."""
 
 
@@ -69,6 +82,8 @@ class QuantizeResult:
     peak_rss: int
     peak_vram: int | None
     mean_loss: float | None  # GPTQModel's per-module loss, averaged (quant_log.csv)
+    compute_dtype: str  # of the calibration forward passes
+    compute_dtype_reason: str  # why that dtype (tulu_quant.hardware on CPU)
 
     @property
     def compression(self) -> float:
@@ -78,7 +93,8 @@ class QuantizeResult:
         vram = f", peak VRAM {human_bytes(self.peak_vram)}" if self.peak_vram is not None else ""
         return (
             f"quantized {self.layers} layers to {self.bits}-bit g{self.group_size} {'sym' if self.sym else 'asym'}"
-            f"{' act-order' if self.desc_act else ''} on {self.device} -> {self.out}: {human_bytes(self.bytes)} "
+            f"{' act-order' if self.desc_act else ''} on {self.device}, {self.compute_dtype} forward "
+            f"({self.compute_dtype_reason}) -> {self.out}: {human_bytes(self.bytes)} "
             f"({self.compression:.2f}x smaller than fp16 {human_bytes(self.fp16_bytes)}) in "
             f"{human_seconds(self.seconds)}, peak RAM {human_bytes(self.peak_rss)}{vram}"
         )
@@ -90,9 +106,7 @@ class QuantizeResult:
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: missing; pass a Hugging Face model directory (e.g. the recover stage's output)."
-        )
+        raise MissingPath(f"{path}: missing; pass a Hugging Face model directory (e.g. the recover stage's output).")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -155,15 +169,26 @@ def resolve_device(requested: str) -> str:
     return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
 
 
-def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> str:
-    """auto: GPTQModel's own choice, bfloat16 on cpu (its fused CPU kernels; as accurate as float32 on the stand-in,
-    docs/quantization.md) and the model's float16/bfloat16 on cuda."""
+def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> tuple[str, str]:
+    """(compute dtype of the calibration forward passes, why). auto: the model's float16/bfloat16 on cuda; on cpu
+    what this CPU computes fast (tulu_quant.hardware: bfloat16 only with native BF16, else float32; as accurate as
+    float32 on the stand-in, docs/quantization.md)."""
+    from ..hardware import cpu_compute_dtype, cpu_info
+
     if requested != "auto":
-        return requested
+        if device == "cpu" and requested in ("bfloat16", "float16") and not cpu_info().native_bf16:
+            log.warning(
+                "quantize.compute_dtype %s on %s, which has no native half precision: expect every layer to take "
+                "tens of times longer than with float32 (compute_dtype: auto picks float32 here)",
+                requested,
+                cpu_info().name,
+            )
+        return requested, "set by quantize.compute_dtype"
     if device == "cpu":
-        return "bfloat16"
+        return cpu_compute_dtype()
     stored = config.get("dtype") or config.get("torch_dtype") or "float16"
-    return stored if stored in ("float16", "bfloat16") else "float16"
+    dtype = stored if stored in ("float16", "bfloat16") else "float16"
+    return dtype, f"the model's {dtype} on CUDA"
 
 
 def note_kernels(cfg: QuantizeConfig) -> None:
@@ -299,7 +324,7 @@ def gptqmodel_quantize(
         from gptqmodel import GPTQModel
         from gptqmodel import QuantizeConfig as GPTQModelConfig
     except ImportError as err:
-        raise ImportError(
+        raise MissingLibrary(
             f"GPTQModel is not importable ({err}); install it with "
             "`pip install --no-build-isolation 'gptqmodel>=7.6,<7.7'` after torch."
         ) from None
@@ -332,27 +357,37 @@ def gptqmodel_quantize(
 
 
 def run(
+    cfg: RunConfig,
     model_dir: Path,
-    calib_dir: Path,
     out: Path,
-    cfg: QuantizeConfig = QuantizeConfig(),
-    chat_format: str = "tulu",
+    calib_dir: Path | None = None,
     force: bool = False,
     progress: Progress = NULL,
     log_file: Path | None = None,
 ) -> QuantizeResult:
+    """GPTQ-quantize model_dir into `out` as cfg.quantize says, with the calibration set in calib_dir (None: built
+    from cfg.calibrate into OUT.calib beside `out`, or reused from there when it matches). The checkpoint ships the
+    chat template of cfg.model.chat_format; GPTQModel's console output goes to log_file."""
     import torch
+    from transformers import AutoTokenizer
 
-    from .calibrate import load_samples
+    from ..chat import resolve_format
+    from . import calibrate
 
-    model_dir, calib_dir, out = Path(model_dir), Path(calib_dir), Path(out)
+    model_dir, out = Path(model_dir), Path(out)
     refuse_existing(out, force)
     source_config = read_model_config(model_dir)
-    check_settings(cfg, source_config, str(model_dir / "config.json"))
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.compute_dtype, device, source_config)
-    note_kernels(cfg)
-    samples = load_samples(calib_dir)
+    settings = cfg.quantize
+    check_settings(settings, source_config, str(model_dir / "config.json"))
+    device = resolve_device(settings.device)
+    dtype, dtype_reason = resolve_dtype(settings.compute_dtype, device, source_config)
+    note_kernels(settings)
+    chat_format = resolve_format(cfg.model.chat_format, AutoTokenizer.from_pretrained(model_dir))
+    if calib_dir is None:
+        calib_dir = out.parent / f"{out.name}.calib"
+        log.info(calibrate.run(cfg, model_dir, calib_dir, progress=progress).summary())
+    calib_dir = Path(calib_dir)
+    samples = calibrate.load_samples(calib_dir)
     _check_calibration(calib_dir, model_dir, samples, source_config)
     fp16_bytes = sum(
         t.numel * 2 if t.dtype.is_floating_point else t.numel * t.dtype.itemsize
@@ -360,14 +395,15 @@ def run(
     )
     layers = int(source_config.get("num_hidden_layers", 0))
     log.info(
-        "quantize: %d-bit g%d %s%s on %s (%s forward), %d x %d calibration tokens, %d layers; GPTQModel's own "
+        "quantize: %d-bit g%d %s%s on %s (%s forward: %s), %d x %d calibration tokens, %d layers; GPTQModel's own "
         "output goes to %s",
-        cfg.bits,
-        cfg.group_size,
-        "sym" if cfg.sym else "asym",
-        " act-order" if cfg.desc_act else "",
+        settings.bits,
+        settings.group_size,
+        "sym" if settings.sym else "asym",
+        " act-order" if settings.desc_act else "",
         device,
         dtype,
+        dtype_reason,
         samples.shape[0],
         samples.shape[1],
         layers,
@@ -381,7 +417,7 @@ def run(
             try:
                 with captured(log_file), progress.task("quantize", total=layers, unit="layer") as advance:
                     callback = LayerProgress(layers, advance if progress.enabled else None)
-                    gptqmodel_quantize(model_dir, samples, cfg, device, dtype, tmp, offload_dir, callback)
+                    gptqmodel_quantize(model_dir, samples, settings, device, dtype, tmp, offload_dir, callback)
             finally:
                 shutil.rmtree(offload_dir, ignore_errors=True)
             restore_float16(tmp, model_dir)
@@ -389,10 +425,10 @@ def run(
             size = sum(p.stat().st_size for p in tmp.glob("*.safetensors"))
             result = QuantizeResult(
                 out,
-                cfg.bits,
-                cfg.group_size,
-                cfg.sym,
-                cfg.desc_act,
+                settings.bits,
+                settings.group_size,
+                settings.sym,
+                settings.desc_act,
                 device,
                 layers,
                 size,
@@ -401,8 +437,10 @@ def run(
                 0,
                 None,
                 quant_log_loss(tmp / "quant_log.csv"),
+                dtype,
+                dtype_reason,
             )
-            (tmp / RECORD_FILE).write_text(json.dumps(_record(result, cfg, calib_dir, dtype), indent=2))
+            (tmp / RECORD_FILE).write_text(json.dumps(_record(result, settings, calib_dir), indent=2))
     result.seconds, result.peak_rss = usage.seconds, usage.peak_rss
     result.peak_vram = torch.cuda.max_memory_allocated() if device == "cuda" else None
     record = json.loads((out / RECORD_FILE).read_text())
@@ -431,7 +469,8 @@ def _check_calibration(calib_dir: Path, model_dir: Path, samples, config: dict[s
         )
 
 
-def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path, dtype: str) -> dict[str, Any]:
+def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path) -> dict[str, Any]:
+    from ..hardware import cpu_info
     from ..manifest import library_versions
 
     calib_record = calib_dir / "calibration.json"
@@ -439,7 +478,7 @@ def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path, dtype:
     record.update(
         compression=round(result.compression, 3),
         config=cfg.model_dump(mode="json"),
-        compute_dtype=dtype,
+        cpu=cpu_info().record(),
         calibration=json.loads(calib_record.read_text()) if calib_record.is_file() else None,
         libraries=library_versions(),
     )
@@ -449,24 +488,14 @@ def _record(result: QuantizeResult, cfg: QuantizeConfig, calib_dir: Path, dtype:
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    out = ctx.out("quantize")
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's quantize: RUN_DIR/recovered + RUN_DIR/calib -> RUN_DIR/gptq."""
+    out = ctx.out(STAGE)
     model_dir, calib_dir = ctx.produced("recover"), ctx.produced("calibrate")
     check_settings(cfg.quantize, read_model_config(model_dir), str(model_dir / "config.json"))
 
     def work() -> dict[str, Any]:
-        result = run(
-            model_dir,
-            calib_dir,
-            out,
-            cfg.quantize,
-            cfg.model.chat_format,
-            force=True,
-            progress=ctx.progress,
-            log_file=ctx.log_file,
-        )
+        result = run(cfg, model_dir, out, calib_dir, force=True, progress=ctx.progress, log_file=ctx.log_file)
         ctx.progress.echo(result.summary())
         return {
             "bytes": result.bytes,
@@ -474,12 +503,13 @@ def step(cfg: RunConfig, ctx):
             "bits": result.bits,
             "group_size": result.group_size,
             "device": result.device,
+            "compute_dtype": result.compute_dtype,
             "peak_vram": result.peak_vram,
         }
 
     config = {**cfg.quantize.model_dump(mode="json"), "chat_format": cfg.model.chat_format}
     return Step(
-        "quantize",
+        STAGE.name,
         [model_dir, calib_dir],
         [out],
         config,

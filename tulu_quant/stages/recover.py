@@ -35,9 +35,13 @@ from ..checkpoint import (
     write_index,
 )
 from ..config import RecoverConfig, RunConfig, parse_size
+from ..errors import UserValueError
 from ..progress import NULL, Progress, human_bytes, human_seconds, measure
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
+
+STAGE = Stage("recover", output="recovered", artifact="fp16 (reference)", sweep="shared")
 
 # Fields whose disagreement means the base is not the model the diff was made from (LLaMA-2 13B has LLaMA-1 13B's
 # tensor shapes but another rms_norm_eps and max_position_embeddings).
@@ -61,7 +65,7 @@ CONFIG_FIELDS = (
 BUFFER_PATTERN = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 
 
-class RecoverError(ValueError):
+class RecoverError(UserValueError):
     """Bad input to recovery: one sentence naming the file/key and what to do."""
 
 
@@ -226,18 +230,17 @@ def _few(items: list[str], n: int = 5) -> str:
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def run(
-    base_dir: Path,
-    diff_dir: Path,
-    out: Path,
-    cfg: RecoverConfig = RecoverConfig(),
-    force: bool = False,
-    progress: Progress = NULL,
-    chat_format: str = "tulu",
-) -> RecoverResult:
+def run(cfg: RunConfig, out: Path, force: bool = False, progress: Progress = NULL) -> RecoverResult:
+    """Recover cfg.model.base + cfg.model.diff into `out` (settings: cfg.recover; --verify's chat sample in
+    cfg.model.chat_format). Refuses an existing `out` unless force; writes nothing that looks finished on failure."""
     import torch
 
-    base_dir, diff_dir, out = Path(base_dir), Path(diff_dir), Path(out)
+    for key in ("base", "diff"):
+        if getattr(cfg.model, key) is None:
+            raise RecoverError(f"model.{key} is not set; pass --{key} DIR (or set model.{key} in the config).")
+    base_dir, diff_dir, out = Path(cfg.model.base), Path(cfg.model.diff), Path(out)
+    chat_format = cfg.model.chat_format
+    cfg = cfg.recover
     refuse_existing(out, force)
     dtype = getattr(torch, cfg.dtype)
     with measure() as usage:
@@ -261,7 +264,7 @@ def run(
             with progress.task("recover", total=total, unit="B", unit_scale=True) as advance:
                 for shard, fname in zip(shards, files):
                     writer = SafetensorsWriter(tmp / fname, shard)
-                    for name, _, shape in shard:
+                    for name, _, _ in shard:
                         tuned = recover_tensor(get_base(name), get_diff(name), dtype)
                         if (
                             tuned.is_floating_point()
@@ -281,7 +284,7 @@ def run(
             _write_metadata(tmp, base_dir, diff_dir, base_cfg, diff_cfg, cfg.dtype, entries)
             verify = None
             if cfg.verify and "verify" not in cfg.skip_checks:
-                from ..streaming import verify_model
+                from ..layerwise_verify import verify_model
 
                 verify = verify_model(tmp, cfg.verify_max_ppl, cfg.verify_new_tokens, chat_format, progress)
             inputs = {"base": _describe(base), "diff": _describe(diff)}
@@ -348,21 +351,12 @@ def _rewrite_timing(path: Path, result: RecoverResult) -> None:
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    out = ctx.out("recover")
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's recover: model.base + model.diff -> RUN_DIR/recovered."""
+    out = ctx.out(STAGE)
 
     def work() -> dict[str, Any]:
-        result = run(
-            cfg.model.base,
-            cfg.model.diff,
-            out,
-            cfg.recover,
-            force=True,
-            progress=ctx.progress,
-            chat_format=cfg.model.chat_format,
-        )
+        result = run(cfg, out, force=True, progress=ctx.progress)
         return {
             "bytes": result.bytes,
             "tensors": result.tensors,
@@ -372,7 +366,7 @@ def step(cfg: RunConfig, ctx):
         }
 
     return Step(
-        "recover",
+        STAGE.name,
         [cfg.model.base, cfg.model.diff],
         [out],
         {"model": cfg.model.name, "chat_format": cfg.model.chat_format, **cfg.recover.model_dump(mode="json")},

@@ -18,16 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import detect_kind, load_backend
-from ..chat import TULU_TEMPLATE
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
-from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite
+from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
+from ..errors import UserError, UserValueError
 from ..manifest import library_versions
 from ..progress import NULL, Progress, human_seconds, measure
+from . import REFERENCE, candidate_stages
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
 
+STAGE = Stage("validate", output="report", sweep="variant", requires=(("optimum", "pip install optimum"),))
 
-class GateFailed(RuntimeError):
+
+class GateFailed(UserError, RuntimeError):
     """A candidate violated a quality gate; the message names each violated gate."""
 
 
@@ -54,14 +58,6 @@ class ValidateResult:
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
-
-
-def resolve_chat_format(requested: str, tokenizer) -> str:
-    """auto: the tokenizer's own template when it ships one other than Tulu's, else the tulu format."""
-    if requested != "auto":
-        return requested
-    template = getattr(tokenizer, "chat_template", None)
-    return "tokenizer" if template and template != TULU_TEMPLATE else "tulu"
 
 
 def context_length_of(path: Path, cfg: ValidateConfig) -> int:
@@ -121,33 +117,37 @@ def _timings(results) -> dict[str, Any]:
 
 
 def run(
+    cfg: RunConfig,
     reference: Path,
     candidates: list[Path],
     report_dir: Path,
-    cfg: ValidateConfig = ValidateConfig(),
     suite: SuiteConfig | None = None,
-    calibration: list[tuple[str, str]] = (),
     force: bool = False,
     progress: Progress = NULL,
     log_file: Path | None = None,
 ) -> ValidateResult:
+    """Score the reference and every candidate with the suite of cfg.validate (or `suite`), compare each candidate
+    with the reference, apply the gates, and write report_dir. Raises GateFailed after writing when a gate fails."""
     from transformers import AutoTokenizer
 
     from .. import data
+    from ..chat import resolve_format
     from ..eval.report import markdown, report_json, unmatched_gates
     from ..eval.runner import evaluate_artifact, fingerprint
     from ..eval.suite import build_jobs
 
     reference, candidates, report_dir = Path(reference), [Path(c) for c in candidates], Path(report_dir)
+    calibration = calibration_pairs(cfg)
+    cfg = config_for_run(cfg)
     refuse_existing(report_dir, force)
     kinds = {path: detect_kind(path) for path in [reference, *candidates]}  # a clear error for a non-model folder
     suite = suite or load_suite(cfg.suite)
     evaluation = evaluated_material(suite)
-    data.check_disjoint(list(calibration), evaluation)
+    data.check_disjoint(calibration, evaluation)
     with measure() as usage:
         tokenizer = AutoTokenizer.from_pretrained(reference)
         _check_tokenizers(tokenizer, reference, candidates)
-        fmt = resolve_chat_format(cfg.chat_format, tokenizer)
+        fmt = resolve_format(cfg.chat_format, tokenizer)
         context = context_length_of(reference, cfg)
         jobs = build_jobs(suite, cfg, fmt, tokenizer, context)
         missing = unmatched_gates(cfg.gates, [key for job in jobs for key, *_ in job.metrics])
@@ -253,7 +253,7 @@ def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> Non
     vocab = tokenizer.get_vocab()
     for path in candidates:
         if AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
-            raise ValueError(
+            raise UserValueError(
                 f"{path}: its tokenizer differs from the reference's ({reference}); validate compares "
                 "artifacts of one model, which share a tokenizer."
             )
@@ -273,6 +273,11 @@ def _write(report_dir: Path, report: dict[str, Any], md: str, entries: list[dict
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 
+def calibration_pairs(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(source, split) of what the artifacts were calibrated on, never scored: calibrate.mix + validate.calibration."""
+    return list(dict.fromkeys(cfg.calibrate.splits + [split_pair(p) for p in cfg.validate_.calibration]))
+
+
 def config_for_run(cfg: RunConfig) -> ValidateConfig:
     """The run's validate: settings with the model's context length and chat format filled in."""
     updates = {"context_length": cfg.validate_.context_length or cfg.model.context_length}
@@ -281,32 +286,17 @@ def config_for_run(cfg: RunConfig) -> ValidateConfig:
     return cfg.validate_.model_copy(update=updates)
 
 
-def step(cfg: RunConfig, ctx):
-    from ..pipeline import Step
-
-    reference = ctx.produced("recover")
-    candidates = [
-        path
-        for stage in ("quantize", "export_onnx")
-        if stage in cfg.stages and (path := ctx.manifest.output_dir(stage)) is not None and path.exists()
-    ]
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's validate: the reference (RUN_DIR/recovered) against every artifact this run's stages made."""
+    reference = ctx.produced(REFERENCE)
+    candidates = [path for name in candidate_stages() if name in cfg.stages and (path := ctx.recorded(name))]
     vcfg = config_for_run(cfg)
     suite = load_suite(vcfg.suite)
-    calibration = cfg.calibrate.splits
-    out = ctx.out("validate")
+    calibration = calibration_pairs(cfg)
+    out = ctx.out(STAGE)
 
     def work() -> dict[str, Any]:
-        result = run(
-            reference,
-            candidates,
-            out,
-            vcfg,
-            suite,
-            calibration,
-            force=True,
-            progress=ctx.progress,
-            log_file=ctx.log_file,
-        )
+        result = run(cfg, reference, candidates, out, suite, force=True, progress=ctx.progress, log_file=ctx.log_file)
         return {
             "candidates": {
                 c["name"]: {k: m["value"] for k, m in c["metrics"].items()} | {"passed": c["passed"]}
@@ -321,7 +311,7 @@ def step(cfg: RunConfig, ctx):
         "calibration": calibration,
     }
     return Step(
-        "validate",
+        STAGE.name,
         [reference, *candidates],
         [out],
         config,

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import bpe_tokenizer, save_tiny_hf
+from tiny import bpe_tokenizer, run_config, save_tiny_hf
 
-from tulu_quant.backends import GenerationSettings, detect_kind, load_backend
+from tulu_quant.backends import detect_kind, load_backend
 from tulu_quant.backends.onnx_backend import OnnxBackend, genai_tokenizer_agrees, search_options
 from tulu_quant.backends.torch_backend import TorchBackend
-from tulu_quant.config import ExportOnnxConfig
-from tulu_quant.generate import TextStream, Timing, prompt_ids, resolve_format
+from tulu_quant.config import GenerationSettings
 
 TEXT = "The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market."
 
@@ -34,7 +33,8 @@ def exported(tiny, tmp_path_factory) -> Path:
     from tulu_quant.stages import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "fp32"
-    export_onnx.run(tiny, out, ExportOnnxConfig(precision="fp32", verify=False), log_file=out.parent / "export.log")
+    cfg = run_config(export_onnx={"precision": "fp32", "verify": False}, model__chat_format="tulu")
+    export_onnx.run(cfg, tiny, out, log_file=out.parent / "export.log")
     return out
 
 
@@ -102,66 +102,6 @@ def test_load_backend_threads_device_and_description(exported, onnx):
         OnnxBackend(exported, device="tpu")
     with pytest.raises(FileNotFoundError, match="no genai_config.json"):
         OnnxBackend(exported.parent)
-
-
-# ------------------------------------------------------------------------------------------------------ generate
-
-
-class CharTokenizer:
-    """One character per token id (ord), enough to drive TextStream."""
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i) for i in ids)
-
-
-def test_text_stream_holds_back_stop_prefixes_and_cuts_at_a_stop_string():
-    pieces = []
-    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
-    stopped = [stream.add(ord(c)) for c in "Hi <|us"]
-    assert not any(stopped) and "".join(pieces) == "Hi "  # "<|us" could become the stop string: held back
-    assert [stream.add(ord(c)) for c in "er|>"] == [False, False, False, True]
-    assert stream.finish() == "Hi " == "".join(pieces)
-    stream = TextStream(CharTokenizer(), ["<|user|>"], pieces.append)
-    for c in "a<b":
-        stream.add(ord(c))
-    assert stream.finish() == "a<b"  # a held-back prefix that never became a stop string is written at the end
-    assert Timing.from_times([0.5, 0.6, 0.7], 0.8).decode_tokens_per_s == pytest.approx(10.0)
-
-
-def test_generate_streams_the_reply_and_times_it(exported, tiny, onnx, reference):
-    from tulu_quant import generate
-
-    assert resolve_format("auto", onnx.tokenizer) == "tokenizer"  # the export carries the tulu template
-    ids = prompt_ids(onnx.tokenizer, "Hello", "tulu")
-    assert onnx.tokenizer.decode(ids, skip_special_tokens=False) == "<s><|user|>\nHello\n<|assistant|>\n"
-    pieces = []
-    result = generate.run(exported, "Hello", GenerationSettings(max_new_tokens=10), write=pieces.append, threads=2)
-    assert result.prompt_tokens == len(ids) and "".join(pieces) == result.text
-    assert result.new_ids == reference.generate(ids, GenerationSettings(max_new_tokens=10), stop_ids=(1,))
-    timing = result.timing
-    assert timing.new_tokens == len(result.new_ids) and 0 < timing.ttft_s <= timing.total_s
-    assert len(timing.token_times) == timing.new_tokens and "tokens/s" in result.summary()
-    # the same command on the torch model folder (tulu format: it has no template of its own) gives the same tokens
-    on_torch = generate.run(tiny, "Hello", GenerationSettings(max_new_tokens=10), threads=2)
-    assert on_torch.new_ids == result.new_ids and on_torch.backend["kind"] == "torch"
-
-
-def test_generate_cli_prints_the_reply_then_the_speed(exported, capfd):
-    import logging
-
-    from tulu_quant.cli import main
-
-    root = logging.getLogger()
-    saved = list(root.handlers)
-    try:
-        code = main(
-            ["generate", "--model", str(exported), "--prompt", "Hello", "--max-new-tokens", "6", "--threads", "2"]
-        )
-    finally:
-        root.handlers[:] = saved
-    out = capfd.readouterr()
-    assert code == 0 and out.out.endswith("\n")
-    assert "time to first token" in out.err and "tokens/s" in out.err and "onnx" in out.err
 
 
 def test_search_options_do_not_apply_the_builders_top_k(exported):

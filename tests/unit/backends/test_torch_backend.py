@@ -10,8 +10,9 @@ import pytest
 import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
-from tulu_quant.backends import GenerationSettings, load_backend
+from tulu_quant.backends import load_backend
 from tulu_quant.backends.torch_backend import TorchBackend, next_token
+from tulu_quant.config import GenerationSettings
 
 
 def build_tiny(root: Path, seed: int = 0, dtype=torch.float16) -> Path:
@@ -75,7 +76,12 @@ def test_sampling_is_reproducible_by_seed(backend):
     settings = GenerationSettings(max_new_tokens=20, temperature=1.5, top_p=0.95, seed=7)
     first = backend.generate(ids, settings)
     assert backend.generate(ids, settings) == first
-    assert backend.generate(ids, GenerationSettings(20, 1.5, 0.95, 1.0, seed=8)) != first
+    assert (
+        backend.generate(
+            ids, GenerationSettings(max_new_tokens=20, temperature=1.5, top_p=0.95, repetition_penalty=1.0, seed=8)
+        )
+        != first
+    )
 
 
 def test_next_token_rules():

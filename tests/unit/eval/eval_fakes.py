@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tulu_quant.backends import GenerationSettings
+from tulu_quant.config import GenerationSettings
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. Question: what is 2 + 2? Answer: 4",
@@ -41,7 +41,7 @@ class FakeBackend:
     (the first key found in the decoded prompt wins; '' matches everything).
     """
 
-    kind = "fake"
+    kind, path = "fake", None  # path: the folder (none: no generation_config.json stop ids)
 
     def __init__(self, tokenizer, logit_fn=None, answers=None, context_length: int = 4096):
         self.tokenizer = tokenizer

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from unit.eval.eval_fakes import FakeBackend
 
-from tulu_quant.backends import GenerationSettings
+from tulu_quant.config import GenerationSettings
 from tulu_quant.eval import benchmarks
 from tulu_quant.eval.decode import letter_ids
 from tulu_quant.eval.sandbox import Limits
@@ -84,11 +84,21 @@ def test_codex_executes_completions(tokenizer):
     backend = FakeBackend(
         tokenizer, answers={"def add": "    return a + b\n\ndef extra():\n    pass", "def sub": "    return a + b\n"}
     )
-    greedy = benchmarks.codex(backend, [add, sub], "tulu", GenerationSettings(64), 1, [1], Limits(5), 2, NOOP)
+    greedy = benchmarks.codex(
+        backend, [add, sub], "tulu", GenerationSettings(max_new_tokens=64), 1, [1], Limits(5), 2, NOOP
+    )
     assert greedy.scores == [1.0, 0.0]
     assert "extra" not in greedy.outputs[0]["first_completion"]  # cut at the Codex stop sequence "\ndef"
     sampled = benchmarks.codex(
-        backend, [add], "tulu", GenerationSettings(64, 0.8, 0.95, 1.0, 0), 3, [1, 2], Limits(5), 2, NOOP
+        backend,
+        [add],
+        "tulu",
+        GenerationSettings(max_new_tokens=64, temperature=0.8, top_p=0.95, repetition_penalty=1.0, seed=0),
+        3,
+        [1, 2],
+        Limits(5),
+        2,
+        NOOP,
     )
     assert sampled.outputs[0]["correct"] == 3 and sampled.outputs[0]["pass_at"] == {"1": 1.0, "2": 1.0}
     assert backend.calls["generate"] == 2 + 3

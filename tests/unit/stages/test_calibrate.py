@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import run_config
 
 from tulu_quant.config import CalibrateConfig, ConfigError, SourceWeight, build
 from tulu_quant.stages import calibrate
@@ -64,6 +65,13 @@ def config(sources, **kw) -> CalibrateConfig:
     return CalibrateConfig(**{"mix": mix, "num_samples": 12, "seq_len": 32, "seed": 0, **kw})
 
 
+def calibrate_run(model_dir, out, cfg, chat_format="tulu", evaluation=None, **kw):
+    """calibrate.run with cfg as the calibrate: section (and evaluation pairs as calibrate.evaluation)."""
+    if evaluation is not None:
+        cfg = cfg.model_copy(update={"evaluation": [f"{source}:{split}" for source, split in evaluation]})
+    return calibrate.run(run_config(calibrate=cfg, model__chat_format=chat_format), model_dir, out, **kw)
+
+
 def samples(out: Path) -> torch.Tensor:
     return calibrate.load_samples(out)
 
@@ -100,7 +108,7 @@ def test_mix_sources_must_be_unique():
 
 def test_builds_n_by_l_int64_from_the_weighted_mix(model_dir, sources, tmp_path):
     out = tmp_path / "calib"
-    result = calibrate.run(model_dir, out, config(sources), chat_format="tulu")
+    result = calibrate_run(model_dir, out, config(sources), chat_format="tulu")
     ids = samples(out)
     assert ids.dtype == torch.int64 and tuple(ids.shape) == (12, 32)
     assert result.counts == {f"{sources['text']}:calibration": 9, f"{sources['chat']}:calibration": 3}
@@ -122,51 +130,60 @@ def test_builds_n_by_l_int64_from_the_weighted_mix(model_dir, sources, tmp_path)
 
 
 def test_deterministic_by_seed(model_dir, sources, tmp_path):
-    first = samples(calibrate.run(model_dir, tmp_path / "a", config(sources)).out)
-    again = samples(calibrate.run(model_dir, tmp_path / "b", config(sources)).out)
-    other = samples(calibrate.run(model_dir, tmp_path / "c", config(sources, seed=1)).out)
+    first = samples(calibrate_run(model_dir, tmp_path / "a", config(sources)).out)
+    again = samples(calibrate_run(model_dir, tmp_path / "b", config(sources)).out)
+    other = samples(calibrate_run(model_dir, tmp_path / "c", config(sources, seed=1)).out)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
 
 
 def test_tokenizer_bos_is_kept_at_the_start_of_each_sample(tmp_path, sources):
     model = build_tokenizer_dir(tmp_path / "bos", bos=True)
-    ids = samples(calibrate.run(model, tmp_path / "calib", config(sources)).out)
+    ids = samples(calibrate_run(model, tmp_path / "calib", config(sources)).out)
     assert (ids[:, 0] == 0).all() and (ids[:, 1:] != 0).all()
 
 
 def test_reused_when_nothing_changed_and_refused_when_settings_differ(model_dir, sources, tmp_path):
     out = tmp_path / "calib"
-    calibrate.run(model_dir, out, config(sources))
+    calibrate_run(model_dir, out, config(sources))
     stamp = (out / calibrate.SAMPLES_FILE).stat().st_mtime_ns
-    again = calibrate.run(model_dir, out, config(sources))
+    again = calibrate_run(model_dir, out, config(sources))
     assert again.reused and (out / calibrate.SAMPLES_FILE).stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="--force"):
-        calibrate.run(model_dir, out, config(sources, seed=5))
-    rebuilt = calibrate.run(model_dir, out, config(sources, seed=5), force=True)
+        calibrate_run(model_dir, out, config(sources, seed=5))
+    rebuilt = calibrate_run(model_dir, out, config(sources, seed=5), force=True)
     assert not rebuilt.reused and json.loads((out / calibrate.RECORD_FILE).read_text())["seed"] == 5
     (model_dir / "tokenizer_config.json").write_text((model_dir / "tokenizer_config.json").read_text() + "\n")
     with pytest.raises(FileExistsError):  # another tokenizer: not reused silently
-        calibrate.run(model_dir, out, config(sources, seed=5))
+        calibrate_run(model_dir, out, config(sources, seed=5))
 
 
 def test_calibration_overlapping_evaluation_is_refused(model_dir, sources, tmp_path):
     with pytest.raises(ValueError, match="overlaps evaluation"):
-        calibrate.run(model_dir, tmp_path / "calib", config(sources), evaluation=[(sources["chat"], "evaluation")])
+        calibrate_run(model_dir, tmp_path / "calib", config(sources), evaluation=[(sources["chat"], "evaluation")])
     with pytest.raises(ValueError, match="overlaps evaluation"):
         cfg = CalibrateConfig(mix=[SourceWeight(source="wiki", split="evaluation")], num_samples=2, seq_len=8)
-        calibrate.run(model_dir, tmp_path / "calib", cfg, evaluation=[("wiki", "evaluation")])
+        calibrate_run(model_dir, tmp_path / "calib", cfg, evaluation=[("wiki", "evaluation")])
     assert not (tmp_path / "calib").exists()
 
 
 def test_too_little_material_is_a_clear_error(model_dir, sources, tmp_path):
     with pytest.raises(calibrate.CalibrateError, match="windows of 32, but .* samples"):
-        calibrate.run(model_dir, tmp_path / "calib", config(sources, num_samples=4000))
+        calibrate_run(model_dir, tmp_path / "calib", config(sources, num_samples=4000))
     with pytest.raises(calibrate.CalibrateError, match="max_position_embeddings"):
-        calibrate.run(model_dir, tmp_path / "calib", config(sources, seq_len=1024))
+        calibrate_run(model_dir, tmp_path / "calib", config(sources, seq_len=1024))
     with pytest.raises(calibrate.CalibrateError, match="gets 0 of"):
         mix = [SourceWeight(source=sources["text"], weight=100), SourceWeight(source=sources["chat"], weight=1)]
-        calibrate.run(model_dir, tmp_path / "calib", CalibrateConfig(mix=mix, num_samples=10, seq_len=32))
+        calibrate_run(model_dir, tmp_path / "calib", CalibrateConfig(mix=mix, num_samples=10, seq_len=32))
+
+
+def test_a_default_seq_len_longer_than_the_context_is_clamped(model_dir, sources, tmp_path, caplog):
+    cfg = config(sources)
+    cfg = CalibrateConfig(mix=cfg.mix, num_samples=4)  # seq_len left at its default, 2048 > the model's 256
+    with caplog.at_level("INFO", logger="tulu_quant.stages.calibrate"):
+        result = calibrate_run(model_dir, tmp_path / "calib", cfg)
+    assert result.seq_len == 256 and samples(result.out).shape == (4, 256)
+    assert "using 256" in caplog.text
 
 
 def test_tokenizer_hash_follows_the_tokenizer_files(model_dir):
@@ -181,3 +198,5 @@ def test_pipeline_evaluation_pairs_come_from_the_validate_suite():
     cfg = RunConfig(model={"name": "t", "base": "/b", "diff": "/d"}, run_dir="/r")
     perplexity = load_suite(cfg.validate_.suite).perplexity
     assert calibrate.evaluation_pairs(cfg) == [(s, perplexity.split) for s in perplexity.sources]
+    explicit = run_config(calibrate={"evaluation": ["file:/x.jsonl:evaluation"]})
+    assert calibrate.evaluation_pairs(explicit) == [("file:/x.jsonl", "evaluation")]

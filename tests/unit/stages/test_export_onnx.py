@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import bpe_tokenizer, save_tiny_hf
+from tiny import bpe_tokenizer, run_config, save_tiny_hf
 
+from tulu_quant.backends import onnx_backend
 from tulu_quant.checkpoint import TOKENIZER_FILES
 from tulu_quant.config import ExportOnnxConfig, RunConfig
 from tulu_quant.stages import export_onnx
@@ -36,7 +37,13 @@ def build_tiny(root: Path, tie: bool = False, seed: int = 0) -> Path:
 def export(model: Path, out: Path, gptq: Path | None = None, **values) -> export_onnx.ExportResult:
     cfg = ExportOnnxConfig.model_validate({"verify_tokens": 64, "verify_new_tokens": 8, "threads": 2, **values})
     return export_onnx.run(
-        model, out, cfg, gptq_dir=gptq, force=True, log_file=out.parent / f"{out.name}.log", verify_text=TEXT
+        run_config(export_onnx=cfg, model__chat_format="tulu"),
+        model,
+        out,
+        gptq_dir=gptq,
+        force=True,
+        log_file=out.parent / f"{out.name}.log",
+        verify_text=TEXT,
     )
 
 
@@ -86,7 +93,7 @@ def test_invalid_requests_are_rejected_before_any_work(tiny, tmp_path, monkeypat
     monkeypatch.setattr(export_onnx, "build_onnx", lambda *a, **k: pytest.fail("the builder must not run"))
     cfg = ExportOnnxConfig.model_validate({"target": "cpu", **values})
     with pytest.raises(ExportError, match=message):
-        export_onnx.run(tiny, tmp_path / "out", cfg, gptq_dir=tiny if gptq else None)
+        export_onnx.run(run_config(export_onnx=cfg), tiny, tmp_path / "out", gptq_dir=tiny if gptq else None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,7 +127,8 @@ def test_builder_options_use_the_0_18_names():
         "matmul_mixed_precision": "last_matmul:int8",
     }
     assert export_onnx.builder_options(ExportOnnxConfig(lm_head="float"))["nodes_to_exclude"] == "/lm_head/MatMul"
-    assert "accuracy_level" not in export_onnx.builder_options(ExportOnnxConfig())  # the builder's per-target default
+    assert export_onnx.builder_options(ExportOnnxConfig())["accuracy_level"] == "4"  # int8 compute on every CPU
+    assert "accuracy_level" not in export_onnx.builder_options(ExportOnnxConfig(target="cuda"))  # the builder's own
     assert export_onnx.builder_options(ExportOnnxConfig(precision="fp32")) == {}
 
 
@@ -194,7 +202,7 @@ def test_fp32_cpu_export_matches_torch_and_runs_with_genai(tiny, tmp_path):
     applied = og.Tokenizer(og.Model(str(out))).apply_chat_template(json.dumps(messages), add_generation_prompt=True)
     assert applied == render_tulu(messages, "</s>")
     with pytest.raises(FileExistsError, match="pass --force"):
-        export_onnx.run(tiny, out, ExportOnnxConfig(precision="fp32"))
+        export_onnx.run(run_config(export_onnx={"precision": "fp32"}), tiny, out)
 
 
 def test_int4_quantizer_settings_reach_the_graph(tiny, tmp_path):
@@ -251,7 +259,7 @@ def test_failed_verification_leaves_nothing_behind(tiny, tmp_path):
 def test_other_targets_export_on_cpu_with_the_expected_graph(tiny, tmp_path, precision, target, attention, io_dtype):
     import onnxruntime
 
-    provider = export_onnx.PROVIDERS[target]
+    provider = onnx_backend.PROVIDERS[target]
     if provider in onnxruntime.get_available_providers():
         pytest.skip(f"{provider} is installed here: the gpu tests run this export")
     result = export(tiny, tmp_path / target, precision=precision, target=target)
@@ -369,7 +377,7 @@ def test_from_gptq_refuses_a_checkpoint_of_another_model(tiny_gptq, tmp_path):
     config["intermediate_size"] = 96
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match=r"not quantized from .*intermediate_size \(96 vs 128\)"):
-        export_onnx.run(other, tmp_path / "out", ExportOnnxConfig(), gptq_dir=tiny_gptq)
+        export_onnx.run(run_config(), other, tmp_path / "out", gptq_dir=tiny_gptq)
 
 
 # ------------------------------------------------------------------------------------------------------ pipeline, CLI
@@ -377,7 +385,7 @@ def test_from_gptq_refuses_a_checkpoint_of_another_model(tiny_gptq, tmp_path):
 
 def test_pipeline_step_reads_recover_and_quantize_outputs_from_the_manifest(tiny, tiny_gptq, tmp_path):
     from tulu_quant.manifest import Manifest
-    from tulu_quant.pipeline import Context
+    from tulu_quant.stages.base import Context
 
     run_dir = tmp_path / "run"
     manifest = Manifest.load(run_dir)
@@ -402,28 +410,3 @@ def test_pipeline_step_reads_recover_and_quantize_outputs_from_the_manifest(tiny
     manifest.stages.pop("quantize")
     with pytest.raises(RuntimeError, match="needs the quantize stage's output"):
         export_onnx.step(cfg, Context(run_dir, manifest))
-
-
-@pytest.fixture
-def root_handlers():
-    """The CLI configures the root logger; put the test session's handlers back afterwards."""
-    import logging
-
-    root = logging.getLogger()
-    saved, level = list(root.handlers), root.level
-    yield
-    root.handlers[:], root.level = saved, level
-
-
-def test_cli_rejects_an_unsupported_combination_with_exit_2(tiny, tmp_path, capfd, root_handlers):
-    from tulu_quant.cli import main
-
-    code = main(
-        ["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp16", "--target", "cpu"]
-    )
-    assert code == 2 and "precision fp16 on target cpu is not supported" in capfd.readouterr().err
-    code = main(
-        ["export-onnx", "--model", str(tiny), "--out", str(tmp_path / "o"), "--precision", "fp32", "--block-size", "64"]
-    )
-    assert code == 2 and "block_size only apply to int4" in capfd.readouterr().err
-    assert not (tmp_path / "o").exists()

@@ -7,12 +7,19 @@ import json
 import socket
 
 import pytest
+from tiny import run_config
 
 from tulu_quant.config import ModelConfig, PublishConfig
 from tulu_quant.stages import publish
 from tulu_quant.stages.publish import PublishError
 
-MODEL = ModelConfig(name="tulu-13b", base="/b", diff="/d")
+MODEL = ModelConfig(name="tulu-13b", base="/b", diff="/d", chat_format="tulu")
+
+
+def publish_run(model_dir, report, out, model=MODEL, cfg=None, variant=None, **kw):
+    """publish.run with `model` as the model: section, cfg as publish: and the quantize variant's name."""
+    run_cfg = run_config(model=model, publish=cfg or PublishConfig(), quantize={"variant": variant})
+    return publish.run(run_cfg, model_dir, report, out, **kw)
 
 
 def metric(key, label, value, unit="points", skipped=None):
@@ -87,7 +94,7 @@ def artifacts(tmp_path):
 
 def test_folder_card_and_sums(tmp_path, artifacts):
     model, report = artifacts
-    result = publish.run(
+    result = publish_run(
         model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/tulu-13b-GPTQ"), variant="gptq-4bit-128g"
     )
     out = tmp_path / "pub"
@@ -114,7 +121,7 @@ def test_folder_card_and_sums(tmp_path, artifacts):
 
 def test_card_without_report_claims_nothing(tmp_path, artifacts):
     model, _ = artifacts
-    publish.run(model, None, tmp_path / "pub", MODEL)
+    publish_run(model, None, tmp_path / "pub", MODEL)
     card = (tmp_path / "pub" / "README.md").read_text()
     assert "Not validated in this run: no numbers are claimed." in card and "| metric |" not in card
 
@@ -125,7 +132,7 @@ def test_report_for_another_model_is_refused(tmp_path, artifacts):
     other.mkdir()
     (other / "config.json").write_text("{}")
     with pytest.raises(PublishError, match="has no results for"):
-        publish.run(other, report, tmp_path / "pub", MODEL)
+        publish_run(other, report, tmp_path / "pub", MODEL)
     assert not (tmp_path / "pub").exists()
 
 
@@ -133,7 +140,7 @@ def test_existing_folder_needs_force(tmp_path, artifacts):
     model, report = artifacts
     (tmp_path / "pub").mkdir()
     with pytest.raises(FileExistsError):
-        publish.run(model, report, tmp_path / "pub", MODEL)
+        publish_run(model, report, tmp_path / "pub", MODEL)
 
 
 def test_push_without_token_uploads_nothing(tmp_path, artifacts, monkeypatch):
@@ -141,7 +148,7 @@ def test_push_without_token_uploads_nothing(tmp_path, artifacts, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored token
     with pytest.raises(PublishError, match="no Hugging Face token"):
-        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
+        publish_run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
 
 
 def test_push_to_unreachable_hub_is_a_clear_error(tmp_path, artifacts, monkeypatch):
@@ -153,10 +160,10 @@ def test_push_to_unreachable_hub_is_a_clear_error(tmp_path, artifacts, monkeypat
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(PublishError, match="nothing was uploaded|no commit was made"):
-        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
+        publish_run(model, report, tmp_path / "pub", MODEL, PublishConfig(repo_id="me/x", push=True))
 
 
 def test_push_needs_repo_id(tmp_path, artifacts):
     model, report = artifacts
     with pytest.raises(PublishError, match="repo_id"):
-        publish.run(model, report, tmp_path / "pub", MODEL, PublishConfig(push=True))
+        publish_run(model, report, tmp_path / "pub", MODEL, PublishConfig(push=True))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import bpe_tokenizer, save_tiny_hf
+from tiny import bpe_tokenizer, run_config, save_tiny_hf
 
 from tulu_quant.checkpoint import read_safetensors_header
 from tulu_quant.config import ConfigError, QuantizeConfig, build, load_config, load_variant
+from tulu_quant.hardware import cpu_compute_dtype
 from tulu_quant.stages import quantize
 from tulu_quant.stages.calibrate import RECORD_FILE, SAMPLES_FILE, tokenizer_sha256
 
@@ -60,6 +61,11 @@ def logits(model_dir: Path, ids: torch.Tensor, **kwargs) -> torch.Tensor:
         return model(ids).logits.float()
 
 
+def quantize_run(model, calib, out, cfg, chat_format="tulu", **kw):
+    """quantize.run with cfg as the quantize: section."""
+    return quantize.run(run_config(quantize=cfg, model__chat_format=chat_format), model, out, calib, **kw)
+
+
 def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
     return float((candidate - reference).norm() / reference.norm())
 
@@ -71,7 +77,7 @@ def quantized(tiny, calib, tmp_path_factory) -> dict[int, Path]:
     for bits in (4, 8):
         out = tmp_path_factory.mktemp(f"q{bits}") / "gptq"
         cfg = QuantizeConfig(bits=bits, group_size=32, sym=False, **FAST)
-        result = quantize.run(tiny, calib, out, cfg, chat_format="tulu", log_file=out.parent / "gptq.log")
+        result = quantize_run(tiny, calib, out, cfg, log_file=out.parent / "gptq.log")
         assert result.out == out and result.layers == 2 and result.bytes > 0
         outs[bits] = out
     return outs
@@ -91,11 +97,12 @@ def test_checkpoint_is_standard_gptq_v1(quantized, tiny):
         tensors.update(read_safetensors_header(path))
     assert {"qweight", "qzeros", "scales", "g_idx"} <= {n.rsplit(".", 1)[1] for n in tensors if ".mlp.down_proj." in n}
     floats = {n: t.dtype for n, t in tensors.items() if t.dtype.is_floating_point}
-    assert floats and set(floats.values()) == {torch.float16}, floats  # bfloat16 forward, float16 checkpoint
+    assert floats and set(floats.values()) == {torch.float16}, floats  # any forward dtype: a float16 checkpoint
     assert tensors["model.layers.0.mlp.down_proj.qweight"].shape == (128 * 4 // 32, 64)  # in * bits / 32 rows
     assert "<|assistant|>" in json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
     record = json.loads((out / quantize.RECORD_FILE).read_text())
-    assert record["config"]["bits"] == 4 and record["compute_dtype"] == "bfloat16" and record["peak_rss"] > 0
+    assert record["config"]["bits"] == 4 and record["peak_rss"] > 0
+    assert record["compute_dtype"] == cpu_compute_dtype()[0]  # what this CPU computes fast
     from safetensors.torch import load_file
 
     saved, source = load_file(next(out.glob("*.safetensors"))), load_file(tiny / "model.safetensors")
@@ -122,7 +129,7 @@ def test_transformers_reloads_close_to_the_fp16_model_and_generates(quantized, t
 
 def test_three_bit_quantizes_and_reloads(tiny, calib, tmp_path):
     out = tmp_path / "gptq3"
-    quantize.run(tiny, calib, out, QuantizeConfig(bits=3, group_size=64, **FAST), log_file=tmp_path / "q.log")
+    quantize_run(tiny, calib, out, QuantizeConfig(bits=3, group_size=64, **FAST), log_file=tmp_path / "q.log")
     ids = torch.randint(3, VOCAB, (1, 32), generator=torch.Generator().manual_seed(2))
     error = relative_error(logits(out, ids), logits(tiny, ids, dtype=torch.float32))
     assert error < 0.35, error  # 3 bits: twice the 4-bit step, so about twice the 4-bit bound
@@ -130,7 +137,7 @@ def test_three_bit_quantizes_and_reloads(tiny, calib, tmp_path):
 
 def test_existing_output_needs_force(quantized, tiny, calib):
     with pytest.raises(FileExistsError, match="--force"):
-        quantize.run(tiny, calib, quantized[4], QuantizeConfig(**FAST))
+        quantize_run(tiny, calib, quantized[4], QuantizeConfig(**FAST))
 
 
 # ------------------------------------------------------------------------------------------------------ refused early
@@ -185,7 +192,7 @@ def test_cuda_without_cuda_is_refused(monkeypatch):
 def test_invalid_group_fails_before_any_work(tiny, calib, tmp_path):
     out = tmp_path / "gptq"
     with pytest.raises(quantize.QuantizeError, match="does not divide"):
-        quantize.run(tiny, calib, out, QuantizeConfig(group_size=256, **FAST))
+        quantize_run(tiny, calib, out, QuantizeConfig(group_size=256, **FAST))
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -194,14 +201,29 @@ def test_calibration_from_another_tokenizer_is_refused(tiny, tmp_path):
     (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"<unk>"', '"<oov>"'))
     calib = write_calibration(other, tmp_path / "calib")
     with pytest.raises(quantize.QuantizeError, match="another tokenizer"):
-        quantize.run(tiny, calib, tmp_path / "gptq", QuantizeConfig(group_size=32, **FAST))
+        quantize_run(tiny, calib, tmp_path / "gptq", QuantizeConfig(group_size=32, **FAST))
 
 
-def test_compute_dtype_auto():
-    assert quantize.resolve_dtype("auto", "cpu", {"dtype": "float16"}) == "bfloat16"
-    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "bfloat16"}) == "bfloat16"
-    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "float32"}) == "float16"
-    assert quantize.resolve_dtype("float16", "cpu", {}) == "float16"
+def test_compute_dtype_auto_follows_the_cpu(monkeypatch):
+    from tulu_quant import hardware
+
+    def cpu(flags):
+        return hardware.CpuInfo("Test CPU", "x86_64", 2, "AVX2", frozenset(flags))
+
+    monkeypatch.setattr(hardware, "cpu_info", lambda: cpu({"avx2", "fma"}))
+    dtype, why = quantize.resolve_dtype("auto", "cpu", {"dtype": "float16"})
+    assert dtype == "float32" and "no native BF16" in why
+    monkeypatch.setattr(hardware, "cpu_info", lambda: cpu({"avx2", "avx512f", "avx512_bf16"}))
+    assert quantize.resolve_dtype("auto", "cpu", {"dtype": "float16"})[0] == "bfloat16"
+    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "bfloat16"})[0] == "bfloat16"
+    assert quantize.resolve_dtype("auto", "cuda", {"dtype": "float32"})[0] == "float16"
+    assert quantize.resolve_dtype("float16", "cpu", {}) == ("float16", "set by quantize.compute_dtype")
+
+
+def test_record_and_summary_say_which_dtype_and_why(quantized):
+    record = json.loads((quantized[4] / quantize.RECORD_FILE).read_text())
+    assert record["compute_dtype"] in ("float32", "bfloat16") and record["compute_dtype_reason"]
+    assert record["cpu"]["torch_capability"] and record["cpu"]["name"]
 
 
 # ------------------------------------------------------------------------------------------------------ variants
@@ -253,53 +275,3 @@ def test_group_aware_reordering_defaults_on_unless_act_order():
     assert not QuantizeConfig(desc_act=True).group_aware
     assert not QuantizeConfig(group_size=-1).group_aware
     assert not QuantizeConfig(act_group_aware=False).group_aware
-
-
-def test_cli_flags_reach_the_config(tiny, calib, tmp_path, monkeypatch):
-    from tulu_quant.cli import main
-
-    seen = {}
-
-    class Done:
-        def summary(self):
-            return "done"
-
-    def fake_run(model, calib_dir, out, cfg, chat_format, **kwargs):
-        seen.update(cfg=cfg, calib=calib_dir, format=chat_format)
-        return Done()
-
-    monkeypatch.setattr(quantize, "run", fake_run)
-    code = main(
-        [
-            "-q",
-            "quantize",
-            "--model",
-            str(tiny),
-            "--out",
-            str(tmp_path / "gptq"),
-            "--calib",
-            str(calib),
-            "--group-size",
-            "32",
-            "--no-sym",
-            "--mse",
-            "2.4",
-            "--gptaq",
-            "0.25",
-            "--batch-size",
-            "4",
-            "--no-true-sequential",
-            "--chat-format",
-            "tokenizer",
-        ]
-    )
-    assert code == 0 and seen["calib"] == calib and seen["format"] == "tokenizer"
-    cfg = seen["cfg"]
-    assert (cfg.group_size, cfg.sym, cfg.mse, cfg.gptaq_alpha, cfg.batch_size, cfg.true_sequential) == (
-        32,
-        False,
-        2.4,
-        0.25,
-        4,
-        False,
-    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import struct
 
 import pytest
 import torch
 from safetensors import safe_open
-from tiny import tiny_llama_config, tiny_state, write_checkpoint
+from tiny import run_config, tiny_llama_config, tiny_state, write_checkpoint
 
 from tulu_quant.checkpoint import open_checkpoint
 from tulu_quant.config import RecoverConfig
@@ -79,7 +78,7 @@ CASES = [
 def test_float32_output_is_bitwise_open_instruct(tmp_path, case):
     base, diff, base_state, diff_state = make_pair(tmp_path, **case)
     cfg = RecoverConfig(dtype="float32", max_shard_size="20KB")
-    result = recover.run(base, diff, tmp_path / "out", cfg)
+    result = recover_run(base, diff, tmp_path / "out", cfg)
     expected = open_instruct_recover(base_state, diff_state)
     got = load_dir(tmp_path / "out")
     assert got.keys() == expected.keys()
@@ -99,7 +98,7 @@ def test_float32_output_is_bitwise_open_instruct(tmp_path, case):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_output_is_float32_result_rounded_once(tmp_path, dtype):
     base, diff, base_state, diff_state = make_pair(tmp_path, added=2)
-    recover.run(base, diff, tmp_path / "out", RecoverConfig(dtype=dtype))
+    recover_run(base, diff, tmp_path / "out", RecoverConfig(dtype=dtype))
     expected = open_instruct_recover(base_state, diff_state)
     got = load_dir(tmp_path / "out")
     for key in expected:
@@ -108,7 +107,7 @@ def test_half_output_is_float32_result_rounded_once(tmp_path, dtype):
 
 def test_output_is_a_complete_model_directory(tmp_path):
     base, diff, *_ = make_pair(tmp_path, added=1)
-    result = recover.run(base, diff, tmp_path / "out", RecoverConfig(dtype="float16"))
+    result = recover_run(base, diff, tmp_path / "out", RecoverConfig(dtype="float16"))
     out = tmp_path / "out"
     config = json.loads((out / "config.json").read_text())
     assert config["vocab_size"] == 97 and config["dtype"] == "float16"
@@ -128,16 +127,21 @@ def test_rotary_buffers_of_old_conversions_are_dropped(tmp_path):
     base, diff, base_state, diff_state = make_pair(tmp_path, base_fmt="bin")
     base_state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
     write_checkpoint(base, base_state, None, "bin")
-    recover.run(base, diff, tmp_path / "out", RecoverConfig())
+    recover_run(base, diff, tmp_path / "out", RecoverConfig())
     assert not any("inv_freq" in k for k in load_dir(tmp_path / "out"))
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
 
 
-def expect_error(tmp_path, base, diff, match, cfg=RecoverConfig(), exc=RecoverError):
+def recover_run(base, diff, out, cfg=None, **kw):
+    """recover.run with the pair as model.base/model.diff and cfg as the recover: section."""
+    return recover.run(run_config(model={"base": base, "diff": diff}, recover=cfg or RecoverConfig()), out, **kw)
+
+
+def expect_error(tmp_path, base, diff, match, cfg=None, exc=RecoverError):
     with pytest.raises(exc, match=match):
-        recover.run(base, diff, tmp_path / "out", cfg)
+        recover_run(base, diff, tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -147,7 +151,7 @@ def test_keys_on_one_side_are_listed(tmp_path):
     del base_state["model.layers.1.mlp.up_proj.weight"]
     write_checkpoint(base, base_state, None)
     expect_error(tmp_path, base, diff, r"only in diff model\.layers\.1\.mlp\.up_proj\.weight")
-    result = recover.run(base, diff, tmp_path / "out", RecoverConfig(skip_checks=["keys"]))
+    result = recover_run(base, diff, tmp_path / "out", RecoverConfig(skip_checks=["keys"]))
     assert "model.layers.1.mlp.up_proj.weight" not in load_dir(result.out)
 
 
@@ -171,7 +175,7 @@ def test_full_model_as_diff_is_refused(tmp_path):
         tiny_llama_config(),
     )
     expect_error(tmp_path, base, full, r"as large as the weights \(median \|\|diff\|\|/\|\|base\|\| = ")
-    recover.run(base, full, tmp_path / "out", RecoverConfig(skip_checks=["diff-scale"]))
+    recover_run(base, full, tmp_path / "out", RecoverConfig(skip_checks=["diff-scale"]))
 
 
 def test_wrong_base_config_names_fields(tmp_path):
@@ -179,7 +183,7 @@ def test_wrong_base_config_names_fields(tmp_path):
     llama2 = tiny_llama_config(vocab_size=96, rms_norm_eps=1e-5, max_position_embeddings=4096)
     (base / "config.json").write_text(json.dumps(llama2))
     expect_error(tmp_path, base, diff, r"rms_norm_eps \(base 1e-05, diff 1e-06\), max_position_embeddings \(base 4096")
-    recover.run(base, diff, tmp_path / "out", RecoverConfig(skip_checks=["config"]))
+    recover_run(base, diff, tmp_path / "out", RecoverConfig(skip_checks=["config"]))
 
 
 def test_nonfinite_result(tmp_path):
@@ -195,7 +199,7 @@ def test_nonfinite_result(tmp_path):
         r"model\.norm\.weight has NaN or Inf after recovery in float16",
         RecoverConfig(skip_checks=["diff-scale"]),
     )
-    recover.run(base, diff, tmp_path / "out", RecoverConfig(dtype="float32", skip_checks=["diff-scale"]))
+    recover_run(base, diff, tmp_path / "out", RecoverConfig(dtype="float32", skip_checks=["diff-scale"]))
 
 
 def test_truncated_shard_is_named(tmp_path):
@@ -224,70 +228,7 @@ def test_existing_output_needs_force(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="--force"):
-        recover.run(base, diff, tmp_path / "out", RecoverConfig())
+        recover_run(base, diff, tmp_path / "out", RecoverConfig())
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
-    recover.run(base, diff, tmp_path / "out", RecoverConfig(), force=True)
+    recover_run(base, diff, tmp_path / "out", RecoverConfig(), force=True)
     assert not (tmp_path / "out" / "mine.txt").exists()
-
-
-def test_cli_error_is_one_sentence_and_exit_2(tmp_path, capsys):
-    from tulu_quant.cli import main
-
-    base, diff, *_ = make_pair(tmp_path, added=2)
-    code = main(
-        [
-            "--log-file",
-            str(tmp_path / "log"),
-            "recover",
-            "--base",
-            str(diff),
-            "--diff",
-            str(base),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "smaller vocabulary" in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
-
-
-# ---------------------------------------------------------------------------------------------------- verify
-
-
-def test_streaming_forward_matches_transformers(tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    from tulu_quant.streaming import LayerStream
-
-    for tie in (False, True):
-        root = write_checkpoint(
-            tmp_path / f"m{tie}", tiny_state(tiny_llama_config(tie=tie), torch.float32), tiny_llama_config(tie=tie)
-        )
-        ids = torch.randint(0, 96, (2, 17))
-        model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
-        with torch.no_grad():
-            expected = model(ids).logits
-        assert torch.allclose(LayerStream(root).logits(ids), expected, atol=1e-5, rtol=1e-4)
-
-
-def test_verify_fails_above_the_perplexity_limit(tmp_path, monkeypatch):
-    from tulu_quant import streaming
-
-    root = write_checkpoint(tmp_path / "m", tiny_state(tiny_llama_config(), torch.float32), tiny_llama_config())
-
-    class CharTokenizer:  # a tokenizer that maps characters into the tiny vocabulary
-        eos_token, eos_token_id, bos_token, chat_template = "</s>", 2, None, None
-
-        def __call__(self, text):
-            return type("E", (), {"input_ids": [1] + [3 + ord(c) % 90 for c in text]})
-
-        def decode(self, ids, skip_special_tokens=True):
-            return "".join(chr(65 + i % 26) for i in ids)
-
-    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: CharTokenizer())
-    ok = streaming.verify_model(root, max_ppl=1e6, new_tokens=3)
-    assert math.isfinite(ok["perplexity"]) and len(ok["sample"]) == 3
-    with pytest.raises(streaming.VerifyError, match="perplexity"):
-        streaming.verify_model(root, max_ppl=2.0, new_tokens=1)

@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
-from tiny import bpe_tokenizer, save_tiny_hf
+from tiny import bpe_tokenizer, run_config, save_tiny_hf
 
 from tulu_quant.config import ConfigError, Gate, SuiteConfig, ValidateConfig
 from tulu_quant.stages import validate
@@ -137,13 +137,19 @@ def cfg(**values) -> ValidateConfig:
     return ValidateConfig(context_length=32, chat_format="tulu", device="cpu", **values)
 
 
+def validate_run(reference, candidates, report, vcfg, suite, calibration=(), **kw):
+    """validate.run with vcfg as the validate: section and `calibration` as extra SOURCE:SPLIT pairs."""
+    vcfg = vcfg.model_copy(update={"calibration": [f"{source}:{split}" for source, split in calibration]})
+    return validate.run(run_config(validate_=vcfg), reference, candidates, report, suite, **kw)
+
+
 def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     suite = SuiteConfig.model_validate(SUITE)
     gates = [
         Gate(metric="ppl.*", max_increase_pct=3.0, outside_noise_only=False),
         Gate(metric="kl_mean", max_value=1e-3),
     ]
-    result = validate.run(
+    result = validate_run(
         models["reference"],
         [models["same"]],
         tmp_path / "report",
@@ -175,8 +181,8 @@ def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     )
 
     with pytest.raises(FileExistsError):
-        validate.run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite)
-    again = validate.run(
+        validate_run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite)
+    again = validate_run(
         models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite, force=True
     )
     timings = again.report["candidates"][0]["timings"]
@@ -188,83 +194,27 @@ def test_violated_gate_fails_after_writing_the_report(tmp_path, models, fake_dat
         {**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}, "alpaca": {"enabled": False}}
     )
     with pytest.raises(validate.GateFailed, match=r"worse: ppl\.\*: max_increase_pct 3"):
-        validate.run(models["reference"], [models["worse"]], tmp_path / "r", cfg(), suite)
+        validate_run(models["reference"], [models["worse"]], tmp_path / "r", cfg(), suite)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["candidates"][0]["passed"]
     assert report["candidates"][0]["deltas"]["ppl.wiki"]["delta_pct"] > 3.0
 
 
-def test_cli_exits_non_zero_on_a_violated_gate(tmp_path, models, fake_data):
-    from tulu_quant.cli import main
-
-    suite = tmp_path / "tiny.yaml"
-    import yaml
-
-    suite.write_text(
-        yaml.safe_dump({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}, "alpaca": {"enabled": False}})
-    )
-    common = [
-        "-q",
-        "validate",
-        "--reference",
-        str(models["reference"]),
-        "--suite",
-        str(suite),
-        "--context-length",
-        "32",
-        "--device",
-        "cpu",
-        "--calibration",
-        "wiki:calibration",
-    ]
-    assert main([*common, "--candidate", str(models["same"]), "--report", str(tmp_path / "ok")]) == 0
-    assert main([*common, "--candidate", str(models["worse"]), "--report", str(tmp_path / "bad")]) == 2
-    assert (tmp_path / "bad" / "report.md").is_file()
-    # --config takes the run YAML's gates (here loose enough for the worse model) and context length; flags win.
-    run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"name": "m", "base": "/b", "diff": "/d", "context_length": 32},
-                "run_dir": str(tmp_path / "run"),
-                "validate": {"gates": [{"metric": "ppl.*", "max_increase_pct": 1e9, "outside_noise_only": False}]},
-            }
-        )
-    )
-    loose = [
-        "-q",
-        "validate",
-        "--config",
-        str(run_yaml),
-        "--reference",
-        str(models["reference"]),
-        "--suite",
-        str(suite),
-        "--device",
-        "cpu",
-        "--candidate",
-        str(models["worse"]),
-    ]
-    assert main([*loose, "--report", str(tmp_path / "loose")]) == 0
-    report = json.loads((tmp_path / "loose" / "report.json").read_text())
-    assert report["candidates"][0]["passed"] and report["protocol"]["context_length"] == 32
-
-
 def test_bad_inputs_fail_before_any_work(tmp_path, models, fake_data):
     suite = SuiteConfig.model_validate(SUITE)
     with pytest.raises(ConfigError, match="mmlu_0shto"):
-        validate.run(models["reference"], [], tmp_path / "a", cfg(gates=[Gate(metric="mmlu_0shto", max_drop=1)]), suite)
+        validate_run(models["reference"], [], tmp_path / "a", cfg(gates=[Gate(metric="mmlu_0shto", max_drop=1)]), suite)
     with pytest.raises(ValueError, match="share"):
-        validate.run(models["reference"], [], tmp_path / "b", cfg(), suite, calibration=[("wiki", "evaluation")])
+        validate_run(models["reference"], [], tmp_path / "b", cfg(), suite, calibration=[("wiki", "evaluation")])
     with pytest.raises(ValueError, match="not a model directory"):
-        validate.run(models["reference"], [tmp_path], tmp_path / "c", cfg(), suite)
+        validate_run(models["reference"], [tmp_path], tmp_path / "c", cfg(), suite)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_pipeline_step_compares_every_recorded_artifact(tmp_path, models, fake_data):
     from tulu_quant.config import RunConfig
     from tulu_quant.manifest import Manifest
-    from tulu_quant.pipeline import Context
+    from tulu_quant.stages.base import Context
 
     suite = tmp_path / "tiny.yaml"
     import yaml
@@ -272,7 +222,7 @@ def test_pipeline_step_compares_every_recorded_artifact(tmp_path, models, fake_d
     suite.write_text(yaml.safe_dump({**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}}))
     run_cfg = RunConfig.model_validate(
         {
-            "model": {"name": "tiny", "base": "b", "diff": "d", "context_length": 32},
+            "model": {"name": "tiny", "base": "b", "diff": "d", "context_length": 32, "chat_format": "tulu"},
             "run_dir": str(tmp_path),
             "stages": ["recover", "quantize", "validate"],
             "validate": {"suite": str(suite), "gates": [], "device": "cpu"},

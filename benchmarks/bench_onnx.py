@@ -1,4 +1,4 @@
-"""`python -m tulu_quant.bench_onnx --out DIR`: the CPU paths side by side, in one run (docs/onnx.md).
+"""`python -m benchmarks.bench_onnx --out DIR`: the CPU paths side by side, in one run (docs/onnx.md).
 
 Rows: torch fp32 (the fp16 model computed in float32), our GPTQ checkpoint through transformers, int4 ONNX from the
 GPTQ checkpoint, int4 ONNX from fp16 (k-quant and RTN, the builder's quantizer), fp32 ONNX. For each:
@@ -21,17 +21,15 @@ import argparse
 import gc
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .bench import load_average
+from .common import load_average, machine, machine_record
 
-log = logging.getLogger("tulu_quant.bench_onnx")
+log = logging.getLogger("benchmarks.bench_onnx")
 
 THREADS = 2
 NEW_TOKENS = 128
@@ -53,34 +51,16 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
-def machine() -> dict[str, Any]:
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else platform.processor()
-    )
-    from .manifest import library_versions
+def machine_meta() -> dict[str, Any]:
+    from tulu_quant.manifest import library_versions
 
-    return {
-        "cpu": cpu,
-        "cores_visible": os.cpu_count(),
-        "threads": THREADS,
-        "platform": platform.platform(),
-        "versions": library_versions(),
-    }
+    return {**machine_record(), "line": machine(), "threads": THREADS, "versions": library_versions()}
 
 
 def resolve_inputs(args) -> tuple[Path, Path | None]:
     if args.model:
         return args.model, args.gptq
-    from .manifest import Manifest
+    from tulu_quant.manifest import Manifest
 
     manifest = Manifest.load(args.run_dir)
     model, gptq = manifest.output_dir("recover"), manifest.output_dir("quantize")
@@ -95,8 +75,8 @@ def resolve_inputs(args) -> tuple[Path, Path | None]:
 
 
 def decode_speed(backend, chat_format: str, new_tokens: int) -> dict[str, Any]:
-    from .backends import GenerationSettings
-    from .generate import prompt_ids, timed_generate
+    from tulu_quant.config import GenerationSettings
+    from tulu_quant.generate import prompt_ids, timed_generate
 
     ids = prompt_ids(backend.tokenizer, PROMPT, chat_format)
     backend.generate(ids, GenerationSettings(max_new_tokens=WARMUP_TOKENS))
@@ -115,8 +95,8 @@ def decode_speed(backend, chat_format: str, new_tokens: int) -> dict[str, Any]:
 def wiki_perplexity(backend, windows: int, window_tokens: int) -> dict[str, Any]:
     import numpy as np
 
-    from .data import get_source
-    from .eval.perplexity import bos_id_of, make_windows, score_windows, tokenize_documents
+    from tulu_quant.data import get_source
+    from tulu_quant.eval.perplexity import bos_id_of, make_windows, score_windows, tokenize_documents
 
     ids = tokenize_documents(backend.tokenizer, get_source("wiki").documents("evaluation"))
     cut = make_windows(ids, window_tokens, bos_id_of(backend.tokenizer), windows)
@@ -131,7 +111,7 @@ def wiki_perplexity(backend, windows: int, window_tokens: int) -> dict[str, Any]
 
 
 def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> dict[str, Any]:
-    from .generate import load
+    from tulu_quant.generate import load
 
     log.info("measuring %s (%s)", name, path)
     backend = load(path, device="cpu", threads=THREADS)
@@ -153,8 +133,8 @@ def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> 
 def export_all(
     model: Path, gptq: Path | None, out: Path, chat_format: str, force: bool, log_file: Path
 ) -> dict[str, Path]:
-    from .config import ExportOnnxConfig
-    from .stages import export_onnx
+    from tulu_quant.config import ExportOnnxConfig
+    from tulu_quant.stages import export_onnx
 
     paths = {}
     for name, (values, from_gptq) in EXPORTS.items():
@@ -173,10 +153,10 @@ def export_all(
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    from .progress import human_bytes
+    from tulu_quant.progress import human_bytes
 
     lines = [
-        f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores_visible']} cores visible, {THREADS} threads. "
+        f"Machine: {meta['machine']['line']}; {THREADS} threads. "
         f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
         f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.",
         "",
@@ -198,7 +178,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench_onnx", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="results folder (exports, bench.json, bench.md)")
     parser.add_argument(
         "--run-dir", type=Path, default=Path("runs/standin"), help="a pipeline run with recover/quantize"
@@ -221,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-tokens", type=int, default=WINDOW_TOKENS, help="tokens per window (protocol: 512)")
     args = parser.parse_args(argv)
 
-    from .generate import resolve_format
-    from .progress import setup_logging
+    from tulu_quant.generate import resolve_format
+    from tulu_quant.progress import setup_logging
 
     args.out.mkdir(parents=True, exist_ok=True)
     setup_logging(log_file=args.out / "bench.log")
@@ -251,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         done.parent.mkdir(exist_ok=True)
         done.write_text(json.dumps(rows[-1], indent=2))
     meta = {
-        "command": "python -m tulu_quant.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(),
+        "command": "python -m benchmarks.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_meta(),
         "model": str(model),
         "gptq": str(gptq) if gptq else None,
         "chat_format": chat_format,

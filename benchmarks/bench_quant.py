@@ -1,4 +1,4 @@
-"""Quantization quality on the stand-in: `python -m tulu_quant.bench_quant --out DIR [--jobs 2] [--only NAME ...]`.
+"""Quantization quality on the stand-in: `python -m benchmarks.bench_quant --out DIR [--jobs 2] [--only NAME ...]`.
 
 Every row is one model scored by the same protocol (DESIGN.md): wiki perplexity over 24 non-overlapping windows of 512
 tokens of the wiki evaluation split (the second half of the articles), weights computed in float32. GPTQ rows are made
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .bench import load_average
+from .common import load_average, machine
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 WINDOWS, WINDOW_LEN = 24, 512
@@ -165,7 +163,7 @@ def dequantized_model(model_dir: Path, gptq_dir: Path, bits: int):
 def perplexity(model, windows: list[list[int]]) -> float:
     import torch
 
-    from .eval.perplexity import token_nll
+    from tulu_quant.eval.perplexity import token_nll
 
     total, count = 0.0, 0
     with torch.no_grad():
@@ -178,8 +176,8 @@ def perplexity(model, windows: list[list[int]]) -> float:
 def eval_windows(model_dir: Path) -> list[list[int]]:
     from transformers import AutoTokenizer
 
-    from .data import get_source
-    from .eval.perplexity import bos_id_of, make_windows, tokenize_documents
+    from tulu_quant.data import get_source
+    from tulu_quant.eval.perplexity import bos_id_of, make_windows, tokenize_documents
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = tokenize_documents(tokenizer, get_source("wiki").documents("evaluation"))
@@ -193,9 +191,9 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
     """Measure one row in this process; returns its JSON record."""
     import torch
 
-    from .config import CalibrateConfig, QuantizeConfig, SourceWeight
-    from .progress import measure
-    from .stages import calibrate, quantize
+    from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight
+    from tulu_quant.progress import measure
+    from tulu_quant.stages import calibrate, quantize
 
     torch.manual_seed(0)
     kind, qsettings, csettings, note = ROWS[name]
@@ -241,16 +239,12 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ the table
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
-
-
 WHERE = {"offload_to_disk", "device"}  # where the work happens, not what it computes
 
 
 def standin_default() -> dict[str, Any]:
     """configs/standin.yaml's quantize: settings, without WHERE."""
-    from .config import load_config
+    from tulu_quant.config import load_config
 
     return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize.model_dump(
         exclude=WHERE
@@ -259,7 +253,7 @@ def standin_default() -> dict[str, Any]:
 
 def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
     """Whether a GPTQ row's settings (and calibration size) are the stand-in's default ones."""
-    from .config import QuantizeConfig
+    from tulu_quant.config import QuantizeConfig
 
     if r["kind"] != "gptq" or r["calibrate"].get("num_samples") != CALIBRATION["num_samples"]:
         return False
@@ -318,7 +312,7 @@ def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str,
     records = [
         json.loads((out / "rows" / f"{n}.json").read_text()) for n in names if (out / "rows" / f"{n}.json").is_file()
     ]
-    command = "python -m tulu_quant.bench_quant --out " + str(out)
+    command = "python -m benchmarks.bench_quant --out " + str(out)
     (out / "results.json").write_text(
         json.dumps({"machine": machine(), "model": str(model_dir), "command": command, "rows": records}, indent=2)
     )
@@ -331,7 +325,7 @@ def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench_quant", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_quant", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument(
         "--model", type=Path, help="fp16 model (default: the stand-in's HF conversion, built if needed)"
@@ -344,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model is None:
-        from .config import StandinConfig
-        from .standin import converted_model
+        from tulu_quant.config import StandinConfig
+        from tulu_quant.stages.standin import converted_model
 
         args.model = converted_model(StandinConfig())[0]
     out = args.out.resolve()
@@ -362,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [
             sys.executable,
             "-m",
-            "tulu_quant.bench_quant",
+            "benchmarks.bench_quant",
             "--out",
             str(out),
             "--model",

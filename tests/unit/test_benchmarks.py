@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tulu_quant.bench import assemble_docs
+from benchmarks.bench import assemble_docs
 
 
 def test_sections_are_replaced_kept_and_ordered(tmp_path):

