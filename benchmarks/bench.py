@@ -29,6 +29,9 @@ from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shard
 
 from .common import ROOT, load_average, machine, shown, tool
 
+# The sections of docs/benchmarks.md, in order; `make bench` runs them all.
+SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "onnx")
+
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
 BENCH_1B = dict(layers=20, hidden=2048, intermediate=5504, vocab=32000)
@@ -138,6 +141,12 @@ def timed(cmd: list[str]) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
+def recover_command(base: Path, diff: Path, out: Path, log: Path) -> list[str]:
+    """`tulu-quant recover` of a pair to fp16, quiet, its log in `log` (what the benchmark and the memory test run)."""
+    paths = ["--base", str(base), "--diff", str(diff), "--out", str(out)]
+    return tool("-q", "--log-file", str(log), "recover", *paths, "--dtype", "float16")
+
+
 def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     import torch
     from safetensors import safe_open
@@ -147,22 +156,7 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
     start = time.perf_counter()
     base, diff = write_random_pair(work, shape)
     gen_seconds = time.perf_counter() - start
-    ours = timed(
-        tool(
-            "-q",
-            "--log-file",
-            str(work / "log"),
-            "recover",
-            "--base",
-            str(base),
-            "--diff",
-            str(diff),
-            "--out",
-            str(work / "ours"),
-            "--dtype",
-            "float16",
-        )
-    )
+    ours = timed(recover_command(base, diff, work / "ours", work / "log"))
     naive = timed([sys.executable, "-m", "benchmarks.bench", "_naive", str(base), str(diff), str(work / "naive")])
     # Same weights from both: compare every tensor.
     mine = open_checkpoint(work / "ours")
@@ -201,7 +195,8 @@ def bench_recover(out: Path, shape: dict = BENCH_1B) -> dict:
 
 Command: `make bench-recover` (`python -m benchmarks.bench recover --out bench-out`). Machine: {result["machine"]}.
 Input: a random LLaMA pair of {params / 1e9:.2f} B parameters ({shape["layers"]} layers, hidden {shape["hidden"]},
-intermediate {shape["intermediate"]}, vocabulary {shape["vocab"]} + 1 added row): fp16 base + float32 diff, {gb(input_bytes)} on disk,
+intermediate {shape["intermediate"]}, vocabulary {shape["vocab"]} + 1 added row):
+fp16 base + float32 diff, {gb(input_bytes)} on disk,
 sharded. Output fp16. Both outputs compared tensor by tensor: {"identical" if identical else "DIFFERENT"}. Both read
 files the page cache holds (they were just written). `tulu-quant recover` also checks every tensor (finite values, the
 diff-to-base norm ratio), which the naive algorithm does not.
@@ -215,8 +210,8 @@ diff-to-base norm ratio), which the naive algorithm does not.
 Extrapolated to LLaMA-1 13B ({ex["params"] / 1e9:.1f} B parameters, x{scale:.1f}): the naive algorithm needs about
 {ex["naive_peak_rss_gb"]} GB of RAM (open-instruct's own script, with transformers model objects, about 104 GB);
 `tulu-quant recover` about {ex["ours_peak_rss_gb"]} GB (its peak is a few copies of the largest tensor, the 32001 x 5120
-embedding in float32, plus the interpreter). Time scales with bytes read and written: about {ex["ours_seconds"] // 60} min
-on this machine's disk, against {ex["naive_seconds"] // 60} min for the naive one (if it had the memory).
+embedding in float32, plus the interpreter). Time scales with bytes read and written: about {ex["ours_seconds"] // 60}
+min on this machine's disk, against {ex["naive_seconds"] // 60} min for the naive one (if it had the memory).
 """
     (out / "recover.md").write_text(md)
     shutil.rmtree(work, ignore_errors=True)
@@ -261,7 +256,8 @@ def bench_pipeline(out: Path, config: Path = ROOT / "configs" / "standin.yaml") 
     )
     md = f"""## The stand-in pipeline (`make quantize`), stage by stage
 
-Command: `python -m benchmarks.bench pipeline` (`tulu-quant run --config {result["config"]}` into an empty run directory;
+Command: `python -m benchmarks.bench pipeline`
+(`tulu-quant run --config {result["config"]}` into an empty run directory;
 the stand-in's GGUF conversion cached, as after a first run). Machine: {result["machine"]}; load average (1/5/15 min)
 {before} before, {result["load_average_after"]} after. Exit code {proc.returncode}; wall time
 {human_seconds(seconds)}, plus about a minute for `make install` on a machine with pip's cache warm.
@@ -331,7 +327,8 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit
 
 Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
-RUN/gptq` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the stand-in config's). Machine: {result["machine"]}; load average {before} before,
+RUN/gptq` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the stand-in config's).
+Machine: {result["machine"]}; load average {before} before,
 {result["load_average_after"]} after. Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's
 CPU kernel) {seconds["gptq"]:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
 
@@ -343,7 +340,7 @@ CPU kernel) {seconds["gptq"]:.0f} s. Benchmarks whose data is not reachable offl
 
 def assemble_docs(out: Path, doc: Path = ROOT / "docs" / "benchmarks.md") -> Path:
     """docs/benchmarks.md from every section the benchmarks wrote into `out` (others keep their previous text)."""
-    order = ["recover", "pipeline", "quantize", "validate", "onnx"]
+    order = list(SECTIONS)
     sections = {p.stem: p.read_text() for p in Path(out).glob("*.md")}
     previous = _split_sections(doc.read_text()) if doc.is_file() else {}
     parts = [
@@ -368,9 +365,7 @@ def _split_sections(text: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench")
-    parser.add_argument(
-        "what", choices=["recover", "pipeline", "quantize", "validate", "onnx", "docs", "all", "_naive"]
-    )
+    parser.add_argument("what", choices=[*SECTIONS, "docs", "all", "_naive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument(
@@ -384,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    todo = ["recover", "pipeline", "quantize", "validate", "onnx"] if args.what == "all" else [args.what]
+    todo = list(SECTIONS) if args.what == "all" else [args.what]
     for what in todo:
         run_dir = args.run_dir or next(
             (d for d in (out / "pipeline-run", ROOT / "runs" / "standin") if (d / "manifest.json").is_file()),
@@ -398,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
             bench_validate(out, run_dir)
+        elif what == "dtype":
+            bench_module(out, "dtype", "benchmarks.bench_dtype", "Quantize seconds per layer by compute dtype")
         elif what == "onnx":
             bench_module(
                 out,

@@ -6,8 +6,9 @@ GPTQ checkpoint, int4 ONNX from fp16 (k-quant and RTN, the builder's quantizer),
 - decode speed on THREADS threads: a warm-up generation, then REPEATS times NEW_TOKENS greedy tokens after a chat
   prompt; the medians of time to first token and decode tokens/s as defined in tulu_quant.generate (the numbers
   `tulu-quant generate` prints);
-- wiki perplexity (DESIGN.md protocol: WINDOWS non-overlapping windows of WINDOW_TOKENS tokens of the evaluation half
-  of the wiki text, tulu_quant.eval.perplexity), computed by the row's own runtime: onnxruntime for the ONNX rows;
+- wiki perplexity (the reference protocol, docs/standin.md: WINDOWS non-overlapping windows of WINDOW_TOKENS tokens
+  of the evaluation half of the wiki text, tulu_quant.eval.perplexity), computed by the row's own runtime:
+  onnxruntime for the ONNX rows;
 - size on disk of the weights.
 
 Inputs come from a run directory's manifest (recover and quantize outputs) or --model/--gptq. Exports are written
@@ -75,10 +76,11 @@ def resolve_inputs(args) -> tuple[Path, Path | None]:
 
 
 def decode_speed(backend, chat_format: str, new_tokens: int) -> dict[str, Any]:
+    from tulu_quant.chat import prompt_ids
     from tulu_quant.config import GenerationSettings
-    from tulu_quant.generate import prompt_ids, timed_generate
+    from tulu_quant.generate import timed_generate
 
-    ids = prompt_ids(backend.tokenizer, PROMPT, chat_format)
+    ids = prompt_ids(backend.tokenizer, [{"role": "user", "content": PROMPT}], chat_format)
     backend.generate(ids, GenerationSettings(max_new_tokens=WARMUP_TOKENS))
     runs = [timed_generate(backend, ids, GenerationSettings(max_new_tokens=new_tokens)) for _ in range(REPEATS)]
     ttft = statistics.median(t.ttft_s for _, t in runs)
@@ -133,7 +135,7 @@ def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> 
 def export_all(
     model: Path, gptq: Path | None, out: Path, chat_format: str, force: bool, log_file: Path
 ) -> dict[str, Path]:
-    from tulu_quant.config import ExportOnnxConfig
+    from tulu_quant.config import ExportOnnxConfig, RunConfig
     from tulu_quant.stages import export_onnx
 
     paths = {}
@@ -144,7 +146,8 @@ def export_all(
         path = out / "exports" / slug(name)
         if force or not (path / "export.json").is_file():
             cfg = ExportOnnxConfig.model_validate({**values, "verify": False, "threads": THREADS})
-            export_onnx.run(model, path, cfg, gptq if from_gptq else None, chat_format, force=True, log_file=log_file)
+            run_cfg = RunConfig(model={"chat_format": chat_format}, export_onnx=cfg)
+            export_onnx.run(run_cfg, model, path, gptq if from_gptq else None, force=True, log_file=log_file)
         paths[name] = path
     return paths
 
@@ -160,8 +163,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Load average (1/5/15 min) before {meta['load_average_1_5_15']['before']}, after "
         f"{meta['load_average_1_5_15']['after']}. Command: `{meta['command']}`.",
         "",
-        f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | decode tokens/s ({meta['new_tokens']} new) | "
-        f"decode vs torch fp32 | wiki ppl ({meta['windows']} x {meta['window_tokens']}) | ppl vs fp16 |",
+        f"| path | size | TTFT (ms, {meta['prompt_tokens']}-token prompt) | "
+        f"decode tokens/s ({meta['new_tokens']} new) | decode vs torch fp32 | "
+        f"wiki ppl ({meta['windows']} x {meta['window_tokens']}) | ppl vs fp16 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = rows[0]  # torch fp32: the reference of both ratio columns
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-tokens", type=int, default=WINDOW_TOKENS, help="tokens per window (protocol: 512)")
     args = parser.parse_args(argv)
 
-    from tulu_quant.generate import resolve_format
+    from tulu_quant.chat import resolve_format
     from tulu_quant.progress import setup_logging
 
     args.out.mkdir(parents=True, exist_ok=True)

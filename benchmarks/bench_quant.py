@@ -1,10 +1,11 @@
 """Quantization quality on the stand-in: `python -m benchmarks.bench_quant --out DIR [--jobs 2] [--only NAME ...]`.
 
-Every row is one model scored by the same protocol (DESIGN.md): wiki perplexity over 24 non-overlapping windows of 512
-tokens of the wiki evaluation split (the second half of the articles), weights computed in float32. GPTQ rows are made
-by this project's own stages (`calibrate` on the wiki calibration split, the first half; `quantize` through GPTQModel),
-then their checkpoint is dequantized (qweight, qzeros, scales, g_idx -> W) into a float32 model, so the rows differ only
-in their weights. RTN rows round each group of the fp16 weights to the nearest grid point (GPTQ's quantizer grid).
+Every row is one model scored by the same protocol (docs/standin.md): wiki perplexity over 24 non-overlapping windows
+of 512 tokens of the wiki evaluation split (the second half of the articles), weights computed in float32. GPTQ rows are
+made by this project's own stages (`calibrate` on the wiki calibration split, the first half; `quantize` through
+GPTQModel), then their checkpoint is dequantized (qweight, qzeros, scales, g_idx -> W) into a float32 model, so the rows
+differ only in their weights. RTN rows round each group of the fp16 weights to the nearest grid point (GPTQ's
+quantizer grid).
 
 Each row runs in its own process (peak RSS is that row's), writes DIR/rows/NAME.json and is reused by later runs (delete
 the file to measure it again); DIR/results.json and DIR/results.md hold the table of all rows present.
@@ -26,7 +27,7 @@ from .common import load_average, machine
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 WINDOWS, WINDOW_LEN = 24, 512
-CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference figures' calibration (DESIGN.md)
+CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference figures' calibration (docs/standin.md)
 # GPTQModel 7.6's own defaults for a 4-bit g64 run: damp 0.05, group-aware reordering, bfloat16 forward on CPU.
 GPTQMODEL_DEFAULTS = {"bits": 4, "group_size": 64, "damp_percent": 0.05, "compute_dtype": "bfloat16"}
 
@@ -191,7 +192,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
     """Measure one row in this process; returns its JSON record."""
     import torch
 
-    from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight
+    from tulu_quant.config import CalibrateConfig, QuantizeConfig, RunConfig, SourceWeight
     from tulu_quant.progress import measure
     from tulu_quant.stages import calibrate, quantize
 
@@ -212,13 +213,12 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
     else:
         ccfg = CalibrateConfig(mix=[SourceWeight(source="wiki")], **{**CALIBRATION, **csettings})
         calib_dir = out / "calib" / f"n{ccfg.num_samples}-l{ccfg.seq_len}-s{ccfg.seed}"
-        calibrate.run(model_dir, calib_dir, ccfg, "tokenizer", [("wiki", "evaluation")])
         qcfg = QuantizeConfig(**{"offload_to_disk": False, **qsettings})
+        run_cfg = RunConfig(model={"chat_format": "tokenizer"}, calibrate=ccfg, quantize=qcfg)
+        calibrate.run(run_cfg, model_dir, calib_dir)
         gptq_dir = out / "gptq" / name
         with measure() as usage:
-            result = quantize.run(
-                model_dir, calib_dir, gptq_dir, qcfg, "tokenizer", force=True, log_file=out / "logs" / f"{name}.log"
-            )
+            result = quantize.run(run_cfg, model_dir, gptq_dir, calib_dir, True, log_file=out / "logs" / f"{name}.log")
         written = json.loads((gptq_dir / quantize.RECORD_FILE).read_text())
         record.update(
             calibrate=ccfg.model_dump(mode="json"),

@@ -18,7 +18,10 @@ def machine() -> str:
     from tulu_quant.hardware import cpu_info
 
     cpu = cpu_info()
-    return f"{cpu.describe()}, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    return (
+        f"{cpu.describe()}, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def machine_record() -> dict:

@@ -2,4 +2,4 @@
 
 import os
 
-os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")  # GPTQModel refuses 2-core machines without it (DESIGN.md)
+os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")  # GPTQModel refuses 2-core machines without it

@@ -101,6 +101,26 @@ def bpe_tokenizer(text: str, specials=("<s>", "</s>", "<pad>"), repeat: int = 3,
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
 
 
+def word_tokenizer(words: list[str], chat_tokens: bool = False):
+    """A real tokenizer over a few words (WordLevel; <s>, </s>, <pad>, <unk> first) that adds BOS and decodes to plain
+    words. chat_tokens: <|user|> and <|assistant|> as ordinary added tokens, so a tulu prompt tokenizes and a reply
+    can contain them."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<s>", "</s>", "<pad>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    if chat_tokens:
+        tokenizer.add_tokens([AddedToken("<|user|>", normalized=False), AddedToken("<|assistant|>", normalized=False)])
+    return tokenizer
+
+
 def save_tiny_hf(
     root: Path,
     tokenizer,
@@ -109,11 +129,13 @@ def save_tiny_hf(
     dtype=None,
     vocab_size: int | None = None,
     head_scale: float = 1.0,
+    silent_rows: int = 0,
     **config,
 ) -> Path:
     """A random 2-layer LLaMA (hidden 64, intermediate 128, 4/2 heads) with `tokenizer`, saved as transformers does.
     `config` overrides LlamaConfig fields (tie_word_embeddings, max_position_embeddings, ...); `head_scale` multiplies
-    lm_head, sharpening the output distribution."""
+    lm_head, sharpening the output distribution; the first `silent_rows` tokens get logit 0 (below the best random
+    logit: a model that never emits its special tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -131,9 +153,9 @@ def save_tiny_hf(
     }
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**values))
-    if head_scale != 1.0:
-        with torch.no_grad():
-            model.lm_head.weight.mul_(head_scale)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(head_scale)
+        model.lm_head.weight[:silent_rows] = 0
     model.to(dtype or torch.float16).save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root

@@ -25,7 +25,8 @@ Dtype = Literal["float16", "bfloat16", "float32"]
 # tulu unless the tokenizer ships another template (tulu_quant.chat.resolve_format).
 ChatFormatChoice = Literal["auto", "tulu", "tokenizer"]
 Device = Literal["auto", "cpu", "cuda"]
-# Semantic checks of `recover` that an expert may switch off (structural errors cannot be skipped: no output is possible).
+# Semantic checks of `recover` that an expert may switch off (structural errors cannot be skipped: no output is
+# possible).
 RecoverCheck = Literal["keys", "config", "diff-scale", "finite", "verify"]
 
 
@@ -59,6 +60,16 @@ def parse_size(value: int | str) -> int:
     return int(text)
 
 
+def _positive_size(value: int | str) -> int | str:
+    if parse_size(value) <= 0:
+        raise ValueError("must be a positive size such as 5GB or 24GiB")
+    return value
+
+
+# A size in bytes, or with a unit: 5GB, 500MB, 24GiB.
+Size = Annotated[int | str, AfterValidator(_positive_size)]
+
+
 # ---------------------------------------------------------------------------------------------------------- the model
 
 
@@ -86,7 +97,8 @@ class ModelConfig(Strict):
         default_factory=lambda: [
             "The base weights are Meta's LLaMA (version 1), released under its non-commercial research license: you "
             "need LLaMA access to use this model.",
-            "The Tulu finetune is released by AI2 under the ImpACT license (low risk); it applies to this derivative too.",
+            "The Tulu finetune is released by AI2 under the ImpACT license (low risk); it applies to this "
+            "derivative too.",
         ],
         description="Sentences the model card states about the licenses the weights carry.",
     )
@@ -101,7 +113,8 @@ class ModelConfig(Strict):
 
 
 class StandinConfig(Strict):
-    """The offline stand-in: a real small LLaMA-architecture model turned into an open-instruct-style base + diff pair."""
+    """The offline stand-in: a real small LLaMA-architecture model turned into an open-instruct-style
+    base + diff pair."""
 
     delta_scale: float = Field(
         0.01, gt=0, description="Relative size ||delta|| / ||W|| of the synthetic finetune delta."
@@ -123,7 +136,7 @@ class StandinConfig(Strict):
 
 class RecoverConfig(Strict):
     dtype: Dtype = "float16"
-    max_shard_size: int | str = Field("5GB", description="Largest output shard, e.g. 5GB or 500MB.")
+    max_shard_size: Size = Field("5GB", description="Largest output shard, e.g. 5GB or 500MB.")
     skip_checks: list[RecoverCheck] = Field(default_factory=list, description="Expert overrides of semantic checks.")
     # Measured (docs/benchmarks.md): finetune diffs sit near 0.01; a full model passed as the diff gives ~1, swapped
     # arguments give >> 1. 0.5 separates them with a wide margin on both sides.
@@ -136,13 +149,6 @@ class RecoverConfig(Strict):
         "on the built-in text (tulu_quant.layerwise_verify.perplexity_limit).",
     )
     verify_new_tokens: int = Field(8, ge=0)
-
-    @field_validator("max_shard_size", mode="after")
-    @classmethod
-    def _size(cls, value: int | str) -> int | str:
-        if parse_size(value) <= 0:
-            raise ValueError("must be a positive size such as 5GB")
-        return value
 
 
 # ---------------------------------------------------------------------------------------------------------- calibrate
@@ -231,9 +237,9 @@ GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class QuantizeConfig(Strict):
-    """GPTQ through GPTQModel 7.6 (tulu_quant/stages/quantize.py; measurements in docs/quantization.md). The defaults are
-    the widely published Tulu 13B setting (TheBloke main: 4 bits, group 128, damp 0.01, no act order, symmetric, true
-    sequential) plus GPTQModel's group-aware reordering, which keeps that checkpoint layout."""
+    """GPTQ through GPTQModel 7.6 (tulu_quant/stages/quantize.py; measurements in docs/quantization.md). The defaults
+    are the widely published Tulu 13B setting (TheBloke main: 4 bits, group 128, damp 0.01, no act order, symmetric,
+    true sequential) plus GPTQModel's group-aware reordering, which keeps that checkpoint layout."""
 
     variant: str | None = Field(None, description="A name from configs/variants/ whose settings are applied first.")
     bits: Literal[2, 3, 4, 8] = 4
@@ -621,18 +627,12 @@ class GenerateConfig(GenerationSettings):
 
 
 class PlanConfig(Strict):
-    """`tulu-quant plan`: memory estimates (bits, group size and calibration size come from quantize: and calibrate:)."""
+    """`tulu-quant plan`: memory estimates (bits, group size and calibration size come from quantize: and
+    calibrate:)."""
 
-    gpu_mem: str | None = Field(None, description="Also check this GPU memory, e.g. 24GiB or 10GB.")
+    gpu_mem: Size | None = Field(None, description="Also check this GPU memory, e.g. 24GiB or 10GB.")
     context: int | None = Field(None, gt=0, description="Serving context; None: the model's max_position_embeddings.")
     batch: int = Field(1, gt=0, description="Serving batch (sequences sharing the GPU).")
-
-    @field_validator("gpu_mem", mode="after")
-    @classmethod
-    def _size(cls, value: str | None) -> str | None:
-        if value is not None and parse_size(value) <= 0:
-            raise ValueError("must be a positive size such as 24GiB")
-        return value
 
 
 class DemoConfig(Strict):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import OnToken, StopIds
 from .config import GenerateConfig, GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,7 @@ def messages_for(prompt: str, system: str | None) -> list[dict[str, str]]:
 
 
 def timed_generate(
-    backend,
-    ids: list[int],
-    settings: GenerationSettings,
-    on_token: Callable[[int], bool | None] | None = None,
-    stop_ids: tuple[int, ...] = (),
+    backend, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
 ) -> tuple[list[int], Timing]:
     """backend.generate with the arrival time of every token."""
     times: list[float] = []

@@ -26,7 +26,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Feature flags that matter for our dtype and kernel choices, as /proc/cpuinfo spells them (x86 "flags", Arm "Features").
+# Feature flags that matter for our dtype and kernel choices, as /proc/cpuinfo spells them (x86 "flags",
+# Arm "Features").
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16", "fphp")
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")

@@ -76,7 +76,8 @@ def check(cfg: RunConfig, names: list[str]) -> dict[str, int]:
 
         if not torch.cuda.is_available():
             problems.append(
-                "quantize.device is cuda but no CUDA device is visible; use device: auto or cpu, or run on a GPU machine."
+                "quantize.device is cuda but no CUDA device is visible; use device: auto or cpu, or run on a GPU "
+                "machine."
             )
     sources = {w.source for w in cfg.calibrate.mix}
     if "validate" in names:

@@ -79,14 +79,15 @@ def markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> str:
         "Deltas are against the fp16 reference on the same items "
         "(* outside noise); speed is greedy decode on this machine.",
         "",
-        "| variant | bits | group | act order | sym | size | vs fp16 | perplexity / KL | benchmarks | gates | GPTQ tok/s | ONNX tok/s |",
+        "| variant | bits | group | act order | sym | size | vs fp16 | perplexity / KL | benchmarks | gates | "
+        "GPTQ tok/s | ONNX tok/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['bits']} | {r['group_size']} | {r['desc_act']} | {r['sym']} | {human_bytes(r['bytes'])} | "
-            f"{r['compression']}x | {r['perplexity_kl']} | {r['benchmarks']} | {r['gates']} | "
-            f"{r.get('gptq_tokens_per_s', '-')} | {r.get('onnx_tokens_per_s', '-')} |"
+            f"| {r['variant']} | {r['bits']} | {r['group_size']} | {r['desc_act']} | {r['sym']} | "
+            f"{human_bytes(r['bytes'])} | {r['compression']}x | {r['perplexity_kl']} | {r['benchmarks']} | "
+            f"{r['gates']} | {r.get('gptq_tokens_per_s', '-')} | {r.get('onnx_tokens_per_s', '-')} |"
         )
     return "\n".join(lines) + "\n"
 

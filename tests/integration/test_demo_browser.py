@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import save_tiny_hf, word_tokenizer
 
 from tulu_quant import demo
 from tulu_quant.config import DemoConfig
+from tulu_quant.demo.conversation import settings_from_ui
+from tulu_quant.demo.engine import Engine
 from tulu_quant.progress import human_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,38 +57,9 @@ def chromium() -> Path:
 
 
 def build_tiny_chat_model(root: Path, seed: int = 0) -> Path:
-    """A random 2-layer LLaMA whose tokenizer (WordLevel over WORDS) decodes to plain words; it never emits EOS."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<s>", "</s>", "<pad>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # special tokens get logit 0, below the best of the random word logits: answers run to the
-        model.lm_head.weight[:4] = 0  # token budget and show only words (a random model would often stop at once)
-    model.to(torch.float16).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    """A random 2-layer LLaMA whose tokenizer (WordLevel over WORDS) decodes to plain words; it never emits EOS: its
+    special tokens get logit 0, below the best of the random word logits, so answers run to the token budget."""
+    return save_tiny_hf(root, word_tokenizer(WORDS), seed=seed, max_position_embeddings=512, silent_rows=4)
 
 
 class Paced:
@@ -142,8 +116,8 @@ def browser(chromium):
 def expected_answer(models, cfg, conversation: list[dict[str, str]], engine=None) -> str:
     """The answer the page should show, computed directly (without the pacing) with the page's settings."""
     engine = engine or models.main
-    direct = demo.Engine(getattr(engine.backend, "_backend", engine.backend), engine.artifact, engine.chat_format)
-    settings = demo.settings_from_ui(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.repetition_penalty, -1)
+    direct = Engine(getattr(engine.backend, "_backend", engine.backend), engine.artifact, engine.chat_format)
+    settings = settings_from_ui(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.repetition_penalty, -1)
     return list(direct.stream(conversation, settings))[-1].text
 
 

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny import run_config
 
 from tulu_quant.backends.onnx_backend import OnnxBackend
+from tulu_quant.chat import prompt_ids
 from tulu_quant.config import ExportOnnxConfig, GenerationSettings, StandinConfig
-from tulu_quant.generate import prompt_ids
 from tulu_quant.stages import export_onnx
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def standin() -> Path:
-    from tulu_quant.standin import converted_model
+    from tulu_quant.stages.standin import converted_model
 
     model_dir, _ = converted_model(StandinConfig())
     return model_dir
@@ -26,7 +27,8 @@ def standin() -> Path:
 
 def export(model: Path, out: Path, gptq: Path | None = None, **values) -> export_onnx.ExportResult:
     cfg = ExportOnnxConfig.model_validate({"threads": 2, "verify_tokens": 256, **values})
-    return export_onnx.run(model, out, cfg, gptq_dir=gptq, chat_format="tokenizer", log_file=out.parent / "export.log")
+    run_cfg = run_config(export_onnx=cfg, model__chat_format="tokenizer")
+    return export_onnx.run(run_cfg, model, out, gptq_dir=gptq, log_file=out.parent / "export.log")
 
 
 def test_fp32_export_equals_torch_on_the_wiki_evaluation_text(standin, tmp_path):
@@ -44,7 +46,7 @@ def test_int4_export_from_fp16_is_small_and_close(standin, tmp_path):
     assert v["top1_agreement"] > 70 and v["kl_mean"] < 0.3 and v["ppl_export"] < 1.5 * v["ppl_reference"]
     assert result.onnx_bytes < 135e6  # under one byte per parameter
     backend = OnnxBackend(result.out, threads=2)
-    prompt = prompt_ids(backend.tokenizer, "What is the capital of France?", "tokenizer")
+    prompt = prompt_ids(backend.tokenizer, [{"role": "user", "content": "What is the capital of France?"}], "tokenizer")
     assert "Paris" in backend.tokenizer.decode(backend.generate(prompt, GenerationSettings(max_new_tokens=24)))
 
 

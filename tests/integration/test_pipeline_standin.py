@@ -74,7 +74,7 @@ def test_every_stage_ran_and_is_recorded(finished):
     config, run_dir, done = finished
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert list(manifest) == ["standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish"]
-    for name, entry in manifest.items():
+    for entry in manifest.values():
         assert entry["status"] == "done" and entry["outputs"] and entry["seconds"] >= 0 and entry["peak_rss_bytes"] > 0
     assert (run_dir / "gptq" / "quantize_config.json").is_file() and (run_dir / "onnx" / "genai_config.json").is_file()
     summary = done.stderr

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from tiny import run_config
 
 from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight, StandinConfig
 from tulu_quant.stages import calibrate, quantize
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def standin():
-    from tulu_quant.standin import converted_model
+    from tulu_quant.stages.standin import converted_model
 
     return converted_model(StandinConfig())[0]
 
@@ -26,9 +27,11 @@ def gptq(standin, tmp_path_factory):
     """4-bit g64 asymmetric from 16 x 256 wiki tokens (the stand-in default's method, less calibration)."""
     root = tmp_path_factory.mktemp("standin-gptq")
     cfg = CalibrateConfig(mix=[SourceWeight(source="wiki")], num_samples=16, seq_len=256)
-    calib = calibrate.run(standin, root / "calib", cfg, "tokenizer", [("wiki", "evaluation")]).out
+    run_cfg = run_config(calibrate=cfg, model__chat_format="tokenizer")
+    calib = calibrate.run(run_cfg, standin, root / "calib").out
     qcfg = QuantizeConfig(bits=4, group_size=64, sym=False, damp_percent=0.01, offload_to_disk=False)
-    result = quantize.run(standin, calib, root / "gptq", qcfg, "tokenizer", log_file=root / "gptq.log")
+    run_cfg = run_config(quantize=qcfg, model__chat_format="tokenizer")
+    result = quantize.run(run_cfg, standin, root / "gptq", calib, log_file=root / "gptq.log")
     return result
 
 
@@ -57,7 +60,7 @@ def test_published_variant_with_group_128_is_refused_for_the_standin(standin, tm
 def test_checkpoint_reloads_scores_near_fp16_and_chats(standin, gptq):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tulu_quant.bench_quant import dequantized_model, float32_model, perplexity
+    from benchmarks.bench_quant import dequantized_model, float32_model, perplexity
     from tulu_quant.data import get_source
     from tulu_quant.eval.perplexity import make_windows, tokenize_documents
 

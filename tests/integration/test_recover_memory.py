@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from tulu_quant.bench import n_params, timed, write_random_pair
+from benchmarks.bench import n_params, recover_command, timed, write_random_pair
 
 SHAPE = dict(layers=12, hidden=1024, intermediate=2816, vocab=4000)  # ~160 M parameters
 
@@ -16,23 +15,7 @@ def test_recover_rss_growth_is_far_below_model_size(tmp_path):
     assert input_bytes > 900 * 10**6
     python = sys.executable
     baseline = timed([python, "-c", "import torch, safetensors, psutil, tulu_quant.cli, tulu_quant.stages.recover"])
-    run = timed(
-        [
-            str(Path(python).parent / "tulu-quant"),
-            "-q",
-            "--log-file",
-            str(tmp_path / "log"),
-            "recover",
-            "--base",
-            str(base),
-            "--diff",
-            str(diff),
-            "--out",
-            str(tmp_path / "out"),
-            "--dtype",
-            "float16",
-        ]
-    )
+    run = timed(recover_command(base, diff, tmp_path / "out", tmp_path / "log"))
     growth = run["peak_rss_bytes"] - baseline["peak_rss_bytes"]
     output_bytes = n_params(SHAPE) * 2
     # The largest tensor is 2816 x 1024 float32 (11.5 MB): a handful of copies, never the model.

@@ -1,4 +1,5 @@
-"""--verify on a real model: the working stand-in passes; the same weights in another conversion's rotary layout fail."""
+"""--verify on a real model: the working stand-in passes; the same weights in another conversion's rotary layout
+fail."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from tulu_quant.checkpoint import open_checkpoint
 from tulu_quant.config import StandinConfig
-from tulu_quant.standin import converted_model
-from tulu_quant.streaming import VerifyError, verify_model
+from tulu_quant.layerwise_verify import VerifyError, verify_model
+from tulu_quant.stages.standin import converted_model
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from tulu_quant.checkpoint import open_checkpoint
 from tulu_quant.config import RecoverConfig, RunConfig
 from tulu_quant.pipeline import run_pipeline
 from tulu_quant.stages import recover
-from tulu_quant.standin import converted_model, diff_scales, sanity_check
+from tulu_quant.stages.standin import converted_model, diff_scales, sanity_check
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +47,8 @@ def test_pipeline_step_builds_once_and_records_the_pair(run):
 
 def test_recover_gives_back_the_tuned_weights_bit_for_bit(run, tmp_path):
     cfg, _, _ = run
-    result = recover.run(
-        cfg.model.base, cfg.model.diff, tmp_path / "rec", RecoverConfig(dtype="float16", max_shard_size="100MB")
-    )
+    recover_cfg = RecoverConfig(dtype="float16", max_shard_size="100MB")
+    result = recover.run(cfg.model_copy(update={"recover": recover_cfg}), tmp_path / "rec")
     assert result.added_rows == {"model.embed_tokens.weight": 1} and len(result.shards) > 1
     tuned_dir, _ = converted_model(cfg.standin)
     tuned, rec, base = open_checkpoint(tuned_dir), open_checkpoint(tmp_path / "rec"), open_checkpoint(cfg.model.base)

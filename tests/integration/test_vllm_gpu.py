@@ -17,7 +17,7 @@ def test_vllm_generates_from_our_gptq_checkpoint(tmp_path):
 
     from tulu_quant.config import CalibrateConfig, QuantizeConfig, StandinConfig
     from tulu_quant.stages import calibrate, quantize
-    from tulu_quant.standin import converted_model
+    from tulu_quant.stages.standin import converted_model
 
     model_dir, _ = converted_model(StandinConfig())  # SmolLM2-135M: vLLM needs real widths, not a toy model
     calib = calibrate.run(model_dir, tmp_path / "calib", CalibrateConfig(num_samples=16, seq_len=256), "tokenizer")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 
 from tulu_quant import artifacts
 from tulu_quant.artifacts import Artifact
@@ -23,21 +24,7 @@ WORDS = "the quick brown fox jumps over lazy dog hello you said bye a cat stop".
 
 
 def word_tokenizer():
-    """A real tokenizer over a few words (WordLevel); <|user|>/<|assistant|> are ordinary added tokens, so the tulu
-    prompt tokenizes and a reply can contain them."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<s>", "</s>", "<pad>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    tokenizer.add_tokens([AddedToken("<|user|>", normalized=False), AddedToken("<|assistant|>", normalized=False)])
-    return tokenizer
+    return tiny.word_tokenizer(WORDS, chat_tokens=True)
 
 
 class FakeBackend:
@@ -105,7 +92,7 @@ def ids_of(tokenizer, words: str) -> list[int]:
 GREEDY = GenerationSettings(max_new_tokens=64)
 
 
-# ------------------------------------------------------------------------------------------------------ history -> prompt
+# ---------------------------------------------------------------------------------------------------- history -> prompt
 
 
 def test_gradio_history_becomes_messages():
@@ -208,7 +195,7 @@ def test_settings_from_the_page():
     assert conversation.settings_from_ui(10, 0, 1, 1, None).seed is None
 
 
-# ------------------------------------------------------------------------------------------------------ streaming and stop
+# --------------------------------------------------------------------------------------------------- streaming and stop
 
 
 def test_stream_grows_token_by_token_and_reports_speed(tokenizer):

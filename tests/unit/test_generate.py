@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tiny import bpe_tokenizer, run_config, save_tiny_hf
+from unit.eval.eval_fakes import FakeBackend
 
 from tulu_quant import generate
 from tulu_quant.artifacts import describe_folder
@@ -25,42 +26,15 @@ def tiny(tmp_path_factory) -> Path:
     return root
 
 
-class ScriptedBackend:
-    """A backend that answers every prompt with the same text (one token at a time), recording the prompt ids."""
-
-    kind, context_length = "scripted", 64
-
-    def __init__(self, folder: Path, answer: str):
-        from transformers import AutoTokenizer
-
-        self.path = folder
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.answer = self.tokenizer(answer, add_special_tokens=False).input_ids
-        self.prompts: list[list[int]] = []
-
-    def generate(self, ids, settings, on_token=None, stop_ids=()):
-        self.prompts.append(list(ids))
-        new = []
-        for token in self.answer[: settings.max_new_tokens]:
-            if token in stop_ids:
-                break
-            new.append(token)
-            if on_token is not None and on_token(token):
-                break
-        return new
-
-    def describe(self):
-        return {"kind": self.kind}
-
-    def size_bytes(self):
-        return 0
-
-
 def test_one_prompt_gives_one_text_through_generate_the_demo_and_validate(tiny):
+    from transformers import AutoTokenizer
+
     from tulu_quant.demo.engine import Engine
     from tulu_quant.eval.benchmarks import generate_answers
 
-    backend = ScriptedBackend(tiny, "Sure! Here you go.\n<|user|>\nand the model goes on with the next turn")
+    answer = "Sure! Here you go.\n<|user|>\nand the model goes on with the next turn"
+    backend = FakeBackend(AutoTokenizer.from_pretrained(tiny), answers={"": answer}, context_length=64)
+    backend.path = tiny
     message = [{"role": "user", "content": "Hello"}]
     settings = GenerationSettings(max_new_tokens=40)
     by_generate = generate.generate(backend, message, "auto", settings).text

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import GenerationSettings
 from ..errors import UserValueError
+
+OnToken = Callable[[int], bool | None] | None  # called with each new token id as it is produced; True stops
+StopIds = tuple[int, ...]  # token ids that end an answer (not returned)
 
 IMPLEMENTATIONS = {
     "torch": "tulu_quant.backends.torch_backend:TorchBackend",
@@ -37,16 +40,26 @@ class Backend(Protocol):
     def logits(self, ids: list[int]) -> Any: ...
 
     def generate(
-        self,
-        ids: list[int],
-        settings: GenerationSettings,
-        on_token: Callable[[int], bool | None] | None = None,
-        stop_ids: tuple[int, ...] = (),
+        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
     ) -> list[int]: ...
 
     def size_bytes(self) -> int: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+def collect(tokens: Iterable[int], on_token: OnToken, stop_ids: StopIds) -> list[int]:
+    """The new ids of a generation from its stream of tokens, with every backend's contract: a stop id ends it (and is
+    not returned); each returned id reaches on_token as it is produced, and on_token returning True ends it after that
+    id. The stream is not advanced past the end (a backend yields from a lazy decode loop)."""
+    new: list[int] = []
+    for token in tokens:
+        if token in stop_ids:
+            break
+        new.append(token)
+        if on_token is not None and on_token(token):
+            break
+    return new
 
 
 def detect_kind(path: Path) -> str:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, MissingPath, UserValueError
+from . import OnToken, StopIds, collect
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,7 @@ class OnnxBackend:
     # ---------------------------------------------------------------------------------------------- generation
 
     def generate(
-        self,
-        ids: list[int],
-        settings: GenerationSettings,
-        on_token: Callable[[int], bool | None] | None = None,
-        stop_ids: tuple[int, ...] = (),
+        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
     ) -> list[int]:
         """New token ids after ``ids`` (a stop id that ended generation is not included). ``on_token(id)`` is called
         for each returned id as it is produced; returning True stops generation after that id."""
@@ -137,16 +134,16 @@ class OnnxBackend:
         params.set_search_options(**search_options(settings, len(ids), budget))
         generator = og.Generator(self.model, params)
         generator.append_tokens(np.asarray([ids], dtype=np.int32))
-        new: list[int] = []
-        while not generator.is_done() and len(new) < budget:
+        return collect(self._tokens(generator, budget), on_token, stop_ids)
+
+    @staticmethod
+    def _tokens(generator, budget: int) -> Iterator[int]:
+        """onnxruntime-genai's search, one token at a time, until its own end (EOS, max_length) or the budget."""
+        for _ in range(budget):
+            if generator.is_done():
+                return
             generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if token in stop_ids:
-                break
-            new.append(token)
-            if on_token is not None and on_token(token):
-                break
-        return new
+            yield int(generator.get_next_tokens()[0])
 
     # ---------------------------------------------------------------------------------------------- facts
 

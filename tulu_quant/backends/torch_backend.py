@@ -11,12 +11,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserValueError
+from . import OnToken, StopIds, collect
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,7 @@ class TorchBackend:
     # ---------------------------------------------------------------------------------------------- generation
 
     def generate(
-        self,
-        ids: list[int],
-        settings: GenerationSettings,
-        on_token: Callable[[int], bool | None] | None = None,
-        stop_ids: tuple[int, ...] = (),
+        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
     ) -> list[int]:
         """New token ids after ``ids`` (the stop id that ended generation is not included). ``on_token(id)`` is called
         for each returned id as it is produced; returning True stops generation after that id."""
@@ -131,20 +128,20 @@ class TorchBackend:
         else:
             generator.seed()
         budget = min(settings.max_new_tokens, self.context_length - len(ids))
-        history, new, cache = list(ids), [], None
-        step_input = torch.tensor([ids], device=self.device)
         with torch.inference_mode():
-            for _ in range(max(budget, 0)):
-                logits, cache = self._decode_step(step_input, cache)
-                token = next_token(logits, history, settings, generator)
-                if token in stop_ids:
-                    break
-                new.append(token)
-                history.append(token)
-                if on_token is not None and on_token(token):
-                    break
-                step_input = torch.tensor([[token]], device=self.device)
-        return new
+            return collect(self._tokens(ids, settings, generator, budget), on_token, stop_ids)
+
+    def _tokens(self, ids: list[int], settings: GenerationSettings, generator, budget: int) -> Iterator[int]:
+        """Decode one token at a time over the KV cache (lazily: nothing is computed past what the caller takes)."""
+        torch = self._torch
+        history, cache = list(ids), None
+        step_input = torch.tensor([ids], device=self.device)
+        for _ in range(max(budget, 0)):
+            logits, cache = self._decode_step(step_input, cache)
+            token = next_token(logits, history, settings, generator)
+            history.append(token)
+            yield token
+            step_input = torch.tensor([[token]], device=self.device)
 
     def _decode_step(self, step_input, cache):
         """(last position's logits on CPU, updated KV cache). transformers >= 5.2x names the cache argument `cache`
@@ -195,7 +192,7 @@ def _load_model(path: Path, kind: str, device: str, dtype: str | None):
     stored = config.get("dtype") or config.get("torch_dtype")  # a file we read, not a config default
     torch_dtype = getattr(torch, dtype or default_dtype(device, stored))
     if kind == "gptq":
-        # GPTQModel sizes a CPU worker pool from this at import time; unset it fails on small machines (DESIGN.md).
+        # GPTQModel sizes a CPU worker pool from this at import time; unset it fails on 1-2 core machines.
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(2, os.cpu_count() or 1))))
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device)

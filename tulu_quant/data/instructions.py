@@ -1,4 +1,5 @@
-"""`instructions`: a chat source built offline, for calibrating in the chat format when the Hub (tulu-sft) is out of reach.
+"""`instructions`: a chat source built offline, for calibrating in the chat format when the Hub (tulu-sft) is out
+of reach.
 
 It is NOT human-written instruction data. Each conversation is one user turn made from a fixed template and one
 assistant turn that is reference text taken verbatim from the offline material:

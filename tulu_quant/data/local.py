@@ -4,7 +4,8 @@
 
 - ``.txt``: one plain-text document, the whole file (UTF-8);
 - ``.jsonl``: one JSON object per line, either all ``{"text": str}`` (a text source, one document per line) or all
-  ``{"messages": [{"role": "user"|"assistant"|"system", "content": str}, ...]}`` (a chat source). Other keys are ignored.
+  ``{"messages": [{"role": "user"|"assistant"|"system", "content": str}, ...]}`` (a chat source).
+  Other keys are ignored.
 
 A file is one piece of material: it answers to the splits ``all``, ``calibration`` and ``evaluation`` with its whole
 content, and ``check_disjoint`` refuses the same file on both sides.

@@ -1,4 +1,5 @@
-"""The offline data: files shipped inside pinned PyPI wheels (DESIGN.md), fetched once into the cache and parsed here.
+"""The offline data: files shipped inside pinned PyPI wheels (the pins below), fetched once into the cache and parsed
+here.
 
 - wiki: gensim==4.4.0's shortened enwiki dump (bz2 XML, 206 pages). Main-namespace pages that are not redirects are
   kept (106 articles) and their markup cleaned into plain text (``markup.clean_wiki``). Split rule, in dump order

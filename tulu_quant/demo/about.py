@@ -10,7 +10,6 @@ from typing import Any
 from ..artifacts import Artifact, Choice, read_json
 from ..manifest import Manifest
 from ..progress import human_bytes
-from ..stages import validate
 from .engine import Engine
 
 
@@ -32,7 +31,7 @@ def quantization_facts(artifact: Artifact) -> dict[str, Any]:
 def read_report(run_dir: Path | None) -> dict[str, Any] | None:
     if run_dir is None:
         return None
-    folder = Manifest.load(run_dir).output_dir(validate.STAGE.name)
+    folder = Manifest.load(run_dir).output_dir("validate")
     path = folder / "report.json" if folder is not None else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 

@@ -69,7 +69,7 @@ def mmlu(
     return Scored(scores, outputs=outputs, details={"prompts_with_fewer_shots": reduced})
 
 
-# ------------------------------------------------------------------------------------------------------ generation tasks
+# ----------------------------------------------------------------------------------------------------- generation tasks
 
 
 def gsm(
@@ -161,7 +161,8 @@ def codex(
     advance: Advance,
 ) -> Scored:
     """Generate `samples` completions per HumanEval problem (seeded per sample), execute each against the problem's
-    tests in the sandbox, and score the problem with the unbiased pass@k estimator for each k (scores are pass@ks[0])."""
+    tests in the sandbox, and score the problem with the unbiased pass@k estimator for each k (scores are
+    pass@ks[0])."""
     per_problem: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -174,7 +175,9 @@ def codex(
                 seed = None if settings.seed is None else settings.seed + 1000 * index + sample
                 seeded = settings.model_copy(update={"seed": seed})
                 completions.append(complete(backend, text, seeded, prompts.CODEX_STOPS)[0])
-            outcomes = list(pool.map(lambda c: run_program(humaneval_program(problem, c), limits), completions))
+            outcomes = list(
+                pool.map(lambda c, problem=problem: run_program(humaneval_program(problem, c), limits), completions)
+            )
             for outcome in outcomes:
                 statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
             correct = sum(o.passed for o in outcomes)

@@ -12,7 +12,8 @@ def encode(tokenizer, prompt: str) -> list[int]:
 
 
 def letter_ids(tokenizer, letters: tuple[str, ...]) -> list[int]:
-    """The token of " A", " B", ... as it follows "The answer is:" (the last token of the encoding, as open-instruct)."""
+    """The token of " A", " B", ... as it follows "The answer is:" (the last token of the encoding, as
+    open-instruct)."""
     return [tokenizer.encode(" " + letter, add_special_tokens=False)[-1] for letter in letters]
 
 

@@ -21,7 +21,8 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 JUDGE_SYSTEM = "You are a careful evaluator of answers written by AI assistants."
-JUDGE_TEMPLATE = """Which output answers the instruction better? Judge helpfulness, correctness and clarity; ignore length
+JUDGE_TEMPLATE = """\
+Which output answers the instruction better? Judge helpfulness, correctness and clarity; ignore length
 for its own sake. Reply with exactly "Output (a)" or "Output (b)".
 
 # Instruction

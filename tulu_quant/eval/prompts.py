@@ -1,4 +1,4 @@
-"""Benchmark prompts, following open-instruct's evaluation scripts (the protocol of Tulu's published table).
+r"""Benchmark prompts, following open-instruct's evaluation scripts (the protocol of Tulu's published table).
 
 Every benchmark asks one user message in the run's chat format (``tulu_quant.chat.render``) and then starts the
 assistant's answer with a short prefix, exactly as open-instruct does with ``--use_chat_format``::
@@ -7,11 +7,13 @@ assistant's answer with a short prefix, exactly as open-instruct does with ``--u
 
 | benchmark | USER | PREFIX |
 | --- | --- | --- |
-| MMLU | "The following are multiple choice questions (with answers) about  {subject}.\\n\\n" + shots + question | The answer is: |
-| GSM8K | "Answer the following questions.\\n\\n" + 8 demonstrations + "Question: {q}" | Answer: |
-| BBH | the task's few-shot prompt + "\\n\\nQ: {input}" | A: |
+| MMLU | MMLU's header (below) + shots + question | The answer is: |
+| GSM8K | "Answer the following questions.\n\n" + 8 demonstrations + "Question: {q}" | Answer: |
+| BBH | the task's few-shot prompt + "\n\nQ: {input}" | A: |
 | TydiQA | instruction + 1 demonstration + passage/question | Answer: |
-| Codex | "Complete the following python function.\\n\\n\\n" + HumanEval prompt | Here is the completed function:\\n\\n\\n |
+| Codex | "Complete the following python function.\n\n\n" + HumanEval prompt | Here is the completed function:\n\n\n |
+
+MMLU's header: "The following are multiple choice questions (with answers) about  {subject}.\n\n".
 
 Quirks kept on purpose because the published numbers were measured with them: MMLU's subject line has two spaces
 ("about  abstract algebra", open-instruct's format_subject prefixes a space); GSM's direct demonstrations start with

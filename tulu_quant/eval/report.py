@@ -174,7 +174,8 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
             gates_by_metric.setdefault(outcome.metric, []).append(outcome)
         verdict = "FAILED" if any(g.status == "fail" for g in cand["gates"]) else "passed"
         lines += [
-            f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): gates {verdict}",
+            f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): "
+            f"gates {verdict}",
             "",
             f"`{cand['path']}`",
             "",

@@ -42,7 +42,7 @@ class Job:
         return JobResult(self.key, [skipped(k, label, unit, hib, reason) for k, label, unit, hib in self.metrics])
 
 
-# ------------------------------------------------------------------------------------------------------ compute functions
+# ---------------------------------------------------------------------------------------------------- compute functions
 
 
 def _perplexity(key, label, windows, suite, backend, role, reference, folder, advance) -> JobResult:
@@ -207,7 +207,7 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
     jobs, first_windows = [], None
     for source in cfg.sources:
         key, label = f"ppl.{source}", f"perplexity ({source}, {cfg.split})"
-        documents, reason = _unavailable(lambda: get_source(source).documents(cfg.split))
+        documents, reason = _unavailable(lambda source=source: get_source(source).documents(cfg.split))
         windows = (
             perplexity.make_windows(
                 perplexity.tokenize_documents(tokenizer, documents),
@@ -308,64 +308,67 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
             {"items": items.data_hash([mmlu, shots]), "k": k, "max_prompt_tokens": suite.mmlu.max_prompt_tokens},
             reason,
         )
-    task, reason = _unavailable(lambda: data.load_task("gsm8k"), suite.gsm.enabled)
-    test, exemplars = items.gsm_items(task, suite.gsm, seed) if task else ([], [])
-    for mode in suite.gsm.modes:
-        run = functools.partial(
-            benchmarks.gsm,
-            items=test,
-            exemplars=exemplars,
-            cot=mode == "cot",
-            fmt=fmt,
-            max_new_tokens=suite.gsm.max_new_tokens,
-        )
-        add(
-            f"gsm_{mode}",
-            f"GSM8K {'8-shot CoT' if mode == 'cot' else 'direct'}",
-            run,
-            len(test),
-            {"items": items.data_hash([test, exemplars]), "max_new_tokens": suite.gsm.max_new_tokens},
-            reason,
-        )
-    task, reason = _unavailable(lambda: data.load_task("bbh"), suite.bbh.enabled)
-    bbh, task_prompts = items.bbh_items(task, suite.bbh, seed) if task else ([], {})
-    for mode in suite.bbh.modes:
-        run = functools.partial(
-            benchmarks.bbh,
-            items=bbh,
-            task_prompts=task_prompts,
-            cot=mode == "cot",
-            fmt=fmt,
-            max_new_tokens=suite.bbh.max_new_tokens,
-        )
-        add(
-            f"bbh_{mode}",
-            f"BBH {'CoT' if mode == 'cot' else 'direct'}",
-            run,
-            len(bbh),
-            {"items": items.data_hash([bbh, task_prompts]), "max_new_tokens": suite.bbh.max_new_tokens},
-            reason,
-        )
-    task, reason = _unavailable(lambda: data.load_task("tydiqa"), suite.tydiqa.enabled)
-    qa, shots = items.tydiqa_items(task, suite.tydiqa, seed) if task else ([], {})
-    for mode in suite.tydiqa.modes:
-        run = functools.partial(
-            benchmarks.tydiqa,
-            items=qa,
-            shots_by_language=shots,
-            with_passage=mode == "goldp",
-            fmt=fmt,
-            max_context_tokens=suite.tydiqa.max_context_tokens,
-            max_new_tokens=suite.tydiqa.max_new_tokens,
-        )
-        add(
-            f"tydiqa_{mode}",
-            f"TydiQA {'gold passage' if mode == 'goldp' else 'closed book'} (F1)",
-            run,
-            len(qa),
-            {"items": items.data_hash([qa, shots]), **suite.tydiqa.model_dump(exclude={"enabled", "modes"})},
-            reason,
-        )
+
+    def add_modes(key, labels, fn, modes, flag, n, hashed, reason, settings, **kwargs) -> None:
+        """One job per mode of a generative benchmark; `flag` (e.g. cot=True) is the mode's argument of fn."""
+        for mode in modes:
+            run = functools.partial(fn, fmt=fmt, **{flag[0]: mode == flag[1]}, **kwargs)
+            add(f"{key}_{mode}", labels[mode], run, n, {"items": hashed, **settings}, reason)
+
+    cfg = suite.gsm
+    task, reason = _unavailable(lambda: data.load_task("gsm8k"), cfg.enabled)
+    test, exemplars = items.gsm_items(task, cfg, seed) if task else ([], [])
+    labels = {"cot": "GSM8K 8-shot CoT", "direct": "GSM8K direct"}
+    add_modes(
+        "gsm",
+        labels,
+        benchmarks.gsm,
+        cfg.modes,
+        ("cot", "cot"),
+        len(test),
+        items.data_hash([test, exemplars]),
+        reason,
+        {"max_new_tokens": cfg.max_new_tokens},
+        items=test,
+        exemplars=exemplars,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    cfg = suite.bbh
+    task, reason = _unavailable(lambda: data.load_task("bbh"), cfg.enabled)
+    bbh, task_prompts = items.bbh_items(task, cfg, seed) if task else ([], {})
+    add_modes(
+        "bbh",
+        {"cot": "BBH CoT", "direct": "BBH direct"},
+        benchmarks.bbh,
+        cfg.modes,
+        ("cot", "cot"),
+        len(bbh),
+        items.data_hash([bbh, task_prompts]),
+        reason,
+        {"max_new_tokens": cfg.max_new_tokens},
+        items=bbh,
+        task_prompts=task_prompts,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    cfg = suite.tydiqa
+    task, reason = _unavailable(lambda: data.load_task("tydiqa"), cfg.enabled)
+    qa, shots = items.tydiqa_items(task, cfg, seed) if task else ([], {})
+    labels = {"goldp": "TydiQA gold passage (F1)", "closedbook": "TydiQA closed book (F1)"}
+    add_modes(
+        "tydiqa",
+        labels,
+        benchmarks.tydiqa,
+        cfg.modes,
+        ("with_passage", "goldp"),
+        len(qa),
+        items.data_hash([qa, shots]),
+        reason,
+        cfg.model_dump(exclude={"enabled", "modes"}),
+        items=qa,
+        shots_by_language=shots,
+        max_context_tokens=cfg.max_context_tokens,
+        max_new_tokens=cfg.max_new_tokens,
+    )
     return jobs + codex_jobs(suite, fmt) + [alpaca_job(suite, vcfg, fmt)]
 
 
@@ -440,7 +443,7 @@ def alpaca_job(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> Job:
     documents: list[str] = []
     if suite.alpaca.instructions_file is None:
         for source in suite.perplexity.sources:
-            found, _ = _unavailable(lambda: get_source(source).documents(suite.perplexity.split))
+            found, _ = _unavailable(lambda source=source: get_source(source).documents(suite.perplexity.split))
             documents += found or []
     instructions = items.alpaca_instructions(suite.alpaca, documents, suite.seed)
     settings = {

@@ -332,7 +332,8 @@ VERIFY_PROMPT = "Name three things people often do at a market."
 
 
 def verification_ids(tokenizer, text: str, tokens: int) -> list[int]:
-    """The first `tokens` model inputs of the text, laid out as a perplexity window (BOS first when the model uses one)."""
+    """The first `tokens` model inputs of the text, laid out as a perplexity window (BOS first when the model
+    uses one)."""
     from ..eval.perplexity import bos_id_of, make_windows, tokenize_documents
 
     windows = make_windows(tokenize_documents(tokenizer, [text]), tokens, bos_id_of(tokenizer), max_windows=1)

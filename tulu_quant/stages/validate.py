@@ -72,7 +72,8 @@ def context_length_of(path: Path, cfg: ValidateConfig) -> int:
 
 def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
     """(source, split) of everything the suite scores, for tulu_quant.data.check_disjoint. AlpacaFarm's instructions
-    are built over the perplexity sources' evaluation text; MMLU's few-shot pool (mmlu:calibration) is shown, not scored."""
+    are built over the perplexity sources' evaluation text; MMLU's few-shot pool (mmlu:calibration) is shown, not
+    scored."""
     pairs = [(source, suite.perplexity.split) for source in suite.perplexity.sources]
     benchmarks = (
         ("mmlu", suite.mmlu.enabled),

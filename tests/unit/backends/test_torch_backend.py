@@ -108,7 +108,7 @@ def tiny_gptq(tiny, tmp_path_factory) -> Path:
     """The tiny model quantized by GPTQModel (4-bit, group 32) into a GPTQ checkpoint (a few seconds on CPU)."""
     out = tmp_path_factory.mktemp("gptq") / "q4"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPTQMODEL_CPU_WORKERS", "2")  # DESIGN.md: required on small machines
+        mp.setenv("GPTQMODEL_CPU_WORKERS", "2")  # GPTQModel needs it on 1-2 core machines
         from gptqmodel import GPTQModel, QuantizeConfig
         from transformers import AutoTokenizer
 

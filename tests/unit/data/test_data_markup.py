@@ -1,11 +1,14 @@
 from tulu_quant.data.markup import clean_play_markdown, clean_wiki, clean_wiki_blocks, is_redirect
 
-ARTICLE = """{{Infobox river
+ARTICLE = (
+    """{{Infobox river
 | name = Aa
 | image = [[File:Aa river.jpg|thumb|The [[Aa (river)|Aa]] in {{nowrap|spring}}]]
 | length = {{convert|37|km|mi}}
 }}
-'''Aa''' is a ''small'' [[river]] in [[Northern France|northern France]],<ref name="a">{{cite web|url=http://x.org|title=T}}</ref> about {{convert|37|km|mi}} long.<ref>Plain footnote.</ref>
+'''Aa''' is a ''small'' [[river]] in [[Northern France|northern France]],"""
+    """<ref name="a">{{cite web|url=http://x.org|title=T}}</ref>"""
+    """ about {{convert|37|km|mi}} long.<ref>Plain footnote.</ref>
 Its name, {{lang|de|Ache}}, means ''water''.<!-- hidden comment -->&nbsp;See [http://example.org the survey].
 
 == History ==
@@ -30,6 +33,7 @@ It flows past <math>x^2</math> towns.[[Category:Rivers of France]][[de:Aa (Fluss
 == External links ==
 * [http://example.org Official site]
 """
+)
 
 
 def test_clean_wiki_removes_markup_and_keeps_prose():

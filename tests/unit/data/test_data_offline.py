@@ -20,7 +20,7 @@ def fresh(offline_files):
 
 def test_wiki_split_rule_and_determinism(fresh):
     articles = offline.wiki_articles()
-    assert 100 <= len(articles) <= 110  # DESIGN.md: about 105 articles after dropping redirects
+    assert 100 <= len(articles) <= 110  # about 105 articles after dropping redirects
     calibration, evaluation = (get_source("wiki").documents(s) for s in ("calibration", "evaluation"))
     assert calibration == fresh["calibration"][0] and evaluation == fresh["evaluation"][0]  # re-parsed: same text
     assert len(calibration) == len(articles) // 2 and len(calibration) + len(evaluation) == len(articles)
@@ -35,7 +35,7 @@ def test_wiki_split_rule_and_determinism(fresh):
 
 def test_wiki_text_is_clean(offline_files):
     text = "\n\n".join(get_source("wiki").documents("calibration") + get_source("wiki").documents("evaluation"))
-    assert 2_500_000 < len(text) < 3_500_000  # DESIGN.md: 3.1 M characters after cleaning (reference sections kept)
+    assert 2_500_000 < len(text) < 3_500_000  # 3.1 M characters with reference sections kept
     for residue in ("{{", "}}", "[[", "]]", "<ref", "</ref", "'''", "&nbsp;", "&amp;", "thumb|", "<!--"):
         assert residue not in text, residue
     assert not re.search(r"^==.*==$", text, flags=re.M)  # headings lost their '='

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tulu_quant.backends import collect
 from tulu_quant.config import GenerationSettings
 
 CORPUS = [
@@ -50,21 +51,20 @@ class FakeBackend:
         self.answers = answers or {}
         self.context_length = context_length
         self.calls = {"logits": 0, "generate": 0}
+        self.prompts: list[list[int]] = []  # the ids of every generation's prompt
 
     def logits(self, ids):
         self.calls["logits"] += 1
         return np.stack([self.logit_fn(ids[: t + 1]) for t in range(len(ids))]).astype(np.float32)
 
-    def generate(self, ids, settings=GenerationSettings(), on_token=None, stop_ids=()):
+    def generate(self, ids, settings=None, on_token=None, stop_ids=()):
+        settings = settings or GenerationSettings()
         self.calls["generate"] += 1
+        self.prompts.append(list(ids))
         prompt = self.tokenizer.decode(ids)
         reply = next((text for key, text in self.answers.items() if key in prompt), "")
-        new = []
-        for token in self.tokenizer.encode(reply, add_special_tokens=False)[: settings.max_new_tokens]:
-            new.append(token)
-            if on_token is not None and on_token(token):
-                break
-        return new
+        tokens = self.tokenizer.encode(reply, add_special_tokens=False)[: settings.max_new_tokens]
+        return collect(tokens, on_token, stop_ids)
 
     def size_bytes(self):
         return 0

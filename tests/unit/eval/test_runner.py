@@ -29,25 +29,21 @@ def test_finished_jobs_are_reused_and_changes_recompute(tmp_path):
     assert again["acc"].cached and counter == ["reference"] and len(loads) == 1  # no model load when all is cached
     evaluate_artifact(model, "reference", [make_job(counter, {"n": 2})], work, load)
     assert counter == ["reference", "reference"]
-    cand = evaluate_artifact(
-        model,
-        "candidate",
-        [make_job(counter, {"n": 2})],
-        work,
-        load,
-        reference_results={"acc": first["acc"]},
-        reference_print="r1",
-    )
-    assert cand["acc"].metrics[0].value == 40.0
-    evaluate_artifact(
-        model,
-        "candidate",
-        [make_job(counter, {"n": 2})],
-        work,
-        load,
-        reference_results={"acc": first["acc"]},
-        reference_print="r2",
-    )  # a new reference invalidates results that compared with the old one
+
+    def as_candidate(reference_print):
+        jobs = [make_job(counter, {"n": 2})]
+        return evaluate_artifact(
+            model,
+            "candidate",
+            jobs,
+            work,
+            load,
+            reference_results={"acc": first["acc"]},
+            reference_print=reference_print,
+        )
+
+    assert as_candidate("r1")["acc"].metrics[0].value == 40.0
+    as_candidate("r2")  # a new reference invalidates results that compared with the old one
     assert counter == ["reference", "reference", "candidate", "candidate"]
     none = evaluate_artifact(model, "candidate", [make_job(counter, {"n": 2})], work, load, reference_results={})
     assert none["acc"].metrics[0].skipped and len(counter) == 4

@@ -19,7 +19,10 @@ def test_gsm_answers():
 def test_bbh_answer_extraction_and_direct_prompt():
     assert tm.bbh_answer("Step one. So the answer is (B). More text.") == "(B)"
     assert tm.bbh_answer("  Yes\n\nQ: next question") == "Yes"
-    cot = "Task description.\n\nQ: Is it?\nA: Let's think. It is. So the answer is Yes.\n\nQ: Or not?\nA: Hmm. So the answer is No."
+    cot = (
+        "Task description.\n\nQ: Is it?\nA: Let's think. It is. So the answer is Yes.\n\n"
+        "Q: Or not?\nA: Hmm. So the answer is No."
+    )
     assert tm.bbh_direct_prompt(cot) == "Task description.\n\nQ: Is it?\nA: Yes.\n\nQ: Or not?\nA: No."
 
 

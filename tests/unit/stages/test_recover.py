@@ -17,7 +17,8 @@ from tulu_quant.stages.recover import RecoverError
 
 
 def open_instruct_recover(base_state: dict, diff_state: dict) -> dict:
-    """open-instruct scripts/weight_diff.py recover, in memory: float32, mean-initialised new rows, tuned = base + diff."""
+    """open-instruct scripts/weight_diff.py recover, in memory: float32, mean-initialised new rows,
+    tuned = base + diff."""
     base = {k: v.float().clone() for k, v in base_state.items()}
     diff = {k: v.float() for k, v in diff_state.items()}
     for key in ("model.embed_tokens.weight", "lm_head.weight"):
