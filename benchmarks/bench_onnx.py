@@ -42,6 +42,8 @@ PROMPT = "Tell me a long story about a river, an old stone bridge and the market
 # ONNX rows: name -> (ExportOnnxConfig values, exported from the GPTQ checkpoint)
 EXPORTS = {
     "int4 ONNX from GPTQ": ({"precision": "int4", "from_gptq": True}, True),
+    # accuracy_level 1 (fp32 compute) instead of the default int8 compute: the compute type export_onnx picks for CPUs.
+    "int4 ONNX from GPTQ, fp32 compute": ({"precision": "int4", "from_gptq": True, "accuracy_level": 1}, True),
     "int4 ONNX from fp16, k-quant": ({"precision": "int4", "from_gptq": False, "algorithm": "k_quant"}, False),
     "int4 ONNX from fp16, RTN": ({"precision": "int4", "from_gptq": False, "algorithm": "rtn"}, False),
     "fp32 ONNX": ({"precision": "fp32", "from_gptq": False}, False),

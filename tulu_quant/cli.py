@@ -181,6 +181,23 @@ COMMANDS = {  # name: (function, help)
 }
 
 
+MODEL_HELP = {
+    "calibrate": "model directory whose tokenizer encodes the samples",
+    "quantize": "the full-precision model directory",
+    "export-onnx": "the fp16 model directory (recovered/)",
+    "publish": "the quantized model directory (GPTQ checkpoint)",
+    "generate": "a model, GPTQ checkpoint or ONNX export folder",
+}
+OUT_HELP = {
+    "recover": "output model directory",
+    "standin": "output directory; base/ and diff/ are written inside",
+    "calibrate": "output folder (calibration.safetensors + .json); a matching one is reused",
+    "quantize": "output directory of the GPTQ checkpoint",
+    "export-onnx": "output folder (runs with onnxruntime-genai)",
+    "publish": "the folder to write",
+}
+
+
 def command_paths(name: str, p: argparse.ArgumentParser) -> None:
     """The command's own arguments: the folders it reads and writes (not settings, so not in the config)."""
     model = {"required": True, "type": Path}
@@ -191,10 +208,10 @@ def command_paths(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "sweep":
         p.add_argument("--variants", nargs="+", help="variants in configs/variants/ (default: the config's sweep list)")
         p.add_argument("--no-speed", action="store_true", help="skip the decode speed measurement")
-    elif name in ("calibrate", "quantize", "export-onnx", "publish", "generate"):
-        p.add_argument("--model", **model, help="the model folder this command reads")
-    if name in ("recover", "standin", "calibrate", "quantize", "export-onnx", "publish"):
-        p.add_argument("--out", required=True, type=Path, help="the folder to write")
+    if name in MODEL_HELP:
+        p.add_argument("--model", **model, help=MODEL_HELP[name])
+    if name in OUT_HELP:
+        p.add_argument("--out", required=True, type=Path, help=OUT_HELP[name])
     if name == "quantize":
         p.add_argument("--calib", type=Path, help="a calibration folder (default: built, or reused, in OUT.calib)")
     elif name == "export-onnx":

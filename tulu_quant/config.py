@@ -293,7 +293,7 @@ class QuantizeConfig(Strict):
         "auto",
         description="dtype of the calibration forward passes. auto: the model's float16/bfloat16 on cuda; on cpu "
         "bfloat16 where the CPU has native BF16 (AVX512-BF16, AMX), else float32 (tulu_quant.hardware: emulated "
-        "bfloat16 is tens of times slower).",
+        "bfloat16 matmuls are tens of times slower, a layer several times).",
     )
     offload_to_disk: bool = Field(
         True,

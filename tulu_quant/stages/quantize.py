@@ -178,8 +178,8 @@ def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> tuple[
     if requested != "auto":
         if device == "cpu" and requested in ("bfloat16", "float16") and not cpu_info().native_bf16:
             log.warning(
-                "quantize.compute_dtype %s on %s, which has no native half precision: expect every layer to take "
-                "tens of times longer than with float32 (compute_dtype: auto picks float32 here)",
+                "quantize.compute_dtype %s on %s, which has no native half precision: its matmuls are emulated, and "
+                "every layer takes several times longer than with float32 (compute_dtype: auto picks float32 here)",
                 requested,
                 cpu_info().name,
             )

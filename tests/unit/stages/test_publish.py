@@ -119,6 +119,23 @@ def test_folder_card_and_sums(tmp_path, artifacts):
     assert result.metrics["mmlu_0shot"] == 48.75
 
 
+def test_card_says_how_the_calibration_forward_passes_ran(tmp_path, artifacts):
+    model, report = artifacts
+    record = {
+        "device": "cpu",
+        "compute_dtype": "float32",
+        "compute_dtype_reason": "AMD EPYC has no native BF16 (AVX512-BF16, AMX or Arm BF16; torch capability AVX2)",
+        "cpu": {"name": "AMD EPYC", "torch_capability": "AVX2"},
+    }
+    (model / "quantization.json").write_text(json.dumps(record))
+    publish_run(model, report, tmp_path / "pub")
+    card = (tmp_path / "pub" / "README.md").read_text()
+    assert (
+        "- Calibration forward passes in float32 on cpu (AMD EPYC, torch capability AVX2): AMD EPYC has no native BF16"
+        in card
+    )
+
+
 def test_card_without_report_claims_nothing(tmp_path, artifacts):
     model, _ = artifacts
     publish_run(model, None, tmp_path / "pub", MODEL)

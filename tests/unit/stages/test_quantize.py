@@ -135,6 +135,20 @@ def test_three_bit_quantizes_and_reloads(tiny, calib, tmp_path):
     assert error < 0.35, error  # 3 bits: twice the 4-bit step, so about twice the 4-bit bound
 
 
+def test_without_a_calibration_folder_one_is_built_beside_the_output_fitting_the_context(tiny, tmp_path):
+    text = tmp_path / "calib.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 400)
+    cfg = run_config(  # seq_len left at its default (2048): clamped to the model's 256 positions
+        quantize=QuantizeConfig(group_size=32, **FAST),
+        calibrate={"mix": [{"source": f"file:{text}"}], "num_samples": 4, "evaluation": []},
+        model__chat_format="tulu",
+    )
+    result = quantize.run(cfg, tiny, tmp_path / "gptq", log_file=tmp_path / "q.log")
+    calib = json.loads((tmp_path / "gptq.calib" / RECORD_FILE).read_text())
+    assert (calib["num_samples"], calib["seq_len"]) == (4, 256) and result.layers == 2
+    assert json.loads((tmp_path / "gptq" / quantize.RECORD_FILE).read_text())["calibration"]["seq_len"] == 256
+
+
 def test_existing_output_needs_force(quantized, tiny, calib):
     with pytest.raises(FileExistsError, match="--force"):
         quantize_run(tiny, calib, quantized[4], QuantizeConfig(**FAST))
