@@ -3,7 +3,6 @@ int4 from fp16 (k-quant) and from a small GPTQ checkpoint close to fp16, both ru
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,10 @@ from tiny import run_config
 
 from tulu_quant.backends.onnx_backend import OnnxBackend
 from tulu_quant.chat import prompt_ids
-from tulu_quant.config import ExportOnnxConfig, GenerationSettings, StandinConfig
+from tulu_quant.config import ExportOnnxConfig, GenerationSettings
 from tulu_quant.stages import export_onnx
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def standin() -> Path:
-    from tulu_quant.stages.standin import converted_model
-
-    model_dir, _ = converted_model(StandinConfig())
-    return model_dir
 
 
 def export(model: Path, out: Path, gptq: Path | None = None, **values) -> export_onnx.ExportResult:
@@ -50,25 +41,8 @@ def test_int4_export_from_fp16_is_small_and_close(standin, tmp_path):
     assert "Paris" in backend.tokenizer.decode(backend.generate(prompt, GenerationSettings(max_new_tokens=24)))
 
 
-def test_int4_export_from_a_gptq_checkpoint(standin, tmp_path):
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-    import torch
-    from gptqmodel import GPTQModel, QuantizeConfig
-    from transformers import AutoTokenizer
-
-    from tulu_quant.data import get_source
-
-    tokenizer = AutoTokenizer.from_pretrained(standin)
-    text = "\n\n".join(get_source("wiki").documents("calibration")[:4])
-    ids = tokenizer(text).input_ids
-    calibration = [{"input_ids": ids[i : i + 256], "attention_mask": [1] * 256} for i in range(0, 16 * 256, 256)]
-    model = GPTQModel.load(
-        str(standin), QuantizeConfig(bits=4, group_size=64, sym=False), device="cpu", dtype=torch.float16
-    )
-    model.quantize(calibration, batch_size=1)
-    model.save(str(tmp_path / "gptq"))
-    del model
-    result = export(standin, tmp_path / "onnx", gptq=tmp_path / "gptq", precision="int4", lm_head="int8")
+def test_int4_export_from_a_gptq_checkpoint(standin, standin_gptq, tmp_path):
+    result = export(standin, tmp_path / "onnx", gptq=standin_gptq.out, precision="int4", lm_head="int8")
     v = result.verification
     # GPTQ's groups of 64 kept; the builder quantized only the lm_head (int8, its own blocks of 32)
     assert result.source == "gptq" and result.graph["quantized"] == {

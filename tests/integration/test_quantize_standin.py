@@ -7,32 +7,15 @@ import math
 
 import pytest
 import torch
-from tiny import run_config
 
-from tulu_quant.config import CalibrateConfig, QuantizeConfig, SourceWeight, StandinConfig
-from tulu_quant.stages import calibrate, quantize
+from tulu_quant.stages import quantize
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def standin():
-    from tulu_quant.stages.standin import converted_model
-
-    return converted_model(StandinConfig())[0]
-
-
-@pytest.fixture(scope="module")
-def gptq(standin, tmp_path_factory):
-    """4-bit g64 asymmetric from 16 x 256 wiki tokens (the stand-in default's method, less calibration)."""
-    root = tmp_path_factory.mktemp("standin-gptq")
-    cfg = CalibrateConfig(mix=[SourceWeight(source="wiki")], num_samples=16, seq_len=256)
-    run_cfg = run_config(calibrate=cfg, model__chat_format="tokenizer")
-    calib = calibrate.run(run_cfg, standin, root / "calib").out
-    qcfg = QuantizeConfig(bits=4, group_size=64, sym=False, damp_percent=0.01, offload_to_disk=False)
-    run_cfg = run_config(quantize=qcfg, model__chat_format="tokenizer")
-    result = quantize.run(run_cfg, standin, root / "gptq", calib, log_file=root / "gptq.log")
-    return result
+@pytest.fixture
+def gptq(standin_gptq):
+    return standin_gptq
 
 
 def test_published_variant_with_group_128_is_refused_for_the_standin(standin, tmp_path, capfd):

@@ -55,9 +55,8 @@ STAGE = Stage(
     ),
 )
 
-PACK_BITS = (
-    32  # GPTQModel 7.6 packs qweight/qzeros in int32 words with its block packer: widths must be multiples of 32
-)
+# GPTQModel 7.6 packs qweight/qzeros in int32 words with its block packer: widths must be multiples of 32.
+PACK_BITS = 32
 RECORD_FILE = "quantization.json"
 # Machine-specific or run-specific fields GPTQModel writes into quantize_config.json's meta; dropped from our output.
 META_DROP = ("offload_to_disk_path",)
