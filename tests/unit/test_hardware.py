@@ -76,9 +76,14 @@ def test_this_machine_is_described_with_model_flags_and_torch_capability():
     assert set(info.record()) == {"name", "arch", "cores", "torch_capability", "flags"}
 
 
-def test_auto_is_not_slower_than_float32_here():
-    """Measured in one run on the machine running the test: auto's matmul is within 1.3x of float32's (on a CPU
-    without native BF16, bfloat16 is tens of times slower; that choice would fail this)."""
+def test_auto_agrees_with_bfloat16_and_float32_timed_here():
+    """Measured in one run on the machine running the test: where bfloat16 matmuls are several times slower than
+    float32's (a CPU without native BF16: tens of times), auto must be float32; where auto is bfloat16, its matmul must
+    be within 1.3x of float32's. (Timing float32 against itself would only measure noise.)"""
     dtype, _ = cpu_compute_dtype()
-    auto, fp32 = (hardware.matmul_seconds(d, size=384, repeats=9) for d in (dtype, "float32"))
-    assert auto <= 1.3 * fp32, f"{dtype} matmul {auto * 1e3:.2f} ms vs float32 {fp32 * 1e3:.2f} ms"
+    bf16, fp32 = (hardware.matmul_seconds(d, size=384, repeats=9) for d in ("bfloat16", "float32"))
+    shown = f"bfloat16 matmul {bf16 * 1e3:.2f} ms vs float32 {fp32 * 1e3:.2f} ms, auto {dtype}"
+    if bf16 > 3 * fp32:
+        assert dtype == "float32", shown
+    if dtype == "bfloat16":
+        assert bf16 <= 1.3 * fp32, shown
