@@ -35,6 +35,8 @@ def option(p, key: str, *flags: str, **kw) -> None:
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind, args = (args[0], typing.get_args(args[0])) if len(args) == 1 else (str, ())
+    if typing.get_origin(kind) is dict:  # NAME=VALUE, repeatable (overrides() makes the pairs a dict)
+        kw.update(action="append", type=lambda text: tuple(text.split("=", 1)), metavar="NAME=VALUE")
     if typing.get_origin(kind) is list:
         kw.setdefault("action", "append")
         kind = args[0]
@@ -60,6 +62,7 @@ def option(p, key: str, *flags: str, **kw) -> None:
 def overrides(args: argparse.Namespace) -> dict:
     """The settings the command line gave: flags first, then --set (which wins)."""
     values = {k[len(SET) :]: v for k, v in vars(args).items() if k.startswith(SET) and v is not None}
+    values = {k: dict(v) if typing.get_origin(field_at(k).annotation) is dict else v for k, v in values.items()}
     values.update(parse_assignment(text) for text in args.set or [])
     return values
 
@@ -145,7 +148,7 @@ SETTINGS = {
     "export_onnx.accuracy_level export_onnx.algorithm export_onnx.lm_head export_onnx.verify export_onnx.threads "
     "model.chat_format",
     "validate": "validate.suite validate.context_length validate.chat_format validate.device validate.judge_url "
-    "validate.judge_model validate.calibration",
+    "validate.judge_model validate.calibration validate.data_dir validate.data",
     "publish": "quantize.variant publish.repo_id publish.revision publish.push publish.private",
     "generate": "generate.system generate.max_new_tokens generate.temperature generate.top_p "
     "generate.repetition_penalty generate.seed generate.chat_format generate.device generate.threads",

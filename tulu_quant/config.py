@@ -25,6 +25,8 @@ Dtype = Literal["float16", "bfloat16", "float32"]
 # tulu unless the tokenizer ships another template (tulu_quant.chat.resolve_format).
 ChatFormatChoice = Literal["auto", "tulu", "tokenizer"]
 Device = Literal["auto", "cpu", "cuda"]
+# The benchmark data sets a user may point at (tulu_quant.data.tasks.LAYOUT says where each is looked for).
+DataName = Literal["mmlu_dev", "gsm8k", "gsm8k_exemplars", "bbh", "tydiqa", "alpaca_eval"]
 # Semantic checks of `recover` that an expert may switch off (structural errors cannot be skipped: no output is
 # possible).
 RecoverCheck = Literal["keys", "config", "diff-scale", "finite", "verify"]
@@ -379,6 +381,16 @@ class ValidateConfig(Strict):
         default_factory=list,
         description="SOURCE:SPLIT material the artifacts were calibrated on, never scored (on top of calibrate.mix).",
     )
+    data_dir: Path | None = Field(
+        None,
+        description="A folder of benchmark data sets laid out as docs/protocol.md says; None: TULU_QUANT_DATA, else "
+        "the cache's data/.",
+    )
+    data: dict[DataName, Path] = Field(
+        default_factory=dict,
+        description="A data set's own path, which wins over data_dir: mmlu_dev, gsm8k, gsm8k_exemplars, bbh, tydiqa, "
+        "alpaca_eval (CLI: --data NAME=PATH).",
+    )
     gates: list[Gate] = Field(default_factory=_default_gates)
     judge_url: str | None = Field(
         None,
@@ -425,36 +437,51 @@ class PerplexitySuite(Strict):
         return self
 
 
+class ProtocolConfig(Strict):
+    """The evaluation protocol a report states and follows. open-instruct-2023-06: allenai/open-instruct's evaluation at
+    commit e44fcf5 (2023-06-09), which produced Tulu v1's published table (docs/protocol.md lists every setting)."""
+
+    name: Literal["open-instruct-2023-06"] = "open-instruct-2023-06"
+    bos: Literal["as-protocol", "always", "never"] = Field(
+        "as-protocol",
+        description="BOS before a prompt. as-protocol: none (the June 2023 scripts tokenized prompts with "
+        "add_special_tokens=False, which open-instruct later called a bug) except AlpacaFarm's, whose script added it.",
+    )
+    sample_seed: int = Field(
+        42, description="random.seed of open-instruct's draws: GSM's 200 questions, BBH's 40 per task, TydiQA's 100."
+    )
+
+
 class MmluSuite(Strict):
     enabled: bool = True
     shots: list[Literal[0, 5]] = Field(default_factory=lambda: [0, 5])
     subjects: int | None = Field(None, gt=0, description="Subjects drawn by the suite seed (None: all 57).")
-    per_subject: int | None = Field(None, gt=0, description="Questions per subject drawn by the seed (None: all).")
+    per_subject: int | None = Field(None, gt=0, description="Test questions per subject drawn by the seed (None: all).")
     max_prompt_tokens: int = Field(
-        2048, gt=0, description="Fewer shots are used when a prompt is longer (open-instruct)."
+        2048, gt=0, description="Fewer shots are used while a prompt (before the chat format) is longer."
     )
 
 
 class GsmSuite(Strict):
     enabled: bool = True
     modes: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
-    examples: int | None = Field(200, gt=0, description="Test questions drawn by the seed (open-instruct: 200).")
-    shots: int = Field(8, ge=0)
+    examples: int | None = Field(200, gt=0, description="Test questions drawn by protocol.sample_seed (None: 1,319).")
+    shots: int = Field(8, ge=0, le=8, description="Wei et al.'s chain-of-thought exemplars shown (open-instruct: 8).")
     max_new_tokens: int = Field(512, gt=0)
 
 
 class BbhSuite(Strict):
     enabled: bool = True
     modes: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
-    tasks: int | None = Field(None, gt=0, description="Tasks drawn by the seed (None: all 27).")
-    per_task: int | None = Field(40, gt=0, description="Examples per task drawn by the seed (open-instruct: 40).")
+    tasks: int | None = Field(None, gt=0, description="Tasks drawn by the suite seed (None: all 27).")
+    per_task: int | None = Field(40, gt=0, description="Examples per task drawn by protocol.sample_seed.")
     max_new_tokens: int = Field(512, gt=0)
 
 
 class TydiqaSuite(Strict):
     enabled: bool = True
     modes: list[Literal["goldp", "closedbook"]] = Field(default_factory=lambda: ["goldp", "closedbook"])
-    per_language: int | None = Field(100, gt=0, description="Questions per language drawn by the seed.")
+    per_language: int | None = Field(100, gt=0, description="Questions per language drawn by protocol.sample_seed.")
     shots: int = Field(1, ge=0)
     max_context_tokens: int = Field(512, gt=0, description="Passages are cut to this many tokens.")
     max_new_tokens: int = Field(50, gt=0)
@@ -462,43 +489,42 @@ class TydiqaSuite(Strict):
 
 class CodexSuite(Strict):
     enabled: bool = True
-    problems: int | None = Field(None, gt=0, description="HumanEval problems for greedy pass@1, drawn by the seed.")
-    sampled_problems: int | None = Field(None, gt=0, description="Problems for sampled pass@k (a subset of the above).")
-    samples: int = Field(20, gt=0, description="Samples per problem for the unbiased pass@k estimator (n >= k).")
-    pass_at: list[int] = Field(default_factory=lambda: [10], description="k values estimated from the samples.")
-    temperature: float = Field(0.8, gt=0)
+    problems: int | None = Field(None, gt=0, description="HumanEval problems drawn by the suite seed (None: all 164).")
+    samples: int = Field(20, gt=0, description="Samples per problem and temperature (the unbiased pass@k's n).")
+    temperatures: dict[int, float] = Field(
+        default_factory=lambda: {1: 0.1, 10: 0.8},
+        description="k of each pass@k reported -> the sampling temperature of the run it is estimated from.",
+    )
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(512, gt=0)
-    timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per test program (CPU limit likewise).")
+    chat_format: bool = Field(False, description="open-instruct's jobs for Tulu's table ran Codex without it.")
+    timeout_s: float = Field(3.0, gt=0, description="Wall-clock limit per test program (CPU limit likewise).")
     memory_mb: int = Field(1024, gt=0, description="Address-space limit per test program.")
     workers: int = Field(2, gt=0, description="Test programs run at once.")
 
     @model_validator(mode="after")
     def _samples(self) -> CodexSuite:
-        if self.pass_at and self.samples < max(self.pass_at):
+        if self.temperatures and self.samples < max(self.temperatures):
             raise ValueError(
-                f"samples ({self.samples}) must be at least the largest k in pass_at ({max(self.pass_at)})"
+                f"samples ({self.samples}) must be at least the largest k in temperatures ({max(self.temperatures)})"
             )
         return self
 
 
 class AlpacaSuite(Strict):
     enabled: bool = True
-    instructions: int = Field(100, gt=0, description="Held-out instructions drawn by the seed.")
-    instructions_file: Path | None = Field(
-        None,
-        description="JSONL with an 'instruction' field per line (the AlpacaEval "
-        "set); None: instructions built over the perplexity sources' evaluation "
-        "passages.",
-    )
-    max_new_tokens: int = Field(512, gt=0)
+    instructions: int | None = Field(None, gt=0, description="AlpacaEval instructions drawn by the seed (None: 805).")
+    max_new_tokens: int = Field(2048, gt=0)
 
 
 class SuiteConfig(Strict):
-    """An evaluation suite: which benchmarks, on how many items, drawn by which seed."""
+    """An evaluation suite: which benchmarks, on how many items, drawn by which seed, under which protocol."""
 
     description: str = ""
-    seed: int = Field(0, description="Draws every subset, so runs with the same suite compare item by item.")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    seed: int = Field(
+        0, description="Draws the quick suites' subsets, so runs with the same suite compare item by item."
+    )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for bootstrap intervals of paired deltas.")
     perplexity: PerplexitySuite = Field(default_factory=PerplexitySuite)
     mmlu: MmluSuite = Field(default_factory=MmluSuite)

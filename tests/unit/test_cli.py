@@ -189,6 +189,15 @@ def test_recover_calibrate_validate_export_and_publish_flags(monkeypatch, tmp_pa
         256,
         ["tulu-sft:calibration"],
     )
+    data = ["--data-dir", "d", "--data", "tydiqa=t/tydiqa.jsonl", "--data", "bbh=b", "--judge-url", "http://j/v1"]
+    assert cli.main([*argv, *data, "--judge-model", "gpt-4"]) == 0
+    v = seen["args"][0].validate_
+    assert (v.data_dir, v.data, v.judge_url) == (
+        Path("d"),
+        {"tydiqa": Path("t/tydiqa.jsonl"), "bbh": Path("b")},
+        "http://j/v1",
+    )
+    assert cli.main([*argv, "--data", "tydi=x"]) == 2  # not a data set's name: a config error
     with pytest.raises(SystemExit):
         cli.main(["validate"])  # --reference and --report are required
     assert cli.main([*argv, "--calibration", "no-split"]) == 2  # not SOURCE:SPLIT: a config error

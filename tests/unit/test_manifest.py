@@ -20,8 +20,17 @@ def finished(tmp_path, name="recover"):
     manifest = Manifest.load(tmp_path)
     inputs, outputs = [tmp_path / "in"], [tmp_path / "out"]
     prints = manifest.fingerprint(inputs)
-    manifest.record(name, config_hash="h1", config={"k": 1}, inputs=inputs, input_prints=prints, outputs=outputs,
-                    seconds=1.5, peak_rss=10, summary={"n": 1})  # fmt: skip
+    manifest.record(
+        name,
+        config_hash="h1",
+        config={"k": 1},
+        inputs=inputs,
+        input_prints=prints,
+        outputs=outputs,
+        seconds=1.5,
+        peak_rss=10,
+        summary={"n": 1},
+    )
     manifest.save()
     return manifest, inputs, outputs
 

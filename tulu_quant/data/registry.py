@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import hub, instructions, local, offline
-from .base import DataUnavailable, Source, SourceError
+from .base import Source, SourceError
 
 SPLITS = ("calibration", "evaluation")
 
@@ -131,8 +131,8 @@ _TABLE: dict[str, Source] = {
 }
 
 SOURCES: tuple[str, ...] = tuple(_TABLE)
-# Benchmarks read through load_task only; check_disjoint knows them as evaluation material.
-TASKS = ("mmlu", "humaneval", "gsm8k", "bbh", "tydiqa")
+# Benchmarks read through tulu_quant.data.tasks only; check_disjoint knows them as evaluation material.
+TASKS = ("mmlu", "humaneval", "gsm8k", "bbh", "tydiqa", "alpaca_eval")
 
 
 def _file_source(name: str) -> Source:
@@ -160,7 +160,8 @@ def get_source(name: str) -> Source:
 
 
 def materials(name: str, split: str) -> frozenset[str]:
-    """What (source, split) is made of. Benchmarks outside the registry (gsm8k, bbh, tydiqa) are evaluation material."""
+    """What (source, split) is made of. Benchmarks outside the registry (gsm8k, bbh, tydiqa, alpaca_eval) are
+    evaluation material."""
     if name in TASKS and name not in _TABLE:
         if split != "evaluation":
             raise SourceError(f"benchmark '{name}' only has the split 'evaluation'.")
@@ -200,32 +201,3 @@ def check_disjoint(calibration: list[tuple[str, str]], evaluation: list[tuple[st
                 f"calibration source {name} (split {split}) overlaps evaluation source {other[0]} (split "
                 f"{other[1]}): both contain {shared[0]}; calibrate on a different split or source."
             )
-
-
-# ------------------------------------------------------------------------------------------------------ benchmarks
-
-
-def load_task(name: str):
-    """A benchmark's data, from TULU_QUANT_DATA when the files are there, else from the Hub (DataUnavailable when
-    neither). Shapes (what tulu_quant.eval.items reads): mmlu -> load_mmlu(); humaneval -> load_humaneval();
-    gsm8k -> {"test": [{question, answer}], "train": [...]}; bbh -> {task: {"examples": [{input, target}],
-    "cot_prompt": str}}; tydiqa -> {"test": [{lang, context, question, answers: [str]}], "train": [...]}."""
-    if name not in TASKS:
-        raise SourceError(f"unknown benchmark '{name}'; choose one of {list(TASKS)}.")
-    root = local.data_dir()
-    if name == "mmlu":
-        return offline.load_mmlu()
-    if name == "humaneval":
-        return offline.load_humaneval()
-    if name == "gsm8k":
-        return local.local_gsm8k(root) or hub.gsm8k()
-    if name == "tydiqa":
-        return local.local_tydiqa(root) or hub.tydiqa()
-    prompts = local.local_bbh_prompts(root)
-    if not prompts:
-        raise DataUnavailable(
-            f"benchmark bbh needs BIG-Bench-Hard's chain-of-thought prompts, which the Hub does not "
-            f"carry; put the repository's files in {root / 'bbh'} as cot-prompts/<task>.txt and <task>.json."
-        )
-    examples = local.local_bbh_examples(root) or hub.bbh_examples(sorted(prompts))
-    return local.bbh_task(examples, prompts, str(root / "bbh"))

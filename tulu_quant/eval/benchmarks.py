@@ -1,8 +1,10 @@
-"""The benchmark loops: prepared items in, one score per item out (the suite turns scores into metrics and intervals).
+"""The benchmark loops of the open-instruct-2023-06 protocol: prepared items in, one score per item out.
 
 Each function takes a backend, the items the suite drew, the chat format and its settings, and returns a ``Scored``:
 per-item scores in [0, 1] (in item order, so two models compare item by item), optional groups (task or language, for
-macro averages), the raw outputs, and counters worth reporting. Nothing here loads data or knows about caching.
+macro averages), more per-item scores under other metric names (TydiQA's exact match), the raw outputs, and counters
+worth reporting. Nothing here loads data or knows about caching. ``bos`` says whether prompts start with the
+tokenizer's special tokens (the protocol's setting, resolved by the suite).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Scored:
     groups: list[str] | None = None
     outputs: list[Any] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    more: dict[str, list[float]] = field(default_factory=dict)  # metric key suffix -> per-item scores
 
 
 def _greedy(max_new_tokens: int) -> GenerationSettings:
@@ -43,26 +46,23 @@ def mmlu(
     k: int,
     fmt: str,
     max_prompt_tokens: int,
+    bos: bool,
     advance: Advance,
 ) -> Scored:
-    """Answer letter = argmax of the next-token logits over " A".." D" after "The answer is:". With k shots, fewer
-    are used when the prompt would exceed max_prompt_tokens (open-instruct)."""
+    """Answer letter = argmax of the next-token logits over " A".." D" after "The answer is:". k dev-split shots; fewer
+    while the prompt, before the chat format, is longer than max_prompt_tokens (open-instruct)."""
     tokenizer = backend.tokenizer
     choice_ids = letter_ids(tokenizer, prompts.CHOICES)
-    limit = min(max_prompt_tokens, backend.context_length)
     scores, outputs, reduced = [], [], 0
     for item in items:
         shots = shots_by_subject.get(item["subject"], [])[:k]
-        while True:
-            text = prompts.chat_prompt(
-                tokenizer, fmt, prompts.mmlu_user(item["subject"], shots, item), prompts.MMLU_PREFIX
-            )
-            ids = encode(tokenizer, text)
-            if len(ids) <= limit or not shots:
-                break
+        user = prompts.mmlu_user(item["subject"], shots, item)
+        while shots and len(encode(tokenizer, user, False)) > max_prompt_tokens:
             shots = shots[:-1]
+            user = prompts.mmlu_user(item["subject"], shots, item)
         reduced += len(shots) < k
-        choice, _ = pick_choice(backend, ids[-limit:], choice_ids)
+        ids = encode(tokenizer, prompts.chat_prompt(tokenizer, fmt, user, prompts.MMLU_PREFIX, strip=True), bos)
+        choice, _ = pick_choice(backend, ids[-backend.context_length :], choice_ids)
         outputs.append(prompts.CHOICES[choice])
         scores.append(float(prompts.CHOICES[choice] == item["answer"]))
         advance(1)
@@ -73,43 +73,63 @@ def mmlu(
 
 
 def gsm(
-    backend, items: list[dict], exemplars: list[dict], cot: bool, fmt: str, max_new_tokens: int, advance: Advance
+    backend,
+    items: list[dict],
+    exemplars: list[dict],
+    cot: bool,
+    fmt: str,
+    max_new_tokens: int,
+    bos: bool,
+    advance: Advance,
 ) -> Scored:
-    """Greedy answer; the last number must equal the target (exact match, case and punctuation ignored)."""
+    """Greedy answer cut at its first newline (open-instruct stops at the newline token, in the chat format too); the
+    last number of it must equal the target (exact match, case and punctuation ignored)."""
     scores, outputs, truncated = [], [], 0
     for item in items:
-        text = prompts.chat_prompt(
-            backend.tokenizer, fmt, prompts.gsm_user(item["question"], exemplars, cot), prompts.GSM_PREFIX
-        )
-        output, cut = complete(backend, text, _greedy(max_new_tokens))
+        user = prompts.gsm_user(item["question"], exemplars, cot)
+        text = prompts.chat_prompt(backend.tokenizer, fmt, user, prompts.GSM_PREFIX)
+        output, cut = complete(backend, text, _greedy(max_new_tokens), bos, ("\n",))
         truncated += cut
         outputs.append(output)
-        scores.append(
-            text_metrics.exact_match(text_metrics.last_number(output), text_metrics.gsm_target(item["answer"]))
-        )
+        prediction = text_metrics.last_number(output)
+        scores.append(text_metrics.exact_match(prediction, text_metrics.gsm_target(item["answer"])))
         advance(1)
     return Scored(scores, outputs=outputs, details={"truncated_prompts": truncated})
 
 
 def bbh(
-    backend, items: list[dict], task_prompts: dict[str, str], cot: bool, fmt: str, max_new_tokens: int, advance: Advance
+    backend,
+    items: list[dict],
+    task_prompts: dict[str, str],
+    cot: bool,
+    fmt: str,
+    max_new_tokens: int,
+    bos: bool,
+    advance: Advance,
 ) -> Scored:
-    """Items carry task, input, target. Direct answers stop at a blank line; CoT answers are read after 'So the answer
-    is'. Macro average over tasks."""
+    """Items carry task, input, target. The answer is the output's first paragraph, and within it the text after 'So
+    the answer is' up to the next period when there is one (exact match, case and punctuation ignored). Generation
+    ends with that first paragraph (open-instruct generates on and then keeps it). Macro average over tasks."""
     scores, groups, outputs, truncated = [], [], [], 0
     for item in items:
         task_prompt = task_prompts[item["task"]]
         task_prompt = task_prompt if cot else text_metrics.bbh_direct_prompt(task_prompt)
-        text = prompts.chat_prompt(
-            backend.tokenizer, fmt, prompts.bbh_user(task_prompt, item["input"]), prompts.BBH_PREFIX
-        )
-        output, cut = complete(backend, text, _greedy(max_new_tokens), () if cot else ("\n\n",))
+        user = prompts.bbh_user(task_prompt, item["input"])
+        text = prompts.chat_prompt(backend.tokenizer, fmt, user, prompts.BBH_PREFIX)
+        output, cut = complete(backend, text, _greedy(max_new_tokens), bos, first_paragraph=True)
         truncated += cut
         outputs.append(output)
         scores.append(text_metrics.exact_match(text_metrics.bbh_answer(output), item["target"]))
         groups.append(item["task"])
         advance(1)
     return Scored(scores, groups, outputs, {"truncated_prompts": truncated})
+
+
+def tydiqa_passage(tokenizer, context: str, max_tokens: int) -> str:
+    """open-instruct's passage cut: the passage encoded with the tokenizer's special tokens (LLaMA's BOS counts toward
+    the limit) and, when longer, its first max_tokens tokens decoded back (special tokens included)."""
+    ids = tokenizer(context).input_ids
+    return tokenizer.decode(ids[:max_tokens]) if len(ids) > max_tokens else context
 
 
 def tydiqa(
@@ -120,30 +140,29 @@ def tydiqa(
     fmt: str,
     max_context_tokens: int,
     max_new_tokens: int,
+    bos: bool,
     advance: Advance,
 ) -> Scored:
-    """SQuAD F1 of a greedy short answer; passages cut to max_context_tokens; macro average over languages."""
+    """SQuAD F1 (and exact match) of a greedy short answer cut at its first newline, in each language's own prompt;
+    passages cut to max_context_tokens; macro average over languages."""
     tokenizer = backend.tokenizer
 
     def cut(record: dict) -> dict:
-        ids = tokenizer.encode(record["context"], add_special_tokens=False)
-        return (
-            {**record, "context": tokenizer.decode(ids[:max_context_tokens])}
-            if len(ids) > max_context_tokens
-            else record
-        )
+        return {**record, "context": tydiqa_passage(tokenizer, record["context"], max_context_tokens)}
 
-    scores, groups, outputs = [], [], []
+    f1, em, groups, outputs = [], [], [], []
     for item in items:
         shots = [cut(s) for s in shots_by_language.get(item["lang"], [])]
-        user, prefix = prompts.tydiqa_user(cut(item), shots, with_passage)
-        output, _ = complete(backend, prompts.chat_prompt(tokenizer, fmt, user, prefix), _greedy(max_new_tokens))
+        user, prefix = prompts.tydiqa_user(cut(item) if with_passage else item, shots, with_passage)
+        text = prompts.chat_prompt(tokenizer, fmt, user, prefix, strip=True)
+        output, _ = complete(backend, text, _greedy(max_new_tokens), bos, ("\n",))
         output = output.strip()
         outputs.append(output)
-        scores.append(text_metrics.squad_f1(output, item["answers"]))
+        f1.append(text_metrics.squad_f1(output, item["answers"]))
+        em.append(text_metrics.squad_exact(output, item["answers"]))
         groups.append(item["lang"])
         advance(1)
-    return Scored(scores, groups, outputs)
+    return Scored(f1, groups, outputs, more={"em": em})
 
 
 # ------------------------------------------------------------------------------------------------------ Codex-Eval
@@ -153,28 +172,28 @@ def codex(
     backend,
     problems: list[dict],
     fmt: str,
+    chat: bool,
     settings: GenerationSettings,
     samples: int,
     ks: list[int],
     limits: Limits,
     workers: int,
+    bos: bool,
     advance: Advance,
 ) -> Scored:
-    """Generate `samples` completions per HumanEval problem (seeded per sample), execute each against the problem's
-    tests in the sandbox, and score the problem with the unbiased pass@k estimator for each k (scores are
-    pass@ks[0])."""
+    """Sample `samples` completions per HumanEval problem (seeded per sample), run each with the problem's tests in the
+    sandbox (prompt + completion + tests + check(entry_point)), and score each problem with the unbiased pass@k
+    estimator for each k (scores are pass@ks[0])."""
     per_problem: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for index, problem in enumerate(problems):
-            text = prompts.chat_prompt(
-                backend.tokenizer, fmt, prompts.codex_user(problem["prompt"]), prompts.CODEX_PREFIX
-            )
+            text = prompts.codex_prompt(backend.tokenizer, fmt, problem["prompt"], chat)
             completions = []
             for sample in range(samples):
                 seed = None if settings.seed is None else settings.seed + 1000 * index + sample
                 seeded = settings.model_copy(update={"seed": seed})
-                completions.append(complete(backend, text, seeded, prompts.CODEX_STOPS)[0])
+                completions.append(complete(backend, text, seeded, bos, prompts.CODEX_STOPS)[0])
             outcomes = list(
                 pool.map(lambda c, problem=problem: run_program(humaneval_program(problem, c), limits), completions)
             )
@@ -199,14 +218,17 @@ def codex(
 # ------------------------------------------------------------------------------------------------------ AlpacaFarm
 
 
-def generate_answers(backend, instructions: list[str], fmt: str, max_new_tokens: int, advance: Advance) -> list[str]:
-    """Greedy answers to each instruction, cut where the model would start another turn."""
+def generate_answers(
+    backend, instructions: list[str], fmt: str, max_new_tokens: int, advance: Advance, bos: bool = True
+) -> list[str]:
+    """Greedy answers to each instruction (the prompt starts with the tokenizer's special tokens, as open-instruct's
+    AlpacaFarm script and `tulu-quant generate` encode it), cut where the model would start another turn."""
     from ..chat import stop_strings
 
     answers = []
     for instruction in instructions:
         text = prompts.chat_prompt(backend.tokenizer, fmt, instruction)
-        answers.append(complete(backend, text, _greedy(max_new_tokens), tuple(stop_strings(fmt)))[0].strip())
+        answers.append(complete(backend, text, _greedy(max_new_tokens), bos, tuple(stop_strings(fmt)))[0].strip())
         advance(1)
     return answers
 

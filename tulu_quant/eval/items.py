@@ -1,16 +1,15 @@
-"""Draw each benchmark's items from its data set: fixed by the suite seed, few-shot material never scored.
+"""Draw each benchmark's items from its data set as the protocol does (docs/protocol.md).
 
-Shapes accepted from ``tulu_quant.data`` (plain lists and dicts):
+open-instruct's own draws use Python's ``random`` seeded with ``protocol.sample_seed`` (42): GSM's 200 test questions
+(``random.sample``), BBH's 40 examples per task (one generator, the tasks in turn) and TydiQA's 100 questions per
+language, then one demonstration per language from train. A quick suite's smaller subsets (MMLU subjects and
+questions, BBH tasks, HumanEval problems, AlpacaEval instructions) are drawn by the suite's own seed. Few-shot
+material is never scored: MMLU's shots come from its dev split, GSM's are Wei et al.'s exemplars, TydiQA's from train.
 
-- MMLU: records {question, choices[4], answer "A".."D", subject}. Each subject's first 5 questions are its few-shot
-  pool and are excluded from scoring in both 0- and 5-shot (so the two settings score the same questions).
-- GSM8K: a list of {question, answer} or {"test": [...], "train": [...], "exemplars": [...]}; exemplars are
-  {question, cot_answer, short_answer}. Without exemplars they are made from train items (or, failing that, the first
-  test items, then excluded from scoring): the solution without its <<calculator>> notes + " So the answer is N.".
-- BBH: {task: {"examples": [{input, target}], "cot_prompt": str}} (optionally under a "tasks" key).
-- TydiQA: a list of {lang, context, question, answers} or {"test": [...], "train": [...]}; answers may be strings or
-  {"text": ...}. Shots per language come from train (or the first test item of the language, then not scored).
-- HumanEval: records {task_id, prompt, canonical_solution, test, entry_point}.
+Shapes read (tulu_quant.data.tasks): MMLU test records {question, choices[4], answer "A".."D", subject} and dev
+{subject: [records]}; GSM8K {test: [{question, answer}], exemplars: [{question, cot_answer, short_answer}]}; BBH
+{task: {examples: [{input, target}], cot_prompt}}; TydiQA {test, train: [{lang, context, question, answers}]};
+HumanEval records {task_id, prompt, canonical_solution, test, entry_point}; AlpacaEval [{instruction, output}].
 """
 
 from __future__ import annotations
@@ -18,14 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from typing import Any
 
 from ..config import AlpacaSuite, BbhSuite, CodexSuite, GsmSuite, MmluSuite, TydiqaSuite
-from ..errors import MissingPath
-from .prompts import PASSAGE_TASKS
 
-MMLU_SHOT_POOL = 5
+MMLU_SHOTS = 5
 
 
 def data_hash(value: Any) -> str:
@@ -39,125 +35,78 @@ def draw(items: list, n: int | None, rng: random.Random) -> list:
     return [items[i] for i in sorted(rng.sample(range(len(items)), n))]
 
 
+def sample(items: list, n: int | None, rng: random.Random) -> list:
+    """open-instruct's ``random.sample(items, n)``: the same items in the same (drawn) order; all when n is larger."""
+    return list(items) if n is None or n >= len(items) else rng.sample(items, n)
+
+
 # ------------------------------------------------------------------------------------------------------ MMLU
 
 
-def mmlu_items(records: list[dict], cfg: MmluSuite, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
+def mmlu_items(
+    test: list[dict], dev: dict[str, list[dict]] | None, cfg: MmluSuite, seed: int
+) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(the scored test questions, the dev-split shots of each of their subjects)."""
     by_subject: dict[str, list[dict]] = {}
-    for record in records:
+    for record in test:
         by_subject.setdefault(record["subject"], []).append(record)
     rng = random.Random(seed)
     subjects = draw(sorted(by_subject), cfg.subjects, rng)
-    items, shots = [], {}
-    for subject in subjects:
-        shots[subject] = by_subject[subject][:MMLU_SHOT_POOL]
-        items += draw(by_subject[subject][MMLU_SHOT_POOL:], cfg.per_subject, rng)
-    return items, shots
+    scored = [item for subject in subjects for item in draw(by_subject[subject], cfg.per_subject, rng)]
+    shots = {subject: (dev or {}).get(subject, [])[:MMLU_SHOTS] for subject in subjects}
+    return scored, shots
 
 
 # ------------------------------------------------------------------------------------------------------ GSM8K
 
 
-def gsm_exemplar(item: dict) -> dict:
-    body, _, final = item["answer"].rpartition("####")
-    number = final.strip().replace(",", "")
-    reasoning = " ".join(re.sub(r"<<.*?>>", "", body).split())
-    return {
-        "question": item["question"],
-        "cot_answer": f"{reasoning} So the answer is {number}.",
-        "short_answer": number,
-    }
-
-
-def gsm_items(task: Any, cfg: GsmSuite, seed: int) -> tuple[list[dict], list[dict]]:
-    test = task["test"] if isinstance(task, dict) else list(task)
-    pool_exemplars = task.get("exemplars") if isinstance(task, dict) else None
-    train = task.get("train") if isinstance(task, dict) else None
-    if pool_exemplars:
-        exemplars = list(pool_exemplars)[: cfg.shots]
-    elif train:
-        exemplars = [gsm_exemplar(t) for t in train[: cfg.shots]]
-    else:
-        exemplars, test = [gsm_exemplar(t) for t in test[: cfg.shots]], test[cfg.shots :]
-    return draw(test, cfg.examples, random.Random(seed)), exemplars
+def gsm_items(task: dict, cfg: GsmSuite, sample_seed: int) -> tuple[list[dict], list[dict]]:
+    """(random.seed(42); random.sample(test, 200), then the exemplars: all 8 in order, or `shots` of them drawn by the
+    same generator, as open-instruct draws fewer)."""
+    rng = random.Random(sample_seed)
+    return sample(task["test"], cfg.examples, rng), sample(task["exemplars"], cfg.shots, rng)
 
 
 # ------------------------------------------------------------------------------------------------------ BBH
 
 
-def bbh_items(task: Any, cfg: BbhSuite, seed: int) -> tuple[list[dict], dict[str, str]]:
-    tasks = task["tasks"] if "tasks" in task else task
-    rng = random.Random(seed)
-    names = draw(sorted(tasks), cfg.tasks, rng)
-    items, prompts = [], {}
+def bbh_items(tasks: dict, cfg: BbhSuite, seed: int, sample_seed: int) -> tuple[list[dict], dict[str, str]]:
+    """Each task's examples drawn in turn from one generator seeded with sample_seed (tasks in sorted order)."""
+    names = draw(sorted(tasks), cfg.tasks, random.Random(seed))
+    rng = random.Random(sample_seed)
+    items, task_prompts = [], {}
     for name in names:
-        prompts[name] = tasks[name]["cot_prompt"]
-        items += [
-            {"task": name, "input": e["input"], "target": e["target"]}
-            for e in draw(tasks[name]["examples"], cfg.per_task, rng)
-        ]
-    return items, prompts
+        task_prompts[name] = tasks[name]["cot_prompt"]
+        items += [{"task": name, **e} for e in sample(tasks[name]["examples"], cfg.per_task, rng)]
+    return items, task_prompts
 
 
 # ------------------------------------------------------------------------------------------------------ TydiQA
 
 
-def _qa(record: dict) -> dict:
-    answers = [a["text"] if isinstance(a, dict) else a for a in record["answers"]]
-    return {"lang": record["lang"], "context": record["context"], "question": record["question"], "answers": answers}
-
-
-def tydiqa_items(task: Any, cfg: TydiqaSuite, seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
-    test = [_qa(r) for r in (task["test"] if isinstance(task, dict) else task)]
-    train = [_qa(r) for r in task.get("train", [])] if isinstance(task, dict) else []
-    rng = random.Random(seed)
-    items, shots = [], {}
-    for lang in sorted({r["lang"] for r in test}):
-        pool = [r for r in test if r["lang"] == lang]
-        candidates = [r for r in train if r["lang"] == lang]
-        if candidates:
-            shots[lang] = draw(candidates, cfg.shots, rng)[: cfg.shots]
-        else:
-            shots[lang], pool = pool[: cfg.shots], pool[cfg.shots :]
-        items += draw(pool, cfg.per_language, rng)
-    return items, shots
+def tydiqa_items(task: dict, cfg: TydiqaSuite, sample_seed: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Per language, in the order the dev file first names them (as open-instruct's dict of languages): its test
+    questions drawn from one generator, then, after all of them, its demonstrations drawn from train (open-instruct
+    walks a set of languages there, an order that changes with PYTHONHASHSEED; we keep the dev file's)."""
+    rng = random.Random(sample_seed)
+    languages = list(dict.fromkeys(r["lang"] for r in task["test"]))
+    items = []
+    for lang in languages:
+        items += sample([r for r in task["test"] if r["lang"] == lang], cfg.per_language, rng)
+    shots = {lang: sample([r for r in task["train"] if r["lang"] == lang], cfg.shots, rng) for lang in languages}
+    return items, {lang: s[: cfg.shots] for lang, s in shots.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ HumanEval
 
 
-def codex_items(problems: list[dict], cfg: CodexSuite, seed: int) -> tuple[list[dict], list[dict]]:
-    """(problems for greedy pass@1, problems for sampled pass@k: a subset of the first)."""
-    rng = random.Random(seed)
-    greedy = draw(problems, cfg.problems, rng)
-    return greedy, draw(greedy, cfg.sampled_problems, rng)
+def codex_items(problems: list[dict], cfg: CodexSuite, seed: int) -> list[dict]:
+    return draw(problems, cfg.problems, random.Random(seed))
 
 
 # ------------------------------------------------------------------------------------------------------ AlpacaFarm
 
 
-def passages(documents: list[str], low: int = 400, high: int = 1200) -> list[str]:
-    """Paragraphs of a readable length from evaluation documents."""
-    found = []
-    for document in documents:
-        for paragraph in document.split("\n\n"):
-            paragraph = " ".join(paragraph.split())
-            if low <= len(paragraph) <= high:
-                found.append(paragraph)
-    return found
-
-
-def alpaca_instructions(cfg: AlpacaSuite, documents: list[str], seed: int) -> list[str]:
-    """The suite's held-out instructions: from cfg.instructions_file when given, else tasks over evaluation passages."""
-    rng = random.Random(seed)
-    if cfg.instructions_file is not None:
-        path = cfg.instructions_file.expanduser()
-        if not path.is_file():
-            raise MissingPath(
-                f"alpaca.instructions_file {path} does not exist; point it at a JSONL file with "
-                "an 'instruction' field per line, or remove the key."
-            )
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return draw([line["instruction"] for line in lines], cfg.instructions, rng)
-    chosen = draw(passages(documents), cfg.instructions, rng)
-    return [PASSAGE_TASKS[i % len(PASSAGE_TASKS)].format(passage=p) for i, p in enumerate(chosen)]
+def alpaca_items(rows: list[dict], cfg: AlpacaSuite, seed: int) -> list[dict]:
+    """AlpacaEval's instructions with text-davinci-003's outputs (all 805, or a subset drawn by the seed)."""
+    return draw(rows, cfg.instructions, random.Random(seed))

@@ -196,7 +196,8 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
         lines.append("")
     skipped_rows = {k: m.skipped for k, m in reference["metrics"].items() if m.skipped}
     if skipped_rows:
-        lines += ["## Skipped", "", *[f"- `{k}`: {reason}" for k, reason in skipped_rows.items()], ""]
+        lines += ["## Not measured", "", *[f"- `{k}`: {reason}" for k, reason in skipped_rows.items()], ""]
+    lines += protocol_lines(protocol)
     lines += [
         "## Time per benchmark (seconds; cached results took no time in this run)",
         "",
@@ -208,6 +209,27 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
         lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
     lines += ["", "Protocol details, data hashes and library versions are in report.json.", ""]
     return "\n".join(lines)
+
+
+def protocol_lines(protocol: dict[str, Any]) -> list[str]:
+    """The protocol section: its name and settings, and every data set read (where from, sha256)."""
+    if "name" not in protocol:
+        return []
+    settings = ", ".join(f"{k} {v}" for k, v in protocol["settings"].items() if k != "name")
+    lines = ["## Protocol", "", f"`{protocol['name']}` (docs/protocol.md): {settings}.", ""]
+    lines += [f"- {name}: {line}." for name, line in protocol.get("benchmarks", {}).items()]
+    lines += [""] if protocol.get("benchmarks") else []
+    lines += ["| benchmark | data | sha256 |", "| --- | --- | --- |"]
+    for job, data in protocol["datasets"].items():
+        for part, origin in data.items() if "sha256" not in data else [("", data)]:
+            where = origin.get("path") or origin.get("package") or origin.get("hub")
+            if origin.get("file"):
+                where = f"{where} {origin['file']}"
+            sha = origin.get("sha256") or "-"
+            lines.append(
+                f"| {job}{' ' + part if part else ''} | `{where}` | {sha[:16] + '...' if sha != '-' else sha} |"
+            )
+    return [*lines, ""]
 
 
 def _timing(entry: dict[str, Any] | None) -> str:

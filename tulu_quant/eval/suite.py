@@ -100,25 +100,31 @@ def _kl(windows, backend, role, reference, folder: Path, advance) -> JobResult:
 
 def _scored(key, label, suite, run, backend, role, reference, folder, advance) -> JobResult:
     result = run(backend, advance=advance)
-    metric = score_metric(key, label, result.scores, result.groups, suite.bootstrap_samples, suite.seed, result.details)
-    return JobResult(key, [metric], outputs=result.outputs)
+    samples, seed = suite.bootstrap_samples, suite.seed
+    metrics = [score_metric(key, label, result.scores, result.groups, samples, seed, result.details)]
+    for suffix, scores in result.more.items():
+        metrics.append(
+            score_metric(f"{key}_{suffix}", f"{label} ({MORE_LABELS[suffix]})", scores, result.groups, samples, seed)
+        )
+    return JobResult(key, metrics, outputs=result.outputs)
 
 
-def _codex_sampled(ks, problems, fmt, suite, backend, role, reference, folder, advance) -> JobResult:
+MORE_LABELS = {"em": "exact match"}
+
+
+def _codex_run(temperature, ks, problems, fmt, bos, suite, backend, role, reference, folder, advance) -> JobResult:
     cfg = suite.codex
     settings = GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        repetition_penalty=1.0,
-        seed=suite.seed,
+        max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p, seed=suite.seed
     )
     limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
-    result = benchmarks.codex(backend, problems, fmt, settings, cfg.samples, ks, limits, cfg.workers, advance)
+    result = benchmarks.codex(
+        backend, problems, fmt, cfg.chat_format, settings, cfg.samples, ks, limits, cfg.workers, bos, advance
+    )
     metrics = [
         score_metric(
             f"codex_pass{k}",
-            f"Codex-Eval pass@{k} (T={cfg.temperature})",
+            codex_label(k, temperature, cfg.samples),
             [p["pass_at"][str(k)] for p in result.outputs],
             None,
             suite.bootstrap_samples,
@@ -127,57 +133,54 @@ def _codex_sampled(ks, problems, fmt, suite, backend, role, reference, folder, a
         )
         for k in ks
     ]
-    return JobResult("codex_sampled", metrics, outputs=result.outputs)
+    return JobResult(f"codex_t{temperature}", metrics, outputs=result.outputs)
 
 
-def _alpaca(instructions, fmt, suite, vcfg: ValidateConfig, backend, role, reference, folder, advance) -> JobResult:
-    answers = benchmarks.generate_answers(backend, instructions, fmt, suite.alpaca.max_new_tokens, advance)
-    if role == "reference":
-        return JobResult("alpaca", [], outputs=answers)
-    exact, rouge = benchmarks.agreement(answers, reference.outputs)
-    metrics = [
-        score_metric(
-            "alpaca_exact_match", "AlpacaFarm agreement: exact match", exact, None, suite.bootstrap_samples, suite.seed
-        ),
-        score_metric(
-            "alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", rouge, None, suite.bootstrap_samples, suite.seed
-        ),
-    ]
+def codex_label(k: int, temperature: float, samples: int) -> str:
+    return f"Codex-Eval pass@{k} ({samples} samples, T={temperature})"
+
+
+def _alpaca(rows, fmt, bos, suite, vcfg: ValidateConfig, backend, role, reference, folder, advance) -> JobResult:
+    """Every artifact's answers, judged against text-davinci-003's (the win rate, with a judge); a candidate's also
+    compared with the reference model's (agreement, judge-free)."""
+    instructions = [row["instruction"] for row in rows]
+    answers = benchmarks.generate_answers(backend, instructions, fmt, suite.alpaca.max_new_tokens, advance, bos)
+    samples, seed = suite.bootstrap_samples, suite.seed
+    metrics = []
+    if role != "reference":
+        exact, rouge = benchmarks.agreement(answers, reference.outputs)
+        metrics += [
+            score_metric("alpaca_exact_match", ALPACA_LABELS["alpaca_exact_match"], exact, None, samples, seed),
+            score_metric("alpaca_rougeL", ALPACA_LABELS["alpaca_rougeL"], rouge, None, samples, seed),
+        ]
+    label = ALPACA_LABELS["alpaca_win_rate"]
     if vcfg.judge_url:
-        from .judge import win_scores
+        from .judge import ANNOTATOR, win_scores
 
-        wins = win_scores(
+        davinci = [row["output"] for row in rows]
+        judged = win_scores(
             instructions,
             answers,
-            reference.outputs,
+            davinci,
             vcfg.judge_url,
             vcfg.judge_model,
             vcfg.judge_api_key_env,
             vcfg.judge_timeout_s,
-            suite.seed,
         )
-        metrics.append(
-            score_metric(
-                "alpaca_win_rate",
-                "AlpacaFarm win rate vs reference (judge)",
-                wins,
-                None,
-                suite.bootstrap_samples,
-                suite.seed,
-                {"judge": vcfg.judge_model},
-            )
-        )
+        wins = [0.5 if score is None else score for score in judged]
+        details = {"judge": vcfg.judge_model, "annotator": ANNOTATOR, "unreadable_verdicts": judged.count(None)}
+        metrics.append(score_metric("alpaca_win_rate", label, wins, None, samples, seed, details))
     else:
-        metrics.append(
-            skipped(
-                "alpaca_win_rate",
-                "AlpacaFarm win rate vs reference (judge)",
-                "points",
-                True,
-                "no judge endpoint configured (validate.judge_url)",
-            )
-        )
+        metrics.append(skipped("alpaca_win_rate", label, "points", True, NO_JUDGE))
     return JobResult("alpaca", metrics, outputs=answers)
+
+
+ALPACA_LABELS = {
+    "alpaca_win_rate": "AlpacaFarm win rate vs text-davinci-003 (judge)",
+    "alpaca_exact_match": "AlpacaFarm agreement with the reference model: exact match",
+    "alpaca_rougeL": "AlpacaFarm agreement with the reference model: ROUGE-L",
+}
+NO_JUDGE = "no judge configured (validate.judge_url: an OpenAI-compatible endpoint serving a judge model)"
 
 
 # ------------------------------------------------------------------------------------------------------ building jobs
@@ -270,27 +273,78 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
     return jobs
 
 
+def uses_bos(suite: SuiteConfig, benchmark: str) -> bool:
+    """Whether the benchmark's prompts start with the tokenizer's special tokens (BOS), as protocol.bos says: under the
+    protocol, only AlpacaFarm's (its June 2023 script tokenized plainly; the others with add_special_tokens=False)."""
+    bos = suite.protocol.bos
+    return bos == "always" or (bos == "as-protocol" and benchmark == "alpaca")
+
+
+def protocol_summary(suite: SuiteConfig, vcfg: ValidateConfig) -> dict[str, str]:
+    """Each benchmark's settings in one line, as the report's protocol section states them."""
+
+    def count(n: int | None, whole: str) -> str:
+        return whole if n is None else f"{n:,}"
+
+    def bos(benchmark: str) -> str:
+        return "with BOS" if uses_bos(suite, benchmark) else "no BOS (add_special_tokens=False)"
+
+    m, g, b, t, c, a = suite.mmlu, suite.gsm, suite.bbh, suite.tydiqa, suite.codex, suite.alpaca
+    passes = ", ".join(f"pass@{k} at T={temp}" for k, temp in sorted(c.temperatures.items()))
+    judge = f"{vcfg.judge_model} at {vcfg.judge_url}, alpaca_eval_gpt4's prompt" if vcfg.judge_url else "no judge"
+    return {
+        "MMLU": f"{'/'.join(map(str, m.shots))}-shot; {count(m.subjects, 'all')} subjects, "
+        f"{count(m.per_subject, 'all')} test questions each; shots from the dev split; the answer is the argmax of "
+        f"the next-token logits of A-D after 'The answer is:'; prompts up to {m.max_prompt_tokens} tokens; "
+        f"{bos('mmlu')}",
+        "GSM8K": f"{'/'.join(g.modes)}; {count(g.examples, 'all 1,319')} test questions (random.sample after "
+        f"random.seed({suite.protocol.sample_seed})); {g.shots} of Wei et al.'s exemplars; greedy up to "
+        f"{g.max_new_tokens} tokens, stop at the first newline; the last number, exact match; {bos('gsm')}",
+        "BBH": f"{'/'.join(b.modes)}; {count(b.tasks, 'all')} tasks, {count(b.per_task, 'all')} examples each (seed "
+        f"{suite.protocol.sample_seed}); the task's 3-shot prompt; greedy up to {b.max_new_tokens} tokens, the first "
+        f"paragraph, the text after 'So the answer is'; exact match, macro over tasks; {bos('bbh')}",
+        "TydiQA": f"{'/'.join(t.modes)}; {count(t.per_language, 'all')} questions per language (seed "
+        f"{suite.protocol.sample_seed}), {t.shots} demonstration from train; each language's templates; passages "
+        f"cut to {t.max_context_tokens} tokens; greedy up to {t.max_new_tokens} tokens, stop at the first newline; "
+        f"SQuAD F1 and exact match, macro over languages; {bos('tydiqa')}",
+        "Codex-Eval": f"{count(c.problems, 'all 164')} HumanEval problems; {c.samples} samples each, {passes}, top_p "
+        f"{c.top_p}, up to {c.max_new_tokens} tokens; {'chat format' if c.chat_format else 'no chat format'}; "
+        f"unbiased pass@k; {c.timeout_s:g} s per test program; {bos('codex')}",
+        "AlpacaFarm": f"{count(a.instructions, 'all 805')} AlpacaEval instructions; greedy up to {a.max_new_tokens} "
+        f"tokens; win rate vs text-davinci-003's outputs: {judge}; {bos('alpaca')}",
+    }
+
+
+def where(vcfg: ValidateConfig):
+    from ..data import data_dir
+    from ..data.tasks import Where
+
+    return Where(vcfg.data_dir.expanduser() if vcfg.data_dir else data_dir(), dict(vcfg.data))
+
+
 def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[Job]:
-    """One job per benchmark setting; disabled or unreachable ones included (skipped), so the report and the gates
-    see every column of the table."""
-    from .. import data
+    """One job per benchmark setting; disabled or unreachable ones included (skipped, with the reason), so the report
+    and the gates see every column of the table."""
+    from ..data import tasks
 
     jobs: list[Job] = []
-    seed = suite.seed
+    seed, sample_seed, found = suite.seed, suite.protocol.sample_seed, where(vcfg)
 
-    def add(key: str, label: str, run: Callable | None, n: int, settings: dict, reason: str | None = None) -> None:
-        spec = [(key, label, "points", True)]
+    def add(key, label, run, n, settings, reason=None, more=()) -> None:
+        spec = [
+            (key, label, "points", True),
+            *((f"{key}_{m}", f"{label} ({MORE_LABELS[m]})", "points", True) for m in more),
+        ]
         if reason or run is None:
             jobs.append(Job(key, label, spec, skipped=reason or "no items"))
         else:
-            jobs.append(
-                Job(
-                    key, label, spec, {**settings, "format": fmt}, functools.partial(_scored, key, label, suite, run), n
-                )
-            )
+            settings = {**settings, "format": fmt, "bos": uses_bos(suite, key.split("_")[0])}
+            jobs.append(Job(key, label, spec, settings, functools.partial(_scored, key, label, suite, run), n))
 
-    records, reason = _unavailable(data.load_mmlu, suite.mmlu.enabled)
-    mmlu, shots = items.mmlu_items(records, suite.mmlu, seed) if records else ([], {})
+    # MMLU: every test question (or the suite's subset), k shots from the dev split.
+    test, reason = _unavailable(tasks.mmlu_test, suite.mmlu.enabled)
+    dev, dev_reason = _unavailable(lambda: tasks.mmlu_dev(found), suite.mmlu.enabled and any(suite.mmlu.shots))
+    mmlu, shots = items.mmlu_items(test.data, dev.data if dev else None, suite.mmlu, seed) if test else ([], {})
     for k in suite.mmlu.shots:
         run = functools.partial(
             benchmarks.mmlu,
@@ -299,176 +353,136 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
             k=k,
             fmt=fmt,
             max_prompt_tokens=suite.mmlu.max_prompt_tokens,
+            bos=uses_bos(suite, "mmlu"),
         )
-        add(
-            f"mmlu_{k}shot",
-            f"MMLU {k}-shot",
-            run,
-            len(mmlu),
-            {"items": items.data_hash([mmlu, shots]), "k": k, "max_prompt_tokens": suite.mmlu.max_prompt_tokens},
-            reason,
-        )
+        data = {"test": test.provenance if test else None, **({"dev": dev.provenance} if k and dev else {})}
+        settings = {
+            "items": items.data_hash([mmlu, shots if k else {}]),
+            "k": k,
+            "data": data,
+            "max_prompt_tokens": suite.mmlu.max_prompt_tokens,
+        }
+        add(f"mmlu_{k}shot", f"MMLU {k}-shot", run, len(mmlu), settings, reason or (dev_reason if k else None))
 
-    def add_modes(key, labels, fn, modes, flag, n, hashed, reason, settings, **kwargs) -> None:
-        """One job per mode of a generative benchmark; `flag` (e.g. cot=True) is the mode's argument of fn."""
-        for mode in modes:
-            run = functools.partial(fn, fmt=fmt, **{flag[0]: mode == flag[1]}, **kwargs)
-            add(f"{key}_{mode}", labels[mode], run, n, {"items": hashed, **settings}, reason)
-
+    # GSM8K, BBH, TydiQA: generative, one job per mode.
     cfg = suite.gsm
-    task, reason = _unavailable(lambda: data.load_task("gsm8k"), cfg.enabled)
-    test, exemplars = items.gsm_items(task, cfg, seed) if task else ([], [])
-    labels = {"cot": "GSM8K 8-shot CoT", "direct": "GSM8K direct"}
-    add_modes(
-        "gsm",
-        labels,
-        benchmarks.gsm,
-        cfg.modes,
-        ("cot", "cot"),
-        len(test),
-        items.data_hash([test, exemplars]),
-        reason,
-        {"max_new_tokens": cfg.max_new_tokens},
-        items=test,
-        exemplars=exemplars,
-        max_new_tokens=cfg.max_new_tokens,
-    )
+    task, reason = _unavailable(lambda: tasks.gsm8k(found), cfg.enabled)
+    test, exemplars = items.gsm_items(task.data, cfg, sample_seed) if task else ([], [])
+    for mode in cfg.modes:
+        run = functools.partial(
+            benchmarks.gsm,
+            items=test,
+            exemplars=exemplars,
+            cot=mode == "cot",
+            fmt=fmt,
+            max_new_tokens=cfg.max_new_tokens,
+            bos=uses_bos(suite, "gsm"),
+        )
+        settings = {
+            "items": items.data_hash([test, exemplars]),
+            "max_new_tokens": cfg.max_new_tokens,
+            "data": task.provenance if task else None,
+        }
+        add(f"gsm_{mode}", f"GSM8K {'8-shot CoT' if mode == 'cot' else 'direct'}", run, len(test), settings, reason)
+
     cfg = suite.bbh
-    task, reason = _unavailable(lambda: data.load_task("bbh"), cfg.enabled)
-    bbh, task_prompts = items.bbh_items(task, cfg, seed) if task else ([], {})
-    add_modes(
-        "bbh",
-        {"cot": "BBH CoT", "direct": "BBH direct"},
-        benchmarks.bbh,
-        cfg.modes,
-        ("cot", "cot"),
-        len(bbh),
-        items.data_hash([bbh, task_prompts]),
-        reason,
-        {"max_new_tokens": cfg.max_new_tokens},
-        items=bbh,
-        task_prompts=task_prompts,
-        max_new_tokens=cfg.max_new_tokens,
-    )
+    task, reason = _unavailable(lambda: tasks.bbh(found), cfg.enabled)
+    bbh, task_prompts = items.bbh_items(task.data, cfg, seed, sample_seed) if task else ([], {})
+    for mode in cfg.modes:
+        run = functools.partial(
+            benchmarks.bbh,
+            items=bbh,
+            task_prompts=task_prompts,
+            cot=mode == "cot",
+            fmt=fmt,
+            max_new_tokens=cfg.max_new_tokens,
+            bos=uses_bos(suite, "bbh"),
+        )
+        settings = {
+            "items": items.data_hash([bbh, task_prompts]),
+            "max_new_tokens": cfg.max_new_tokens,
+            "data": task.provenance if task else None,
+        }
+        add(f"bbh_{mode}", f"BBH {'CoT' if mode == 'cot' else 'direct'}", run, len(bbh), settings, reason)
+
     cfg = suite.tydiqa
-    task, reason = _unavailable(lambda: data.load_task("tydiqa"), cfg.enabled)
-    qa, shots = items.tydiqa_items(task, cfg, seed) if task else ([], {})
-    labels = {"goldp": "TydiQA gold passage (F1)", "closedbook": "TydiQA closed book (F1)"}
-    add_modes(
-        "tydiqa",
-        labels,
-        benchmarks.tydiqa,
-        cfg.modes,
-        ("with_passage", "goldp"),
-        len(qa),
-        items.data_hash([qa, shots]),
-        reason,
-        cfg.model_dump(exclude={"enabled", "modes"}),
-        items=qa,
-        shots_by_language=shots,
-        max_context_tokens=cfg.max_context_tokens,
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    return jobs + codex_jobs(suite, fmt) + [alpaca_job(suite, vcfg, fmt)]
+    task, reason = _unavailable(lambda: tasks.tydiqa(found), cfg.enabled)
+    qa, demos = items.tydiqa_items(task.data, cfg, sample_seed) if task else ([], {})
+    for mode in cfg.modes:
+        run = functools.partial(
+            benchmarks.tydiqa,
+            items=qa,
+            shots_by_language=demos,
+            with_passage=mode == "goldp",
+            fmt=fmt,
+            max_context_tokens=cfg.max_context_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            bos=uses_bos(suite, "tydiqa"),
+        )
+        settings = {
+            "items": items.data_hash([qa, demos]),
+            **cfg.model_dump(exclude={"enabled", "modes"}),
+            "data": task.provenance if task else None,
+        }
+        label = f"TydiQA {'gold passage' if mode == 'goldp' else 'closed book'} (F1)"
+        add(f"tydiqa_{mode}", label, run, len(qa), settings, reason, more=("em",))
+    return jobs + codex_jobs(suite, fmt) + [alpaca_job(suite, vcfg, fmt, found)]
 
 
 def codex_jobs(suite: SuiteConfig, fmt: str) -> list[Job]:
-    from .. import data
+    """One job per sampling temperature: each reports the pass@k estimated from its samples (open-instruct: pass@1
+    from 20 samples at T=0.1, pass@10 from 20 at T=0.8)."""
+    from ..data import tasks
 
     cfg = suite.codex
-    problems, reason = _unavailable(data.load_humaneval, cfg.enabled)
-    greedy, sampled = items.codex_items(problems, cfg, suite.seed) if problems else ([], [])
-    limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
-    run = functools.partial(
-        benchmarks.codex,
-        problems=greedy,
-        fmt=fmt,
-        settings=GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
-        samples=1,
-        ks=[1],
-        limits=limits,
-        workers=cfg.workers,
-    )
-    spec = [("codex_pass1", "Codex-Eval pass@1 (greedy)", "points", True)]
-    common = {
-        "format": fmt,
-        "max_new_tokens": cfg.max_new_tokens,
-        "timeout_s": cfg.timeout_s,
-        "memory_mb": cfg.memory_mb,
-    }
-    jobs = [
-        Job(
-            "codex_pass1",
-            spec[0][1],
-            spec,
-            {**common, "items": items.data_hash(greedy)},
-            functools.partial(_scored, "codex_pass1", spec[0][1], suite, run),
-            len(greedy),
-            skipped=reason,
-        )
-    ]
-    if cfg.pass_at:
-        ks = sorted(set(cfg.pass_at))
-        spec_k = [(f"codex_pass{k}", f"Codex-Eval pass@{k} (T={cfg.temperature})", "points", True) for k in ks]
+    loaded, reason = _unavailable(tasks.humaneval, cfg.enabled)
+    problems = items.codex_items(loaded.data, cfg, suite.seed) if loaded else []
+    runs: dict[float, list[int]] = {}
+    for k, temperature in sorted(cfg.temperatures.items()):
+        runs.setdefault(temperature, []).append(k)
+    jobs = []
+    for temperature, ks in runs.items():
+        key = f"codex_t{temperature}"
+        spec = [(f"codex_pass{k}", codex_label(k, temperature, cfg.samples), "points", True) for k in ks]
         settings = {
-            **common,
-            **cfg.model_dump(exclude={"enabled", "workers"}),
+            **cfg.model_dump(exclude={"enabled", "workers", "temperatures"}),
+            "temperature": temperature,
+            "ks": ks,
             "seed": suite.seed,
-            "items": items.data_hash(sampled),
+            "items": items.data_hash(problems),
+            "format": fmt,
+            "bos": uses_bos(suite, "codex"),
+            "data": loaded.provenance if loaded else None,
         }
-        jobs.append(
-            Job(
-                "codex_sampled",
-                "Codex-Eval sampled pass@k",
-                spec_k,
-                settings,
-                functools.partial(_codex_sampled, ks, sampled, fmt, suite),
-                len(sampled),
-                skipped=reason,
-            )
-        )
+        run = functools.partial(_codex_run, temperature, ks, problems, fmt, uses_bos(suite, "codex"), suite)
+        jobs.append(Job(key, f"Codex-Eval at T={temperature}", spec, settings, run, len(problems), skipped=reason))
     return jobs
 
 
-def alpaca_job(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> Job:
-    from ..data import get_source
+def alpaca_job(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str, found) -> Job:
+    from ..data import tasks
 
-    spec = [
-        ("alpaca_exact_match", "AlpacaFarm agreement: exact match", "points", True),
-        ("alpaca_rougeL", "AlpacaFarm agreement: ROUGE-L", "points", True),
-        ("alpaca_win_rate", "AlpacaFarm win rate vs reference (judge)", "points", True),
-    ]
-    if not suite.alpaca.enabled:
-        return Job("alpaca", "AlpacaFarm", spec, skipped=DISABLED)
-    documents: list[str] = []
-    if suite.alpaca.instructions_file is None:
-        for source in suite.perplexity.sources:
-            found, _ = _unavailable(lambda source=source: get_source(source).documents(suite.perplexity.split))
-            documents += found or []
-    instructions = items.alpaca_instructions(suite.alpaca, documents, suite.seed)
+    spec = [(key, label, "points", True) for key, label in ALPACA_LABELS.items()]
+    loaded, reason = _unavailable(lambda: tasks.alpaca_eval(found), suite.alpaca.enabled)
+    if reason:
+        return Job("alpaca", "AlpacaFarm", spec, skipped=reason)
+    rows = items.alpaca_items(loaded.data, suite.alpaca, suite.seed)
     settings = {
         "format": fmt,
-        "items": items.data_hash(instructions),
+        "items": items.data_hash(rows),
         "max_new_tokens": suite.alpaca.max_new_tokens,
         "judge": [vcfg.judge_url, vcfg.judge_model],
+        "bos": uses_bos(suite, "alpaca"),
+        "data": loaded.provenance,
     }
-    if not instructions:
-        return Job("alpaca", "AlpacaFarm", spec, skipped="no held-out instructions available")
-    return Job(
-        "alpaca",
-        "AlpacaFarm",
-        spec,
-        settings,
-        functools.partial(_alpaca, instructions, fmt, suite, vcfg),
-        len(instructions),
-        uses_reference=True,
-    )
+    run = functools.partial(_alpaca, rows, fmt, uses_bos(suite, "alpaca"), suite, vcfg)
+    return Job("alpaca", "AlpacaFarm", spec, settings, run, len(rows), uses_reference=True)
 
 
 def build_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str, tokenizer, context_length: int) -> list[Job]:
     jobs = perplexity_jobs(suite, tokenizer, context_length) + benchmark_jobs(suite, vcfg, fmt)
-    # Prompts depend on the chat template and on tulu_quant.chat: a change to either must not reuse cached answers.
-    rendered = items.data_hash(prompts.chat_prompt(tokenizer, fmt, "USER", "PREFIX"))
+    # Prompts depend on the chat template, tulu_quant.chat and the protocol: a change to any must not reuse answers.
+    rendered = items.data_hash([prompts.chat_prompt(tokenizer, fmt, "USER", "PREFIX"), suite.protocol.model_dump()])
     for job in jobs:
         if "format" in job.settings:
             job.settings["chat_sha256"] = rendered

@@ -3,8 +3,9 @@
 - exact match: Hugging Face ``evaluate``'s exact_match with ignore_case and ignore_punctuation (lower-case, delete
   ASCII punctuation, compare).
 - GSM8K: the last number in the output (thousands commas removed) against the answer after ``####``.
-- BBH: the text between "So the answer is" and the next period; without it, the output's first paragraph.
-- TydiQA: SQuAD F1 (lower-case, no punctuation, no articles a/an/the, token overlap), max over the gold answers.
+- BBH: the output's first paragraph, and within it the text between "So the answer is" and the next period.
+- TydiQA: SQuAD v1.1's F1 and exact match (lower-case, no punctuation, no articles a/an/the; F1 from the token
+  overlap, 0 when nothing is shared, an empty prediction included), the best over the gold answers.
 - AlpacaFarm agreement: exact match after whitespace normalization, and ROUGE-L F1 (longest common subsequence of
   lower-cased word tokens; beta = 1).
 """
@@ -44,10 +45,10 @@ def last_number(output: str) -> str:
 
 
 def bbh_answer(output: str) -> str:
-    found = re.search(r"So the answer is (.*?)\.", output)
-    if found:
-        return found.group(1).strip()
-    return output.strip().split("\n\n")[0].strip()
+    """open-instruct's BBH prediction: the first paragraph of the output, then the answer named in it."""
+    paragraph = output.strip().split("\n\n")[0].strip()
+    found = re.search(r"So the answer is (.*?)\.", paragraph)
+    return found.group(1).strip() if found else paragraph
 
 
 def bbh_direct_prompt(cot_prompt: str) -> str:
@@ -72,19 +73,22 @@ def squad_normalize(text: str) -> str:
 
 
 def squad_f1(prediction: str, answers: list[str]) -> float:
-    """Token-overlap F1 (0..1), the best over the gold answers."""
+    """SQuAD v1.1's token-overlap F1 (0..1), the best over the gold answers: 0 when no token is shared, so an empty
+    prediction scores 0 even against an empty gold answer."""
     best = 0.0
     pred_tokens = squad_normalize(prediction).split()
     for answer in answers:
         gold_tokens = squad_normalize(answer).split()
-        if not pred_tokens or not gold_tokens:
-            best = max(best, float(pred_tokens == gold_tokens))
-            continue
         common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
         if common:
             precision, recall = common / len(pred_tokens), common / len(gold_tokens)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+def squad_exact(prediction: str, answers: list[str]) -> float:
+    """SQuAD v1.1's exact match (0 or 1): the normalized prediction equals a normalized gold answer."""
+    return float(any(squad_normalize(prediction) == squad_normalize(answer) for answer in answers))
 
 
 # ------------------------------------------------------------------------------------------------------ agreement

@@ -19,6 +19,7 @@ from typing import Any
 from ..checkpoint import atomic_dir, sha256_file
 from ..config import ModelConfig, PublishConfig, RunConfig
 from ..errors import UserError
+from ..eval.report import protocol_lines
 from ..progress import NULL, Progress, human_bytes
 from .base import Context, Stage, Step
 
@@ -229,6 +230,7 @@ def model_card(
             "",
             validation_table(report, cand),
             "",
+            *protocol_lines(protocol),
         ]
     else:
         lines += ["Not validated in this run: no numbers are claimed.", ""]

@@ -71,16 +71,17 @@ def context_length_of(path: Path, cfg: ValidateConfig) -> int:
 
 
 def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
-    """(source, split) of everything the suite scores, for tulu_quant.data.check_disjoint. AlpacaFarm's instructions
-    are built over the perplexity sources' evaluation text; MMLU's few-shot pool (mmlu:calibration) is shown, not
-    scored."""
+    """(source, split) of everything the suite scores, for tulu_quant.data.check_disjoint. MMLU scores its whole test
+    set: the mmlu source's calibration split (its first questions per subject) included."""
     pairs = [(source, suite.perplexity.split) for source in suite.perplexity.sources]
+    if suite.mmlu.enabled:
+        pairs += [("mmlu", "evaluation"), ("mmlu", "calibration")]
     benchmarks = (
-        ("mmlu", suite.mmlu.enabled),
         ("gsm8k", suite.gsm.enabled),
         ("bbh", suite.bbh.enabled),
         ("tydiqa", suite.tydiqa.enabled),
         ("humaneval", suite.codex.enabled),
+        ("alpaca_eval", suite.alpaca.enabled),
     )
     return pairs + [(name, "evaluation") for name, enabled in benchmarks if enabled]
 
@@ -135,7 +136,7 @@ def run(
     from ..chat import resolve_format
     from ..eval.report import markdown, report_json, unmatched_gates
     from ..eval.runner import evaluate_artifact, fingerprint
-    from ..eval.suite import build_jobs
+    from ..eval.suite import build_jobs, protocol_summary
 
     reference, candidates, report_dir = Path(reference), [Path(c) for c in candidates], Path(report_dir)
     calibration = calibration_pairs(cfg)
@@ -195,6 +196,10 @@ def run(
         ]
         failed = [f"{e['name']}: {g.gate} -> {g.detail}" for e in entries for g in e["gates"] if g.status == "fail"]
         protocol = {
+            "name": suite.protocol.name,
+            "settings": suite.protocol.model_dump(mode="json"),
+            "benchmarks": protocol_summary(suite, cfg),
+            "datasets": {job.key: job.settings["data"] for job in jobs if job.settings.get("data")},
             "suite_name": cfg.suite,
             "suite": suite.model_dump(mode="json"),
             "chat_format": fmt,

@@ -1,10 +1,9 @@
-import json
 import sys
 import time
 
 import pytest
 
-from tulu_quant.data import DataUnavailable, SourceError, get_source, hub, load_task
+from tulu_quant.data import DataUnavailable, get_source, hub
 
 
 @pytest.fixture
@@ -33,53 +32,6 @@ def test_missing_datasets_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(DataUnavailable, match=r"data source 'c4' needs the `datasets` package.*tulu-quant\[hub\]"):
         get_source("c4").documents("calibration")
-
-
-def test_tasks_without_local_files_or_hub(no_hub, tmp_path, monkeypatch):
-    monkeypatch.setenv("TULU_QUANT_DATA", str(tmp_path))
-    with pytest.raises(DataUnavailable, match=r"benchmark gsm8k .* gsm8k\.jsonl .*TULU_QUANT_DATA"):
-        load_task("gsm8k")
-    with pytest.raises(DataUnavailable, match=r"benchmark tydiqa .* tydiqa\.jsonl"):
-        load_task("tydiqa")
-    with pytest.raises(DataUnavailable, match="bbh needs BIG-Bench-Hard's chain-of-thought prompts"):
-        load_task("bbh")
-    with pytest.raises(SourceError, match=r"unknown benchmark 'gsm'.*'gsm8k'"):
-        load_task("gsm")
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def test_tasks_from_local_files(no_hub, tmp_path, monkeypatch):
-    monkeypatch.setenv("TULU_QUANT_DATA", str(tmp_path))
-    _write_jsonl(tmp_path / "gsm8k.jsonl", [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}])
-    assert load_task("gsm8k") == {"test": [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}]}
-    _write_jsonl(tmp_path / "gsm8k_train.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
-    assert load_task("gsm8k")["train"][0]["question"] == "2+2?"
-
-    qa = {"lang": "english", "context": "Paris is in France.", "question": "Where is Paris?", "answers": ["France"]}
-    _write_jsonl(tmp_path / "tydiqa.jsonl", [qa])
-    assert load_task("tydiqa") == {"test": [qa]}
-    _write_jsonl(tmp_path / "tydiqa.jsonl", [{"lang": "english", "question": "q"}])
-    with pytest.raises(SourceError, match=r"tydiqa.jsonl:1: the row has no \['context', 'answers'\]"):
-        load_task("tydiqa")
-
-    (tmp_path / "bbh" / "cot-prompts").mkdir(parents=True)
-    (tmp_path / "bbh" / "cot-prompts" / "navigate.txt").write_text(
-        "canary line\n-----\nQ: a\nA: So the answer is Yes.\n"
-    )
-    (tmp_path / "bbh" / "navigate.json").write_text(json.dumps({"examples": [{"input": "go", "target": "No"}]}))
-    assert load_task("bbh") == {
-        "navigate": {"examples": [{"input": "go", "target": "No"}], "cot_prompt": "Q: a\nA: So the answer is Yes.\n"}
-    }
-    (tmp_path / "bbh" / "snarks.json").write_text(json.dumps({"examples": []}))
-    with pytest.raises(SourceError, match=r"no chain-of-thought prompt for the BBH tasks \['snarks'\]"):
-        load_task("bbh")
-
-
-def test_offline_benchmarks_through_load_task(offline_files):
-    assert len(load_task("mmlu")) == 14_042 and len(load_task("humaneval")) == 164
 
 
 def test_offline_mode_skips_the_probe(no_hub, monkeypatch):
@@ -127,7 +79,7 @@ def fake_hub(monkeypatch):
         fn.cache_clear()
 
 
-def test_hub_rows_become_documents_and_splits(fake_hub, tmp_path, monkeypatch):
+def test_hub_rows_become_documents_and_splits(fake_hub):
     assert get_source("wikitext2").documents("calibration") == ["train line 0", "train line 1", "train line 2"]
     assert get_source("wikitext2").documents("evaluation")[0] == "test line 0"
     assert [c[2] for c in fake_hub] == ["train", "test"] and fake_hub[0][1] == ("wikitext-2-raw-v1",)
@@ -143,9 +95,6 @@ def test_hub_rows_become_documents_and_splits(fake_hub, tmp_path, monkeypatch):
     assert len(sft.conversations("calibration")) == 3 and fake_hub[-1][3] == {"streaming": False}
     assert get_source("c4").describe(["evaluation"])["sizes"]["evaluation"]["documents"] == 2
 
-    monkeypatch.setenv("TULU_QUANT_DATA", str(tmp_path))  # empty: the Hub is used
-    assert load_task("gsm8k") == {
-        "test": [{"question": "test q", "answer": "#### 1"}],
-        "train": [{"question": "train q", "answer": "#### 1"}],
-    }
-    assert load_task("tydiqa")["test"] == [{"lang": "english", "context": "c", "question": "q", "answers": ["a"]}]
+    assert hub.gsm8k_test("h") == [{"question": "test q", "answer": "#### 1"}]
+    assert hub.tydiqa("h")["test"] == [{"lang": "english", "context": "c", "question": "q", "answers": ["a"]}]
+    assert fake_hub[-1][:3] == ("google-research-datasets/tydiqa", ("secondary_task",), "train")

@@ -19,6 +19,8 @@ def test_gsm_answers():
 def test_bbh_answer_extraction_and_direct_prompt():
     assert tm.bbh_answer("Step one. So the answer is (B). More text.") == "(B)"
     assert tm.bbh_answer("  Yes\n\nQ: next question") == "Yes"
+    # only the first paragraph is searched: an answer named after a blank line does not count
+    assert tm.bbh_answer("Let me see.\n\nSo the answer is (B).") == "Let me see."
     cot = (
         "Task description.\n\nQ: Is it?\nA: Let's think. It is. So the answer is Yes.\n\n"
         "Q: Or not?\nA: Hmm. So the answer is No."
@@ -31,6 +33,13 @@ def test_squad_f1_by_hand():
     assert tm.squad_f1("The Eiffel Tower, Paris", ["Eiffel Tower"]) == pytest.approx(0.8)
     assert tm.squad_f1("Berlin", ["Paris", "berlin!"]) == 1.0
     assert tm.squad_f1("nothing", ["Paris"]) == 0.0
+    assert tm.squad_f1("", [""]) == 0.0 and tm.squad_f1("The", ["a"]) == 0.0  # SQuAD: nothing shared scores 0
+
+
+def test_squad_exact_match():
+    assert tm.squad_exact("the Eiffel Tower.", ["Eiffel tower"]) == 1.0
+    assert tm.squad_exact("Eiffel Tower, Paris", ["Eiffel Tower"]) == 0.0
+    assert tm.squad_exact("Berlin", ["Paris", "BERLIN"]) == 1.0
 
 
 def test_rouge_l_by_hand():

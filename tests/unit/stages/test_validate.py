@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -28,72 +26,90 @@ def build_tiny(root: Path, seed: int = 0, head_scale: float = 1.0) -> Path:
     )
 
 
-def fake_data_module() -> types.ModuleType:
-    """tulu_quant.data's API over small deterministic data: two text sources, MMLU, HumanEval; no GSM/BBH/TydiQA."""
-    data = types.ModuleType("tulu_quant.data")
-
-    class DataUnavailable(RuntimeError):
-        pass
-
-    rng = random.Random(0)
-    paragraphs = {
-        name: [" ".join(rng.choice(WORDS) for _ in range(90)) + "." for _ in range(12)]
-        for name in ("wiki", "shakespeare")
+MMLU = [
+    {
+        "question": f"Question {s} {i}: which word?",
+        "choices": ["river", "town", "bridge", "market"],
+        "answer": "ABCD"[i % 4],
+        "subject": s,
     }
+    for s in ("geography", "world_history")
+    for i in range(9)
+]
+HUMANEVAL = [
+    {
+        "task_id": "HumanEval/0",
+        "prompt": 'def add(a, b):\n    """Add."""\n',
+        "entry_point": "add",
+        "canonical_solution": "    return a + b\n",
+        "test": "def check(f):\n    assert f(1, 2) == 3\n",
+    },
+    {
+        "task_id": "HumanEval/1",
+        "prompt": 'def neg(a):\n    """Negate."""\n',
+        "entry_point": "neg",
+        "canonical_solution": "    return -a\n",
+        "test": "def check(f):\n    assert f(1) == -1\n",
+    },
+]
 
-    class Source:
-        def __init__(self, name):
-            self.name = name
 
-        def documents(self, split, limit=None):
-            half = len(paragraphs[self.name]) // 2
-            docs = paragraphs[self.name][:half] if split == "calibration" else paragraphs[self.name][half:]
-            return ["\n\n".join(docs[i : i + 2]) for i in range(0, len(docs), 2)]
-
-        def describe(self, splits):
-            return {"name": self.name, "sizes": {s: {"documents": len(self.documents(s))} for s in splits}}
-
-    def check_disjoint(calibration, evaluation):
-        shared = set(map(tuple, calibration)) & set(map(tuple, evaluation))
-        if shared:
-            raise ValueError(f"calibration and evaluation share {sorted(shared)}")
-
-    def load_task(name):
-        raise DataUnavailable(f"{name} is not reachable from this machine")
-
-    mmlu = [
+def write_data_folder(root: Path) -> Path:
+    """A data folder laid out as tulu_quant.data.tasks reads it: MMLU dev, GSM8K and its exemplars, BBH, AlpacaEval
+    (TydiQA left out: it is reported as not available)."""
+    (root / "mmlu" / "dev").mkdir(parents=True)
+    for subject in ("geography", "world_history"):
+        rows = "".join(f"Dev {subject} {i}?,river,town,bridge,market,{'ABCD'[i % 4]}\n" for i in range(5))
+        (root / "mmlu" / "dev" / f"{subject}_dev.csv").write_text(rows)
+    gsm = [
+        {"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
+        for i in range(6)
+    ]
+    (root / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    (root / "gsm").mkdir()
+    exemplars = [
         {
-            "question": f"Question {s} {i}: which word?",
-            "choices": ["river", "town", "bridge", "market"],
-            "answer": "ABCD"[i % 4],
-            "subject": s,
+            "question": "There are 2 trees and 3 more. How many?",
+            "cot_answer": "2 + 3 = 5. So the answer is 5.",
+            "short_answer": "5",
         }
-        for s in ("geography", "world_history")
-        for i in range(9)
     ]
-    humaneval = [
+    (root / "gsm" / "cot_exemplars.json").write_text(json.dumps(exemplars))
+    (root / "bbh" / "tasks").mkdir(parents=True)
+    (root / "bbh" / "cot-prompts").mkdir()
+    for task in ("boolean_expressions", "navigate"):
+        examples = [{"input": f"{task} question {i}", "target": "True"} for i in range(3)]
+        (root / "bbh" / "tasks" / f"{task}.json").write_text(json.dumps({"examples": examples}))
+        prompt = "canary line\n-----\nEvaluate.\n\nQ: not False\nA: Let's think. It is True. So the answer is True."
+        (root / "bbh" / "cot-prompts" / f"{task}.txt").write_text(prompt)
+    (root / "alpaca_eval").mkdir()
+    rows = [
         {
-            "task_id": "HumanEval/0",
-            "prompt": 'def add(a, b):\n    """Add."""\n',
-            "entry_point": "add",
-            "canonical_solution": "    return a + b\n",
-            "test": "def check(f):\n    assert f(1, 2) == 3\n",
-        },
-        {
-            "task_id": "HumanEval/1",
-            "prompt": 'def neg(a):\n    """Negate."""\n',
-            "entry_point": "neg",
-            "canonical_solution": "    return -a\n",
-            "test": "def check(f):\n    assert f(1) == -1\n",
-        },
+            "instruction": f"Describe the {w}.",
+            "output": f"The {w} is old.",
+            "generator": "text_davinci_003",
+            "dataset": "test",
+        }
+        for w in ("river", "town", "bridge", "market")
     ]
-    data.DataUnavailable = DataUnavailable
-    data.get_source = Source
-    data.check_disjoint = check_disjoint
-    data.load_task = load_task
-    data.load_mmlu = lambda: mmlu
-    data.load_humaneval = lambda: humaneval
-    return data
+    (root / "alpaca_eval" / "text_davinci_003_outputs.json").write_text(json.dumps(rows))
+    return root
+
+
+class FakeSource:
+    """wiki and shakespeare as small deterministic paragraphs of WORDS."""
+
+    def __init__(self, name):
+        rng = random.Random(0 if name == "wiki" else 1)
+        self.name, self.paragraphs = name, [" ".join(rng.choice(WORDS) for _ in range(90)) + "." for _ in range(12)]
+
+    def documents(self, split, limit=None):
+        half = len(self.paragraphs) // 2
+        docs = self.paragraphs[:half] if split == "calibration" else self.paragraphs[half:]
+        return ["\n\n".join(docs[i : i + 2]) for i in range(0, len(docs), 2)]
+
+    def describe(self, splits):
+        return {"name": self.name, "sizes": {s: {"documents": len(self.documents(s))} for s in splits}}
 
 
 SUITE = {
@@ -109,19 +125,23 @@ SUITE = {
     "gsm": {"examples": 4},
     "bbh": {"per_task": 2},
     "tydiqa": {"per_language": 2},
-    "codex": {"problems": 2, "sampled_problems": 1, "samples": 2, "pass_at": [2], "max_new_tokens": 12},
+    "codex": {"problems": 2, "samples": 2, "temperatures": {1: 0.1, 2: 0.8}, "max_new_tokens": 12},
     "alpaca": {"instructions": 3, "max_new_tokens": 6},
 }
 
 
 @pytest.fixture
-def fake_data(monkeypatch):
-    import tulu_quant
+def fake_data(monkeypatch, tmp_path_factory) -> Path:
+    """Small data sets: the text sources and the pinned MMLU test / HumanEval replaced, the rest in a data folder
+    (the validate: data_dir of cfg(fake_data)); TydiQA unavailable (no file, no Hub)."""
+    from tulu_quant import data
+    from tulu_quant.data import hub, tasks
 
-    module = fake_data_module()
-    monkeypatch.setitem(sys.modules, "tulu_quant.data", module)
-    monkeypatch.setattr(tulu_quant, "data", module, raising=False)
-    return module
+    monkeypatch.setattr(data, "get_source", FakeSource)
+    monkeypatch.setattr(tasks, "mmlu_test", lambda: tasks.Loaded(MMLU, {"package": "test", "sha256": "m" * 64}))
+    monkeypatch.setattr(tasks, "humaneval", lambda: tasks.Loaded(HUMANEVAL, {"package": "test", "sha256": "h" * 64}))
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: "huggingface.co:443 is not reachable (test)")
+    return write_data_folder(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +153,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {"reference": reference, "same": same, "worse": build_tiny(root / "worse", head_scale=30.0)}
 
 
-def cfg(**values) -> ValidateConfig:
-    return ValidateConfig(context_length=32, chat_format="tulu", device="cpu", **values)
+def cfg(data_dir: Path, **values) -> ValidateConfig:
+    return ValidateConfig(context_length=32, chat_format="tulu", device="cpu", data_dir=data_dir, **values)
 
 
 def validate_run(reference, candidates, report, vcfg, suite, calibration=(), **kw):
@@ -153,7 +173,7 @@ def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
         models["reference"],
         [models["same"]],
         tmp_path / "report",
-        cfg(gates=gates),
+        cfg(fake_data, gates=gates),
         suite,
         calibration=[("wiki", "calibration")],
     )
@@ -170,20 +190,29 @@ def test_report_for_two_models_and_resume(tmp_path, models, fake_data):
     assert cand["deltas"]["mmlu_0shot"]["delta"] == 0.0 and cand["deltas"]["mmlu_0shot"]["within_noise"]
     assert set(metrics) >= {"codex_pass1", "codex_pass2", "alpaca_exact_match", "alpaca_rougeL", "ppl.shakespeare"}
     assert metrics["alpaca_exact_match"]["value"] == 100.0  # identical weights answer identically
-    for key in ("gsm_direct", "gsm_cot", "bbh_cot", "tydiqa_goldp", "tydiqa_closedbook"):
-        assert "not reachable" in metrics[key]["skipped"]
-    assert metrics["alpaca_win_rate"]["skipped"].startswith("no judge endpoint")
-    assert report["protocol"]["data"]["ppl.wiki"]["tokens_sha256"] and report["versions"]["torch"]
-    assert report["protocol"]["sources"]["wiki"]["sizes"]["evaluation"]["documents"] == 3
+    for key in ("gsm_direct", "gsm_cot", "bbh_direct", "bbh_cot"):  # from the data folder
+        assert metrics[key]["value"] is not None and metrics[key]["n"] > 0, key
+    for key in ("tydiqa_goldp", "tydiqa_goldp_em", "tydiqa_closedbook"):
+        assert "not available offline: pass --data tydiqa=PATH" in metrics[key]["skipped"]
+    assert metrics["alpaca_win_rate"]["skipped"].startswith("no judge configured")
+    protocol = report["protocol"]
+    assert protocol["name"] == "open-instruct-2023-06" and protocol["settings"]["bos"] == "as-protocol"
+    assert protocol["data"]["ppl.wiki"]["tokens_sha256"] and report["versions"]["torch"]
+    assert protocol["data"]["gsm_cot"]["bos"] is False and protocol["data"]["alpaca"]["bos"] is True
+    assert protocol["datasets"]["gsm_cot"]["exemplars"]["path"].endswith("cot_exemplars.json")
+    assert protocol["datasets"]["mmlu_5shot"]["dev"]["sha256"] and "dev" not in protocol["datasets"]["mmlu_0shot"]
+    assert protocol["sources"]["wiki"]["sizes"]["evaluation"]["documents"] == 3
     md = (tmp_path / "report" / "report.md").read_text()
-    assert (
-        "## same (torch" in md and "| MMLU 0-shot (`mmlu_0shot`) |" in md and "`gsm_cot`: gsm8k is not reachable" in md
-    )
+    assert "## same (torch" in md and "| MMLU 0-shot (`mmlu_0shot`) |" in md and "## Protocol" in md
+    assert "`tydiqa_goldp`: " in md and "cot_exemplars.json" in md
+    assert "- Codex-Eval: 2 HumanEval problems; 2 samples each, pass@1 at T=0.1, pass@2 at T=0.8, top_p 0.95" in md
+    assert "random.seed(42)); 8 of Wei et al.'s exemplars" in md and "stop at the first newline" in md
+    assert "win rate vs text-davinci-003's outputs: no judge; with BOS." in md
 
     with pytest.raises(FileExistsError):
-        validate_run(models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite)
+        validate_run(models["reference"], [models["same"]], tmp_path / "report", cfg(fake_data, gates=gates), suite)
     again = validate_run(
-        models["reference"], [models["same"]], tmp_path / "report", cfg(gates=gates), suite, force=True
+        models["reference"], [models["same"]], tmp_path / "report", cfg(fake_data, gates=gates), suite, force=True
     )
     timings = again.report["candidates"][0]["timings"]
     assert all(t["cached"] for t in timings.values() if not t["skipped"])  # nothing was recomputed
@@ -194,7 +223,7 @@ def test_violated_gate_fails_after_writing_the_report(tmp_path, models, fake_dat
         {**SUITE, "mmlu": {"enabled": False}, "codex": {"enabled": False}, "alpaca": {"enabled": False}}
     )
     with pytest.raises(validate.GateFailed, match=r"worse: ppl\.\*: max_increase_pct 3"):
-        validate_run(models["reference"], [models["worse"]], tmp_path / "r", cfg(), suite)
+        validate_run(models["reference"], [models["worse"]], tmp_path / "r", cfg(fake_data), suite)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["candidates"][0]["passed"]
     assert report["candidates"][0]["deltas"]["ppl.wiki"]["delta_pct"] > 3.0
@@ -203,11 +232,19 @@ def test_violated_gate_fails_after_writing_the_report(tmp_path, models, fake_dat
 def test_bad_inputs_fail_before_any_work(tmp_path, models, fake_data):
     suite = SuiteConfig.model_validate(SUITE)
     with pytest.raises(ConfigError, match="mmlu_0shto"):
-        validate_run(models["reference"], [], tmp_path / "a", cfg(gates=[Gate(metric="mmlu_0shto", max_drop=1)]), suite)
-    with pytest.raises(ValueError, match="share"):
-        validate_run(models["reference"], [], tmp_path / "b", cfg(), suite, calibration=[("wiki", "evaluation")])
+        validate_run(
+            models["reference"],
+            [],
+            tmp_path / "a",
+            cfg(fake_data, gates=[Gate(metric="mmlu_0shto", max_drop=1)]),
+            suite,
+        )
+    with pytest.raises(ValueError, match="overlaps evaluation source wiki"):
+        validate_run(
+            models["reference"], [], tmp_path / "b", cfg(fake_data), suite, calibration=[("wiki", "evaluation")]
+        )
     with pytest.raises(ValueError, match="not a model directory"):
-        validate_run(models["reference"], [tmp_path], tmp_path / "c", cfg(), suite)
+        validate_run(models["reference"], [tmp_path], tmp_path / "c", cfg(fake_data), suite)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
