@@ -526,6 +526,12 @@ class SuiteConfig(Strict):
         0, description="Draws the quick suites' subsets, so runs with the same suite compare item by item."
     )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for bootstrap intervals of paired deltas.")
+    batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Sequences per forward pass when scoring and generating (sorted by length). auto: as many as fit "
+        "in half the free memory, up to 32. Greedy results do not depend on it; Codex's sampled ones are seeded per "
+        "batch, so it is part of their cache key.",
+    )
     perplexity: PerplexitySuite = Field(default_factory=PerplexitySuite)
     mmlu: MmluSuite = Field(default_factory=MmluSuite)
     gsm: GsmSuite = Field(default_factory=GsmSuite)
@@ -533,6 +539,13 @@ class SuiteConfig(Strict):
     tydiqa: TydiqaSuite = Field(default_factory=TydiqaSuite)
     codex: CodexSuite = Field(default_factory=CodexSuite)
     alpaca: AlpacaSuite = Field(default_factory=AlpacaSuite)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("batch_size must be a positive integer or auto")
+        return value
 
 
 def load_suite(name: str) -> SuiteConfig:

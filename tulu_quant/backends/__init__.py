@@ -1,10 +1,15 @@
 """One interface to score and generate with any artifact: the fp16/fp32 model, the GPTQ checkpoint, an ONNX export.
 
 Every backend tokenizes with the model directory's Hugging Face tokenizer (so token ids are identical across
-backends) and exposes the same two operations, which is all the validation metrics and the demo need:
+backends) and exposes the same operations, which is all the validation metrics and the demo need:
 
 - ``logits(ids)`` -> float32 array [len(ids), vocab]: next-token logits at every position of one sequence.
-- ``generate(ids, settings, on_token)`` -> new token ids, calling ``on_token(id)`` as each is produced (streaming).
+- ``logits_batch(seqs, last_only=False)``: the same for many sequences in one forward pass (padded and masked), a list
+  of [len(seq), vocab] arrays, or with ``last_only`` one [len(seqs), vocab] array of each sequence's last position.
+- ``generate(ids, settings, on_token, stop_ids)`` -> new token ids, calling ``on_token(id)`` as each is produced
+  (streaming, for the demo and ``tulu-quant generate``).
+- ``generate_batch(prompts, settings, on_tokens, stop_ids)``: many prompts at once (left-padded), each row ending on
+  its own (a stop id, its ``on_tokens[i]`` returning True, its budget) exactly as ``generate`` would end it alone.
 
 ``load_backend(path)`` picks the implementation from the directory's contents (``genai_config.json``: ONNX;
 ``quantize_config.json`` or a ``quantization_config`` in config.json: GPTQ; otherwise plain transformers).
@@ -39,9 +44,19 @@ class Backend(Protocol):
 
     def logits(self, ids: list[int]) -> Any: ...
 
+    def logits_batch(self, seqs: list[list[int]], last_only: bool = False) -> Any: ...
+
     def generate(
         self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
     ) -> list[int]: ...
+
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        on_tokens: list[OnToken] | None = None,
+        stop_ids: StopIds = (),
+    ) -> list[list[int]]: ...
 
     def size_bytes(self) -> int: ...
 
@@ -60,6 +75,53 @@ def collect(tokens: Iterable[int], on_token: OnToken, stop_ids: StopIds) -> list
         if on_token is not None and on_token(token):
             break
     return new
+
+
+def check_lengths(seqs: list[list[int]], context_length: int) -> None:
+    """The scoring operations' bound: every sequence non-empty and within the model's context."""
+    if not seqs or any(not ids for ids in seqs):
+        raise ValueError("logits() needs at least one token id per sequence.")
+    longest = max(map(len, seqs))
+    if longest > context_length:
+        raise ValueError(f"{longest} tokens exceed the model's context of {context_length}; score shorter windows.")
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[list[list[int]], list[list[int]]]:
+    """(ids, attention mask) of sequences padded to the longest: on the left for generation and for each sequence's
+    last position, on the right for every position's logits."""
+    width = max(map(len, seqs))
+    ids, mask = [], []
+    for seq in seqs:
+        pad = width - len(seq)
+        ids.append([pad_id] * pad + list(seq) if left else list(seq) + [pad_id] * pad)
+        mask.append([0] * pad + [1] * len(seq) if left else [1] * len(seq) + [0] * pad)
+    return ids, mask
+
+
+class RowEnds:
+    """Each row's end in a batched generation, by ``collect``'s rules applied row by row: ``add(row, token)`` for each
+    new token of an unfinished row; a stop id ends the row (and is not kept), otherwise the token is kept and passed to
+    the row's on_token, which ends the row by returning True; a row also ends at its own budget."""
+
+    def __init__(self, budgets: list[int], on_tokens: list[OnToken] | None, stop_ids: StopIds):
+        self.budgets = budgets
+        self.on_tokens = on_tokens or [None] * len(budgets)
+        self.stop_ids = set(stop_ids)
+        self.new: list[list[int]] = [[] for _ in budgets]
+        self.done = [budget <= 0 for budget in budgets]
+
+    def add(self, row: int, token: int) -> bool:
+        """Take the row's next token; True once the row has ended."""
+        if self.done[row]:
+            return True
+        if token in self.stop_ids:
+            self.done[row] = True
+            return True
+        self.new[row].append(token)
+        on_token = self.on_tokens[row]
+        if (on_token is not None and on_token(token)) or len(self.new[row]) >= self.budgets[row]:
+            self.done[row] = True
+        return self.done[row]
 
 
 def detect_kind(path: Path) -> str:

@@ -8,16 +8,14 @@ CUDA. A GPTQ checkpoint loads through ``AutoModelForCausalLM.from_pretrained``, 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserValueError
-from . import OnToken, StopIds, collect
+from . import OnToken, RowEnds, StopIds, check_lengths, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +44,23 @@ def default_dtype(device: str, stored: str | None) -> str:
     return "bfloat16" if stored == "bfloat16" else "float16"
 
 
-def next_token(logits, history: list[int], settings: GenerationSettings, generator) -> int:
-    """Pick the next token from one position's logits [vocab].
+def generation_config(settings: GenerationSettings, max_new_tokens: int, pad_id: int):
+    """transformers' GenerationConfig for our settings: nothing of the model's own generation_config.json (no EOS:
+    the caller's stop ids end rows; top_k off), so every backend samples the same way."""
+    from transformers import GenerationConfig
 
-    repetition penalty (CTRL, as transformers): a seen token's logit is divided by the penalty when positive and
-    multiplied when negative; temperature 0 is greedy; otherwise softmax(logits / T), restricted to the smallest set of
-    tokens whose probability reaches top_p (the most likely token always stays), sampled with ``generator``.
-    """
-    import torch
-
-    logits = logits.float().clone()
-    if settings.repetition_penalty != 1.0 and history:
-        seen = torch.tensor(sorted(set(history)), dtype=torch.long)
-        values = logits[seen]
-        logits[seen] = torch.where(
-            values > 0, values / settings.repetition_penalty, values * settings.repetition_penalty
-        )
-    if settings.temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
-    if settings.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ranked above each one
-        sorted_probs[before >= settings.top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+    sample = settings.temperature > 0
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=settings.temperature if sample else None,
+        top_p=settings.top_p if sample else None,
+        top_k=None,
+        repetition_penalty=settings.repetition_penalty,
+        pad_token_id=pad_id,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
 
 
 def weights_size(path: Path) -> int:
@@ -94,23 +84,36 @@ class TorchBackend:
         self.model = _load_model(self.path, kind, self.device, dtype)
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.pad_id = pad_id_of(self.tokenizer)
         self._torch = torch
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     # ---------------------------------------------------------------------------------------------- scoring
 
     def logits(self, ids: list[int]):
         """float32 numpy array [len(ids), vocab]: the next-token logits at every position."""
+        return self.logits_batch([ids])[0]
+
+    def logits_batch(self, seqs: list[list[int]], last_only: bool = False):
+        """Every position's logits per sequence (right-padded, masked), or with last_only each sequence's last
+        position as one [len(seqs), vocab] array (left-padded, so the model computes only that position's logits)."""
         torch = self._torch
-        if not ids:
-            raise ValueError("logits() needs at least one token id.")
-        if len(ids) > self.context_length:
-            raise ValueError(
-                f"{len(ids)} tokens exceed the model's context of {self.context_length}; score shorter windows."
-            )
+        check_lengths(seqs, self.context_length)
+        ids, mask = pad_batch(seqs, self.pad_id, left=last_only)
+        input_ids = torch.tensor(ids, device=self.device)
+        attention = torch.tensor(mask, device=self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
-        return out.logits[0].float().cpu().numpy()
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=1 if last_only else 0,
+            )
+        logits = out.logits.float()
+        if last_only:
+            return logits[:, -1].cpu().numpy()
+        return [logits[row, : len(seq)].cpu().numpy() for row, seq in enumerate(seqs)]
 
     # ---------------------------------------------------------------------------------------------- generation
 
@@ -119,38 +122,40 @@ class TorchBackend:
     ) -> list[int]:
         """New token ids after ``ids`` (the stop id that ended generation is not included). ``on_token(id)`` is called
         for each returned id as it is produced; returning True stops generation after that id."""
+        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
+
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        on_tokens: list[OnToken] | None = None,
+        stop_ids: StopIds = (),
+    ) -> list[list[int]]:
+        """transformers' ``generate`` on the left-padded prompts, each row ended by ``RowEnds`` (run as a stopping
+        criterion after every step, which also streams each row's tokens to its on_token). A row's budget is
+        max_new_tokens, or less where its prompt leaves less room in the context, so a row ends as it would alone.
+        Sampling draws from torch's generator seeded with settings.seed (a fresh seed when None).
+
+        transformers' loop is used rather than our own: measured on the stand-in at batch 1 (docs/benchmarks.md) it
+        decodes as fast, and it batches, pads and masks correctly."""
         torch = self._torch
-        if not ids:
+        if not prompts or any(not ids for ids in prompts):
             raise ValueError("generate() needs a prompt of at least one token.")
-        generator = torch.Generator(device="cpu")
-        if settings.seed is not None:
-            generator.manual_seed(settings.seed)
-        else:
-            generator.seed()
-        budget = min(settings.max_new_tokens, self.context_length - len(ids))
-        with torch.inference_mode():
-            return collect(self._tokens(ids, settings, generator, budget), on_token, stop_ids)
-
-    def _tokens(self, ids: list[int], settings: GenerationSettings, generator, budget: int) -> Iterator[int]:
-        """Decode one token at a time over the KV cache (lazily: nothing is computed past what the caller takes)."""
-        torch = self._torch
-        history, cache = list(ids), None
-        step_input = torch.tensor([ids], device=self.device)
-        for _ in range(max(budget, 0)):
-            logits, cache = self._decode_step(step_input, cache)
-            token = next_token(logits, history, settings, generator)
-            history.append(token)
-            yield token
-            step_input = torch.tensor([[token]], device=self.device)
-
-    def _decode_step(self, step_input, cache):
-        """(last position's logits on CPU, updated KV cache). transformers >= 5.2x names the cache argument `cache`
-        (`past_key_values` is deprecated); older 5.x only knows `past_key_values`."""
-        if self._cache_arg == "cache":
-            out = self.model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
-            return out.logits[0, -1].cpu(), out.cache
-        out = self.model(input_ids=step_input, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].cpu(), out.past_key_values
+        budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]
+        ends = RowEnds(budgets, on_tokens, stop_ids)
+        if all(ends.done):
+            return ends.new
+        ids, mask = pad_batch(prompts, self.pad_id, left=True)
+        criteria = _RowCriteria(ends, len(ids[0]))
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+            self.model.generate(
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.tensor(mask, device=self.device),
+                generation_config=generation_config(settings, max(budgets), self.pad_id),
+                stopping_criteria=[criteria],
+            )
+        return ends.new
 
     # ---------------------------------------------------------------------------------------------- facts
 
@@ -171,6 +176,29 @@ class TorchBackend:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "quantization": quant,
         }
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id padded positions hold (masked out, so any id works): the tokenizer's pad, else its EOS, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+class _RowCriteria:
+    """A transformers stopping criterion feeding each unfinished row's newest token to RowEnds."""
+
+    def __init__(self, ends: RowEnds, prompt_width: int):
+        self.ends, self.prompt_width = ends, prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if input_ids.shape[1] > self.prompt_width:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self.ends.add(row, token)
+        return torch.tensor(self.ends.done, device=input_ids.device)
 
 
 # ------------------------------------------------------------------------------------------------------ library calls

@@ -4,7 +4,8 @@ Each function takes a backend, the items the suite drew, the chat format and its
 per-item scores in [0, 1] (in item order, so two models compare item by item), optional groups (task or language, for
 macro averages), more per-item scores under other metric names (TydiQA's exact match), the raw outputs, and counters
 worth reporting. Nothing here loads data or knows about caching. ``bos`` says whether prompts start with the
-tokenizer's special tokens (the protocol's setting, resolved by the suite).
+tokenizer's special tokens (the protocol's setting, resolved by the suite). Each builds all its prompts first and hands
+them to eval.decode's batched calls, ``batch_size`` at a time ("auto": from free memory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from . import prompts, text_metrics
-from .decode import complete, encode, letter_ids, pick_choice
+from .decode import complete_many, encode, last_logits_many, letter_ids
 from .sandbox import Limits, humaneval_program, run_program
 from .stats import pass_at_k
 
@@ -48,12 +49,13 @@ def mmlu(
     max_prompt_tokens: int,
     bos: bool,
     advance: Advance,
+    batch_size: int | str = 1,
 ) -> Scored:
     """Answer letter = argmax of the next-token logits over " A".." D" after "The answer is:". k dev-split shots; fewer
     while the prompt, before the chat format, is longer than max_prompt_tokens (open-instruct)."""
     tokenizer = backend.tokenizer
     choice_ids = letter_ids(tokenizer, prompts.CHOICES)
-    scores, outputs, reduced = [], [], 0
+    seqs, reduced = [], 0
     for item in items:
         shots = shots_by_subject.get(item["subject"], [])[:k]
         user = prompts.mmlu_user(item["subject"], shots, item)
@@ -62,10 +64,10 @@ def mmlu(
             user = prompts.mmlu_user(item["subject"], shots, item)
         reduced += len(shots) < k
         ids = encode(tokenizer, prompts.chat_prompt(tokenizer, fmt, user, prompts.MMLU_PREFIX, strip=True), bos)
-        choice, _ = pick_choice(backend, ids[-backend.context_length :], choice_ids)
-        outputs.append(prompts.CHOICES[choice])
-        scores.append(float(prompts.CHOICES[choice] == item["answer"]))
-        advance(1)
+        seqs.append(ids[-backend.context_length :])
+    last = last_logits_many(backend, seqs, batch_size, advance)
+    outputs = [prompts.CHOICES[int(row[choice_ids].argmax())] for row in last]
+    scores = [float(output == item["answer"]) for output, item in zip(outputs, items)]
     return Scored(scores, outputs=outputs, details={"prompts_with_fewer_shots": reduced})
 
 
@@ -81,20 +83,23 @@ def gsm(
     max_new_tokens: int,
     bos: bool,
     advance: Advance,
+    batch_size: int | str = 1,
 ) -> Scored:
     """Greedy answer cut at its first newline (open-instruct stops at the newline token, in the chat format too); the
     last number of it must equal the target (exact match, case and punctuation ignored)."""
-    scores, outputs, truncated = [], [], 0
-    for item in items:
-        user = prompts.gsm_user(item["question"], exemplars, cot)
-        text = prompts.chat_prompt(backend.tokenizer, fmt, user, prompts.GSM_PREFIX)
-        output, cut = complete(backend, text, _greedy(max_new_tokens), bos, ("\n",))
-        truncated += cut
-        outputs.append(output)
-        prediction = text_metrics.last_number(output)
-        scores.append(text_metrics.exact_match(prediction, text_metrics.gsm_target(item["answer"])))
-        advance(1)
-    return Scored(scores, outputs=outputs, details={"truncated_prompts": truncated})
+    texts = [
+        prompts.chat_prompt(
+            backend.tokenizer, fmt, prompts.gsm_user(item["question"], exemplars, cot), prompts.GSM_PREFIX
+        )
+        for item in items
+    ]
+    done = complete_many(backend, texts, _greedy(max_new_tokens), bos, ("\n",), batch_size=batch_size, advance=advance)
+    outputs = [output for output, _ in done]
+    scores = [
+        text_metrics.exact_match(text_metrics.last_number(output), text_metrics.gsm_target(item["answer"]))
+        for output, item in zip(outputs, items)
+    ]
+    return Scored(scores, outputs=outputs, details={"truncated_prompts": sum(cut for _, cut in done)})
 
 
 def bbh(
@@ -106,23 +111,23 @@ def bbh(
     max_new_tokens: int,
     bos: bool,
     advance: Advance,
+    batch_size: int | str = 1,
 ) -> Scored:
     """Items carry task, input, target. The answer is the output's first paragraph, and within it the text after 'So
     the answer is' up to the next period when there is one (exact match, case and punctuation ignored). Generation
     ends with that first paragraph (open-instruct generates on and then keeps it). Macro average over tasks."""
-    scores, groups, outputs, truncated = [], [], [], 0
+    texts = []
     for item in items:
         task_prompt = task_prompts[item["task"]]
         task_prompt = task_prompt if cot else text_metrics.bbh_direct_prompt(task_prompt)
         user = prompts.bbh_user(task_prompt, item["input"])
-        text = prompts.chat_prompt(backend.tokenizer, fmt, user, prompts.BBH_PREFIX)
-        output, cut = complete(backend, text, _greedy(max_new_tokens), bos, first_paragraph=True)
-        truncated += cut
-        outputs.append(output)
-        scores.append(text_metrics.exact_match(text_metrics.bbh_answer(output), item["target"]))
-        groups.append(item["task"])
-        advance(1)
-    return Scored(scores, groups, outputs, {"truncated_prompts": truncated})
+        texts.append(prompts.chat_prompt(backend.tokenizer, fmt, user, prompts.BBH_PREFIX))
+    settings = _greedy(max_new_tokens)
+    done = complete_many(backend, texts, settings, bos, first_paragraph=True, batch_size=batch_size, advance=advance)
+    outputs = [output for output, _ in done]
+    scores = [text_metrics.exact_match(text_metrics.bbh_answer(o), item["target"]) for o, item in zip(outputs, items)]
+    groups = [item["task"] for item in items]
+    return Scored(scores, groups, outputs, {"truncated_prompts": sum(cut for _, cut in done)})
 
 
 def tydiqa_passage(tokenizer, context: str, max_tokens: int) -> str:
@@ -142,6 +147,7 @@ def tydiqa(
     max_new_tokens: int,
     bos: bool,
     advance: Advance,
+    batch_size: int | str = 1,
 ) -> Scored:
     """SQuAD F1 (and exact match) of a greedy short answer cut at its first newline, in each language's own prompt;
     passages cut to max_context_tokens; macro average over languages."""
@@ -150,19 +156,16 @@ def tydiqa(
     def cut(record: dict) -> dict:
         return {**record, "context": tydiqa_passage(tokenizer, record["context"], max_context_tokens)}
 
-    f1, em, groups, outputs = [], [], [], []
+    texts = []
     for item in items:
         shots = [cut(s) for s in shots_by_language.get(item["lang"], [])]
         user, prefix = prompts.tydiqa_user(cut(item) if with_passage else item, shots, with_passage)
-        text = prompts.chat_prompt(tokenizer, fmt, user, prefix, strip=True)
-        output, _ = complete(backend, text, _greedy(max_new_tokens), bos, ("\n",))
-        output = output.strip()
-        outputs.append(output)
-        f1.append(text_metrics.squad_f1(output, item["answers"]))
-        em.append(text_metrics.squad_exact(output, item["answers"]))
-        groups.append(item["lang"])
-        advance(1)
-    return Scored(f1, groups, outputs, more={"em": em})
+        texts.append(prompts.chat_prompt(tokenizer, fmt, user, prefix, strip=True))
+    done = complete_many(backend, texts, _greedy(max_new_tokens), bos, ("\n",), batch_size=batch_size, advance=advance)
+    outputs = [output.strip() for output, _ in done]
+    f1 = [text_metrics.squad_f1(output, item["answers"]) for output, item in zip(outputs, items)]
+    em = [text_metrics.squad_exact(output, item["answers"]) for output, item in zip(outputs, items)]
+    return Scored(f1, [item["lang"] for item in items], outputs, more={"em": em})
 
 
 # ------------------------------------------------------------------------------------------------------ Codex-Eval
@@ -180,20 +183,20 @@ def codex(
     workers: int,
     bos: bool,
     advance: Advance,
+    batch_size: int | str = 1,
 ) -> Scored:
-    """Sample `samples` completions per HumanEval problem (seeded per sample), run each with the problem's tests in the
-    sandbox (prompt + completion + tests + check(entry_point)), and score each problem with the unbiased pass@k
-    estimator for each k (scores are pass@ks[0])."""
+    """Sample `samples` completions per HumanEval problem (seeded per batch of samples), run each with the problem's
+    tests in the sandbox (prompt + completion + tests + check(entry_point)), and score each problem with the unbiased
+    pass@k estimator for each k (scores are pass@ks[0])."""
     per_problem: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for index, problem in enumerate(problems):
             text = prompts.codex_prompt(backend.tokenizer, fmt, problem["prompt"], chat)
-            completions = []
-            for sample in range(samples):
-                seed = None if settings.seed is None else settings.seed + 1000 * index + sample
-                seeded = settings.model_copy(update={"seed": seed})
-                completions.append(complete(backend, text, seeded, bos, prompts.CODEX_STOPS)[0])
+            seed = None if settings.seed is None else settings.seed + 1000 * index
+            seeded = settings.model_copy(update={"seed": seed})
+            done = complete_many(backend, [text] * samples, seeded, bos, prompts.CODEX_STOPS, batch_size=batch_size)
+            completions = [completion for completion, _ in done]
             outcomes = list(
                 pool.map(lambda c, problem=problem: run_program(humaneval_program(problem, c), limits), completions)
             )
@@ -219,18 +222,22 @@ def codex(
 
 
 def generate_answers(
-    backend, instructions: list[str], fmt: str, max_new_tokens: int, advance: Advance, bos: bool = True
+    backend,
+    instructions: list[str],
+    fmt: str,
+    max_new_tokens: int,
+    advance: Advance,
+    bos: bool = True,
+    batch_size: int | str = 1,
 ) -> list[str]:
     """Greedy answers to each instruction (the prompt starts with the tokenizer's special tokens, as open-instruct's
     AlpacaFarm script and `tulu-quant generate` encode it), cut where the model would start another turn."""
     from ..chat import stop_strings
 
-    answers = []
-    for instruction in instructions:
-        text = prompts.chat_prompt(backend.tokenizer, fmt, instruction)
-        answers.append(complete(backend, text, _greedy(max_new_tokens), bos, tuple(stop_strings(fmt)))[0].strip())
-        advance(1)
-    return answers
+    texts = [prompts.chat_prompt(backend.tokenizer, fmt, instruction) for instruction in instructions]
+    stops = tuple(stop_strings(fmt))
+    done = complete_many(backend, texts, _greedy(max_new_tokens), bos, stops, batch_size=batch_size, advance=advance)
+    return [answer.strip() for answer, _ in done]
 
 
 def agreement(candidate: list[str], reference: list[str]) -> tuple[list[float], list[float]]:

@@ -110,26 +110,55 @@ def tokenize_documents(tokenizer, documents: list[str]) -> list[int]:
     return tokenizer(DOCUMENT_SEPARATOR.join(documents), add_special_tokens=False).input_ids
 
 
-def score_windows(backend, windows: Windows, advance: Callable[..., None] = lambda n=1, **_: None) -> np.ndarray:
+def logits_of_windows(
+    backend, windows: Windows, batch_size: int | str, advance: Callable[..., None], skip=lambda index: False
+):
+    """(index, ids, logits) of each window not skipped, scored batch_size windows per forward pass ("auto": as many
+    as fit, tulu_quant.eval.decode.resolve_batch_size)."""
+    from .decode import resolve_batch_size
+
+    todo = []
+    for index in range(len(windows.inputs)):
+        if skip(index):
+            advance(1)
+        else:
+            todo.append(index)
+    if not todo:
+        return
+    size = resolve_batch_size(backend, batch_size, len(windows.inputs[0]), full_logits=True)
+    for start in range(0, len(todo), size):
+        batch = todo[start : start + size]
+        for index, logits in zip(batch, backend.logits_batch([windows.inputs[i] for i in batch])):
+            yield index, windows.inputs[index], logits
+        advance(len(batch))
+
+
+def score_windows(
+    backend, windows: Windows, advance: Callable[..., None] = lambda n=1, **_: None, batch_size: int | str = 1
+) -> np.ndarray:
     """Per-window mean NLL (float64 [windows]) of the backend over the windows."""
-    means = []
-    for ids in windows.inputs:
-        means.append(float(token_nll(backend.logits(ids), ids).mean()))
-        advance(1)
-    return np.asarray(means)
+    return np.asarray(
+        [
+            float(token_nll(logits, ids).mean())
+            for _, ids, logits in logits_of_windows(backend, windows, batch_size, advance)
+        ]
+    )
 
 
 def save_reference(
-    backend, windows: Windows, folder: Path, advance: Callable[..., None] = lambda n=1, **_: None
+    backend,
+    windows: Windows,
+    folder: Path,
+    advance: Callable[..., None] = lambda n=1, **_: None,
+    batch_size: int | str = 1,
 ) -> None:
     """Write, per window, the reference's log-probabilities (float16), argmax and target NLL for later KL scoring."""
     folder.mkdir(parents=True, exist_ok=True)
-    for index, ids in enumerate(windows.inputs):
-        target = folder / f"window-{index:04d}.npz"
-        if target.is_file():
-            advance(1)
-            continue
-        logits = backend.logits(ids)
+
+    def target(index: int) -> Path:
+        return folder / f"window-{index:04d}.npz"
+
+    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance, lambda i: target(i).is_file()):
         logp = log_softmax(logits[:-1])
         partial = folder / f".window-{index:04d}.partial.npz"
         np.savez(
@@ -138,21 +167,22 @@ def save_reference(
             argmax=logp.argmax(axis=-1).astype(np.int32),
             nll=token_nll(logits, ids),
         )
-        partial.rename(target)
-        advance(1)
+        partial.rename(target(index))
 
 
 def compare_to_reference(
-    backend, windows: Windows, folder: Path, advance: Callable[..., None] = lambda n=1, **_: None
+    backend,
+    windows: Windows,
+    folder: Path,
+    advance: Callable[..., None] = lambda n=1, **_: None,
+    batch_size: int | str = 1,
 ) -> dict[str, float]:
     """KL statistics of the backend against the saved reference windows."""
     kls, agree, ref_nll, cand_nll = [], [], [], []
-    for index, ids in enumerate(windows.inputs):
+    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance):
         saved = np.load(folder / f"window-{index:04d}.npz")
-        logits = backend.logits(ids)
         kls.append(kl_per_token(saved["logp"], logits[:-1]))
         agree.append(logits[:-1].argmax(axis=-1) == saved["argmax"])
         ref_nll.append(saved["nll"])
         cand_nll.append(token_nll(logits, ids))
-        advance(1)
     return kl_summary(np.concatenate(kls), np.concatenate(agree), np.concatenate(ref_nll), np.concatenate(cand_nll))

@@ -46,7 +46,7 @@ class Job:
 
 
 def _perplexity(key, label, windows, suite, backend, role, reference, folder, advance) -> JobResult:
-    nll = perplexity.score_windows(backend, windows, advance)
+    nll = perplexity.score_windows(backend, windows, advance, suite.batch_size)
     return JobResult(
         key,
         [
@@ -63,11 +63,11 @@ def _perplexity(key, label, windows, suite, backend, role, reference, folder, ad
     )
 
 
-def _kl(windows, backend, role, reference, folder: Path, advance) -> JobResult:
+def _kl(windows, suite, backend, role, reference, folder: Path, advance) -> JobResult:
     if role == "reference":
-        perplexity.save_reference(backend, windows, folder / "kl-reference", advance)
+        perplexity.save_reference(backend, windows, folder / "kl-reference", advance, suite.batch_size)
         return JobResult("kl", [], files=[str(folder / "kl-reference")])
-    stats = perplexity.compare_to_reference(backend, windows, Path(reference.files[0]), advance)
+    stats = perplexity.compare_to_reference(backend, windows, Path(reference.files[0]), advance, suite.batch_size)
     half = 1.959963984540054 * stats["kl_mean_stderr"]
     details = {
         "tokens": stats["tokens"],
@@ -99,7 +99,7 @@ def _kl(windows, backend, role, reference, folder: Path, advance) -> JobResult:
 
 
 def _scored(key, label, suite, run, backend, role, reference, folder, advance) -> JobResult:
-    result = run(backend, advance=advance)
+    result = run(backend, advance=advance, batch_size=suite.batch_size)
     samples, seed = suite.bootstrap_samples, suite.seed
     metrics = [score_metric(key, label, result.scores, result.groups, samples, seed, result.details)]
     for suffix, scores in result.more.items():
@@ -119,7 +119,18 @@ def _codex_run(temperature, ks, problems, fmt, bos, suite, backend, role, refere
     )
     limits = Limits(cfg.timeout_s, cfg.memory_mb << 20)
     result = benchmarks.codex(
-        backend, problems, fmt, cfg.chat_format, settings, cfg.samples, ks, limits, cfg.workers, bos, advance
+        backend,
+        problems,
+        fmt,
+        cfg.chat_format,
+        settings,
+        cfg.samples,
+        ks,
+        limits,
+        cfg.workers,
+        bos,
+        advance,
+        suite.batch_size,
     )
     metrics = [
         score_metric(
@@ -144,7 +155,9 @@ def _alpaca(rows, fmt, bos, suite, vcfg: ValidateConfig, backend, role, referenc
     """Every artifact's answers, judged against text-davinci-003's (the win rate, with a judge); a candidate's also
     compared with the reference model's (agreement, judge-free)."""
     instructions = [row["instruction"] for row in rows]
-    answers = benchmarks.generate_answers(backend, instructions, fmt, suite.alpaca.max_new_tokens, advance, bos)
+    answers = benchmarks.generate_answers(
+        backend, instructions, fmt, suite.alpaca.max_new_tokens, advance, bos, suite.batch_size
+    )
     samples, seed = suite.bootstrap_samples, suite.seed
     metrics = []
     if role != "reference":
@@ -263,7 +276,7 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
                 "KL divergence vs reference",
                 kl_spec,
                 settings,
-                functools.partial(_kl, kl_windows),
+                functools.partial(_kl, kl_windows, suite),
                 len(kl_windows.inputs),
                 uses_reference=True,
             )
@@ -449,6 +462,7 @@ def codex_jobs(suite: SuiteConfig, fmt: str) -> list[Job]:
             "temperature": temperature,
             "ks": ks,
             "seed": suite.seed,
+            "batch_size": suite.batch_size,
             "items": items.data_hash(problems),
             "format": fmt,
             "bos": uses_bos(suite, "codex"),

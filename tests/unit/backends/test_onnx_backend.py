@@ -108,3 +108,24 @@ def test_search_options_do_not_apply_the_builders_top_k(exported):
     # the builder writes top_k 50 into genai_config.json; the other backends sample from the whole distribution
     assert json.loads((exported / "genai_config.json").read_text())["search"]["top_k"] == 50
     assert search_options(GenerationSettings(temperature=1.0), 1, 1)["top_k"] == 0
+
+
+def test_batches_of_one_length_share_a_generator_and_end_row_by_row(onnx, reference):
+    from tulu_quant.backends.onnx_backend import same_length_groups
+
+    assert same_length_groups([[1, 2], [3], [4, 5], [2, 9]], pad_id=9) == [[0, 2], [1], [3]]
+    texts = ("The lazy dog", "The old river", "The quick", "the market.")
+    prompts = [onnx.tokenizer(t).input_ids for t in texts]
+    assert max(map(len, same_length_groups(prompts, onnx._pad_id))) > 1  # a real batch among them
+    settings = GenerationSettings(max_new_tokens=10)
+    alone = [onnx.generate(ids, settings) for ids in prompts]
+    assert onnx.generate_batch(prompts, settings) == alone == [reference.generate(ids, settings) for ids in prompts]
+    stop = (alone[1][2],)
+    streamed: list[list[int]] = [[] for _ in prompts]
+    ends = onnx.generate_batch(prompts, settings, [s.append for s in streamed], stop)
+    assert ends == streamed == [onnx.generate(ids, settings, stop_ids=stop) for ids in prompts]
+    logits = onnx.logits_batch(prompts)
+    last = onnx.logits_batch(prompts, last_only=True)
+    for row, ids in enumerate(prompts):
+        np.testing.assert_allclose(logits[row], onnx.logits(ids), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(last[row], onnx.logits(ids)[-1], rtol=1e-5, atol=1e-5)

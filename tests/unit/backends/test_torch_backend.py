@@ -11,7 +11,7 @@ import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.backends import load_backend
-from tulu_quant.backends.torch_backend import TorchBackend, next_token
+from tulu_quant.backends.torch_backend import TorchBackend
 from tulu_quant.config import GenerationSettings
 
 
@@ -84,17 +84,44 @@ def test_sampling_is_reproducible_by_seed(backend):
     )
 
 
-def test_next_token_rules():
-    logits = torch.tensor([2.0, 1.9, -1.0, 0.5])
-    generator = torch.Generator().manual_seed(0)
-    assert next_token(logits, [], GenerationSettings(temperature=0), generator) == 0
-    # penalty 2 on token 0: 2.0 -> 1.0, so token 1 (1.9) wins; a negative logit is multiplied instead
-    assert next_token(logits, [0, 0], GenerationSettings(repetition_penalty=2.0), generator) == 1
-    # top_p this small keeps only the most likely token, whatever the temperature
-    picks = {next_token(logits, [], GenerationSettings(temperature=5.0, top_p=0.05), generator) for _ in range(50)}
-    assert picks == {0}
-    picks = {next_token(logits, [], GenerationSettings(temperature=5.0, top_p=1.0), generator) for _ in range(200)}
-    assert picks == {0, 1, 2, 3}
+def test_a_tiny_top_p_samples_the_greedy_answer(backend):
+    ids = backend.tokenizer("The lazy").input_ids
+    greedy = backend.generate(ids, GenerationSettings(max_new_tokens=10))
+    assert backend.generate(ids, GenerationSettings(max_new_tokens=10, temperature=5.0, top_p=1e-6, seed=3)) == greedy
+
+
+def test_batched_logits_equal_one_sequence_at_a_time(backend):
+    seqs = [backend.tokenizer(t).input_ids for t in ("The quick brown fox jumps", "The", "lazy dog. The quick")]
+    batched = backend.logits_batch(seqs)
+    last = backend.logits_batch(seqs, last_only=True)
+    assert last.shape == (3, len(backend.tokenizer))
+    for row, ids in enumerate(seqs):
+        alone = backend.logits(ids)
+        assert batched[row].shape == alone.shape
+        np.testing.assert_allclose(batched[row], alone, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(last[row], alone[-1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="exceed the model's context of 64"):
+        backend.logits_batch([[5] * 3, [5] * 65])
+
+
+def test_batched_greedy_generation_ends_each_row_as_alone(backend):
+    prompts = [backend.tokenizer(t).input_ids for t in ("The lazy dog", "The", "quick brown fox jumps over")]
+    prompts.append([5] * 58)  # room for 6 tokens only
+    settings = GenerationSettings(max_new_tokens=12)
+    alone = [backend.generate(ids, settings) for ids in prompts]
+    assert [len(a) for a in alone] == [12, 12, 12, 6]
+    assert backend.generate_batch(prompts, settings) == alone
+    # per-row stop ids and on_token ends, and streaming, row by row: each row ends as generate() ends it alone
+    stop = (alone[0][4],)
+
+    def third(row: int, seen: list[int]):
+        return lambda token: seen.append(token) or (row == 2 and len(seen) == 3)
+
+    streamed: list[list[int]] = [[] for _ in prompts]
+    ends = backend.generate_batch(prompts, settings, [third(r, streamed[r]) for r in range(len(prompts))], stop)
+    expected = [backend.generate(ids, settings, third(r, []), stop) for r, ids in enumerate(prompts)]
+    assert ends == expected == streamed
+    assert len(ends[0]) == 4 and len(ends[2]) <= 3
 
 
 def test_load_backend_picks_torch_for_plain_weights(tiny):

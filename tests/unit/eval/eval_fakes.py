@@ -52,10 +52,20 @@ class FakeBackend:
         self.context_length = context_length
         self.calls = {"logits": 0, "generate": 0}
         self.prompts: list[list[int]] = []  # the ids of every generation's prompt
+        self.batches: list[int] = []  # the size of every generate_batch call
 
     def logits(self, ids):
         self.calls["logits"] += 1
         return np.stack([self.logit_fn(ids[: t + 1]) for t in range(len(ids))]).astype(np.float32)
+
+    def logits_batch(self, seqs, last_only=False):
+        rows = [self.logits(ids) for ids in seqs]
+        return np.stack([r[-1] for r in rows]) if last_only else rows
+
+    def generate_batch(self, prompts, settings, on_tokens=None, stop_ids=()):
+        self.batches.append(len(prompts))
+        on_tokens = on_tokens or [None] * len(prompts)
+        return [self.generate(ids, settings, on, stop_ids) for ids, on in zip(prompts, on_tokens)]
 
     def generate(self, ids, settings=None, on_token=None, stop_ids=()):
         settings = settings or GenerationSettings()
