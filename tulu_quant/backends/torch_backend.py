@@ -87,6 +87,10 @@ class TorchBackend:
         self.pad_id = pad_id_of(self.tokenizer)
         self._torch = torch
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
     # ---------------------------------------------------------------------------------------------- scoring
 
     def logits(self, ids: list[int]):

@@ -133,11 +133,18 @@ def free_memory(backend) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def resolve_batch_size(backend, batch_size: int | str, tokens: int, full_logits: bool = False) -> int:
+def resolve_batch_size(
+    backend, batch_size: int | str, tokens: int, full_logits: bool = False, scoring: bool = False
+) -> int:
     """An integer batch size as is; "auto": the largest up to MAX_AUTO_BATCH whose rows of `tokens` tokens fit in
-    MEMORY_SHARE of the free memory by row_bytes (8 when the model's shape is unknown)."""
+    MEMORY_SHARE of the free memory by row_bytes (8 when the model's shape is unknown). Scoring (a forward pass over
+    whole sequences, no decoding) on a CPU is 1: there the pass is compute-bound and batching it gains nothing (measured
+    0.9-1.1x at batch 4-32 for every backend, docs/benchmarks.md) while its logits take memory; decoding gains (7.7x at
+    batch 32 for the fp16 model)."""
     if batch_size != "auto":
         return int(batch_size)
+    if scoring and not getattr(backend, "on_gpu", False):
+        return 1
     shape = model_shape(getattr(backend, "path", None))
     if shape is None:
         return 8
@@ -186,7 +193,7 @@ def last_logits_many(
 
     if not seqs:
         return np.zeros((0, len(backend.tokenizer)), dtype=np.float32)
-    size = resolve_batch_size(backend, batch_size, max(map(len, seqs)))
+    size = resolve_batch_size(backend, batch_size, max(map(len, seqs)), scoring=True)
     out = [None] * len(seqs)
     for batch in longest_first([len(s) for s in seqs], size):
         for index, row in zip(batch, backend.logits_batch([seqs[i] for i in batch], last_only=True)):

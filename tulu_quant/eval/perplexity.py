@@ -125,7 +125,7 @@ def logits_of_windows(
             todo.append(index)
     if not todo:
         return
-    size = resolve_batch_size(backend, batch_size, len(windows.inputs[0]), full_logits=True)
+    size = resolve_batch_size(backend, batch_size, len(windows.inputs[0]), full_logits=True, scoring=True)
     for start in range(0, len(todo), size):
         batch = todo[start : start + size]
         for index, logits in zip(batch, backend.logits_batch([windows.inputs[i] for i in batch])):

