@@ -65,6 +65,21 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class OneAtATime:
+    """``logits`` and ``generate`` for one sequence, from a backend's batched operations (the backends inherit it)."""
+
+    def logits(self, ids: list[int]):
+        """float32 numpy array [len(ids), vocab]: the next-token logits at every position."""
+        return self.logits_batch([ids])[0]
+
+    def generate(
+        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
+    ) -> list[int]:
+        """New token ids after ``ids`` (a stop id that ended generation is not included). ``on_token(id)`` is called
+        for each returned id as it is produced; returning True stops generation after that id."""
+        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
+
+
 def collect(tokens: Iterable[int], on_token: OnToken, stop_ids: StopIds) -> list[int]:
     """The new ids of a generation from its stream of tokens, with every backend's contract: a stop id ends it (and is
     not returned); each returned id reaches on_token as it is produced, and on_token returning True ends it after that

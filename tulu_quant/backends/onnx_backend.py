@@ -26,7 +26,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, MissingPath, UserValueError
-from . import OnToken, RowEnds, StopIds, check_lengths
+from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def onnx_size(path: Path) -> int:
 # ------------------------------------------------------------------------------------------------------ the backend
 
 
-class OnnxBackend:
+class OnnxBackend(OneAtATime):
     """Score and generate with an onnxruntime-genai export. ``threads``: intra-op threads (None: onnxruntime's
     default, all cores). ``device``: auto runs on the execution provider the folder was exported for."""
 
@@ -129,10 +129,6 @@ class OnnxBackend:
 
     # ---------------------------------------------------------------------------------------------- scoring
 
-    def logits(self, ids: list[int]):
-        """float32 numpy array [len(ids), vocab]: the next-token logits at every position."""
-        return self.logits_batch([ids])[0]
-
     def logits_batch(self, seqs: list[list[int]], last_only: bool = False):
         """Every position's logits per sequence, or with last_only each sequence's last position as one
         [len(seqs), vocab] array. Sequences of one length share a forward pass (see same_length_groups)."""
@@ -150,13 +146,6 @@ class OnnxBackend:
         return np.stack(out) if last_only else out
 
     # ---------------------------------------------------------------------------------------------- generation
-
-    def generate(
-        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
-    ) -> list[int]:
-        """New token ids after ``ids`` (a stop id that ended generation is not included). ``on_token(id)`` is called
-        for each returned id as it is produced; returning True stops generation after that id."""
-        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
 
     def generate_batch(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserValueError
-from . import OnToken, RowEnds, StopIds, check_lengths, pad_batch
+from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def weights_size(path: Path) -> int:
 # ------------------------------------------------------------------------------------------------------ the backend
 
 
-class TorchBackend:
+class TorchBackend(OneAtATime):
     """Score and generate with transformers. ``kind`` is "torch" (plain weights) or "gptq"."""
 
     def __init__(self, path: Path, kind: str = "torch", device: str = "cpu", dtype: str | None = None):
@@ -92,10 +92,6 @@ class TorchBackend:
         return self.device.startswith("cuda")
 
     # ---------------------------------------------------------------------------------------------- scoring
-
-    def logits(self, ids: list[int]):
-        """float32 numpy array [len(ids), vocab]: the next-token logits at every position."""
-        return self.logits_batch([ids])[0]
 
     def logits_batch(self, seqs: list[list[int]], last_only: bool = False):
         """Every position's logits per sequence (right-padded, masked), or with last_only each sequence's last
@@ -120,13 +116,6 @@ class TorchBackend:
         return [logits[row, : len(seq)].cpu().numpy() for row, seq in enumerate(seqs)]
 
     # ---------------------------------------------------------------------------------------------- generation
-
-    def generate(
-        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
-    ) -> list[int]:
-        """New token ids after ``ids`` (the stop id that ended generation is not included). ``on_token(id)`` is called
-        for each returned id as it is produced; returning True stops generation after that id."""
-        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
 
     def generate_batch(
         self,

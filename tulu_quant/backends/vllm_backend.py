@@ -40,7 +40,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserError
-from . import OnToken, RowEnds, StopIds
+from . import OneAtATime, OnToken, RowEnds, StopIds
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class VllmServer:
 # ------------------------------------------------------------------------------------------------------ the backend
 
 
-class VllmBackend:
+class VllmBackend(OneAtATime):
     """Score and generate through an OpenAI-compatible completions endpoint. ``path``: the model folder (its
     tokenizer and config); ``endpoint``: the server's base URL (http://host:port/v1); ``model``: the name it serves."""
 
@@ -255,11 +255,6 @@ class VllmBackend:
         return [prompt_token_logprobs(choice, ids) for choice, ids in zip(choices, seqs)]
 
     # ---------------------------------------------------------------------------------------------- generation
-
-    def generate(
-        self, ids: list[int], settings: GenerationSettings, on_token: OnToken = None, stop_ids: StopIds = ()
-    ) -> list[int]:
-        return self.generate_batch([ids], settings, [on_token], stop_ids)[0]
 
     def generate_batch(
         self,

@@ -4,12 +4,10 @@ the server command line and the errors."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_http import json_endpoint
 from tiny import bpe_tokenizer, save_tiny_hf
 
 from tulu_quant.backends import vllm_backend
@@ -23,66 +21,58 @@ def tiny(tmp_path_factory) -> Path:
     return save_tiny_hf(tmp_path_factory.mktemp("tiny"), bpe_tokenizer("The quick brown fox jumps over the lazy dog."))
 
 
+def complete(body: dict) -> dict:
+    """vLLM's reply, made up: the prompt's ids + 1 (mod 50) as the generation, cut at stop_token_ids as vLLM does (the
+    stop id itself included) and at max_tokens; prompt log-probabilities -0.1 * token id."""
+    choices = []
+    for index, ids in enumerate(body["prompt"]):
+        choice = {"index": index, "text": ""}
+        if body.get("prompt_logprobs") is not None:
+            choice["prompt_logprobs"] = [None] + [{str(t): {"logprob": -0.1 * t, "rank": 1}} for t in ids[1:]]
+        out = []
+        for t in ids * 10:
+            out.append((t + 1) % 50)
+            if out[-1] in body.get("stop_token_ids", []) or len(out) == body["max_tokens"]:
+                break
+        choice["token_ids"] = out
+        choices.append(choice)
+    return {"choices": choices}
+
+
 @pytest.fixture
 def server():
-    """Replies with the prompt's ids + 1 (mod 50) as the generation, cut at stop_token_ids as vLLM does (the stop id
-    itself included) and at max_tokens; prompt log-probabilities -0.1 * token id."""
-    seen = []
+    """(URL, the request bodies it received)."""
+    with json_endpoint(complete) as (url, records):
+        yield url, records
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            choices = []
-            for index, ids in enumerate(body["prompt"]):
-                choice = {"index": index, "text": ""}
-                if body.get("prompt_logprobs") is not None:
-                    choice["prompt_logprobs"] = [None] + [{str(t): {"logprob": -0.1 * t, "rank": 1}} for t in ids[1:]]
-                out = []
-                for t in ids * 10:
-                    out.append((t + 1) % 50)
-                    if out[-1] in body.get("stop_token_ids", []) or len(out) == body["max_tokens"]:
-                        break
-                choice["token_ids"] = out
-                choices.append(choice)
-            data = json.dumps({"choices": choices}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/v1", seen
-    httpd.shutdown()
+def bodies(records: list[dict]) -> list[dict]:
+    return [r["body"] for r in records]
 
 
 def test_generate_batch_sends_token_ids_and_ends_rows_as_the_other_backends(tiny, server):
-    url, seen = server
+    url, records = server
     backend = VllmBackend(tiny, url, model="tiny")
     prompts = [[3, 4, 5], [10, 11], [20] * 60]  # the last leaves room for 4 tokens in the 64-token context
     settings = GenerationSettings(max_new_tokens=6, temperature=0.8, top_p=0.9, seed=5)
     assert backend.generate_batch(prompts, settings) == [[4, 5, 6, 4, 5, 6], [11, 12, 11, 12, 11, 12], [21] * 4]
-    bodies = sorted(seen, key=lambda b: b["prompt"][0][0])
-    assert [b["prompt"] for b in bodies] == [[p] for p in prompts]
-    assert [b["max_tokens"] for b in bodies] == [6, 6, 4] and [b["seed"] for b in bodies] == [5, 6, 7]
-    assert all(b["model"] == "tiny" and b["temperature"] == 0.8 and b["return_token_ids"] for b in bodies)
+    sent = sorted(bodies(records), key=lambda b: b["prompt"][0][0])
+    assert [b["prompt"] for b in sent] == [[p] for p in prompts]
+    assert [b["max_tokens"] for b in sent] == [6, 6, 4] and [b["seed"] for b in sent] == [5, 6, 7]
+    assert all(b["model"] == "tiny" and b["temperature"] == 0.8 and b["return_token_ids"] for b in sent)
     # a stop id ends a row without being returned; on_token ends it after that token
-    seen.clear()
+    records.clear()
     ends = backend.generate_batch(prompts[:2], settings, [None, lambda t: t == 12], stop_ids=(6,))
-    assert ends == [[4, 5], [11, 12]] and all(b["stop_token_ids"] == [6] for b in seen)
+    assert ends == [[4, 5], [11, 12]] and all(b["stop_token_ids"] == [6] for b in bodies(records))
     assert backend.generate([3], GenerationSettings(max_new_tokens=2)) == [4, 4]
 
 
 def test_token_logprobs_are_the_prompt_tokens_own(tiny, server):
-    url, seen = server
+    url, records = server
     backend = VllmBackend(tiny, url)
     assert backend.token_logprobs([[1, 2, 3], [7, 8]]) == [[-0.2, pytest.approx(-0.3)], [-0.8]]
-    assert seen[0]["prompt_logprobs"] == 0 and seen[0]["max_tokens"] == 1 and seen[0]["model"] == tiny.name
+    sent = records[0]["body"]
+    assert sent["prompt_logprobs"] == 0 and sent["max_tokens"] == 1 and sent["model"] == tiny.name
     with pytest.raises(VllmError, match="not logits"):
         backend.logits([1, 2])
 

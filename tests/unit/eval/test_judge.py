@@ -1,10 +1,8 @@
-import json
 import random
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from fake_http import json_endpoint
 
 from tulu_quant.eval import judge
 from tulu_quant.fetch import fetch
@@ -12,36 +10,21 @@ from tulu_quant.fetch import fetch
 UNREADABLE = "UNREADABLE"
 
 
+def rank(body: dict) -> dict:
+    """Ranks the answer containing 'GOOD' first, and replies nonsense when an answer says UNREADABLE."""
+    answers = re.findall(r'"answer": """(.*?)"""', body["messages"][-1]["content"], re.S)
+    first = 1 if "GOOD" in answers[0] else 2
+    reply = f"[{{'model': 'model_1', 'rank': {first}}}, {{'model': 'model_2', 'rank': {3 - first}}}]"
+    if any(UNREADABLE in a for a in answers):
+        reply = "Both are fine."
+    return {"choices": [{"message": {"role": "assistant", "content": reply}}]}
+
+
 @pytest.fixture
 def fake_judge():
-    """An OpenAI-compatible endpoint on 127.0.0.1 that reads alpaca_eval's ranking prompt and ranks the answer
-    containing 'GOOD' first (and replies nonsense when an answer says UNREADABLE)."""
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            answers = re.findall(r'"answer": """(.*?)"""', body["messages"][-1]["content"], re.S)
-            first = 1 if "GOOD" in answers[0] else 2
-            reply = f"[{{'model': 'model_1', 'rank': {first}}}, {{'model': 'model_2', 'rank': {3 - first}}}]"
-            if any(UNREADABLE in a for a in answers):
-                reply = "Both are fine."
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1", seen
-    server.shutdown()
+    """An OpenAI-compatible chat endpoint that reads alpaca_eval's ranking prompt (rank above)."""
+    with json_endpoint(rank) as endpoint:
+        yield endpoint
 
 
 def test_annotator_prompt_is_alpaca_evals_own_file():
