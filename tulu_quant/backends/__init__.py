@@ -118,12 +118,14 @@ def pad_batch(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[list[list
 class RowEnds:
     """Each row's end in a batched generation, by ``collect``'s rules applied row by row: ``add(row, token)`` for each
     new token of an unfinished row; a stop id ends the row (and is not kept), otherwise the token is kept and passed to
-    the row's on_token, which ends the row by returning True; a row also ends at its own budget."""
+    the row's on_token, which ends the row by returning True; a row also ends at its own budget and after one of
+    ``end_ids``, the model's own EOS, which engines end a sequence at (kept when it is not a stop id; what an engine
+    appends after it, padding, never reaches the row)."""
 
-    def __init__(self, budgets: list[int], on_tokens: list[OnToken] | None, stop_ids: StopIds):
+    def __init__(self, budgets: list[int], on_tokens: list[OnToken] | None, stop_ids: StopIds, end_ids: StopIds = ()):
         self.budgets = budgets
         self.on_tokens = on_tokens or [None] * len(budgets)
-        self.stop_ids = set(stop_ids)
+        self.stop_ids, self.end_ids = set(stop_ids), set(end_ids)
         self.new: list[list[int]] = [[] for _ in budgets]
         self.done = [budget <= 0 for budget in budgets]
 
@@ -136,7 +138,8 @@ class RowEnds:
             return True
         self.new[row].append(token)
         on_token = self.on_tokens[row]
-        if (on_token is not None and on_token(token)) or len(self.new[row]) >= self.budgets[row]:
+        ended = token in self.end_ids or len(self.new[row]) >= self.budgets[row]
+        if (on_token is not None and on_token(token)) or ended:
             self.done[row] = True
         return self.done[row]
 

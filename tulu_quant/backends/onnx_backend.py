@@ -165,7 +165,7 @@ class OnnxBackend(OneAtATime):
         for group in same_length_groups(prompts, self._pad_id):
             length = len(prompts[group[0]])
             budget = min(settings.max_new_tokens, self.context_length - length)
-            ends = RowEnds([budget] * len(group), [on_tokens[i] for i in group], stop_ids)
+            ends = RowEnds([budget] * len(group), [on_tokens[i] for i in group], stop_ids, self._eos_ids)
             if budget > 0:
                 params = og.GeneratorParams(self.model)
                 params.set_search_options(batch_size=len(group), **search_options(settings, length, budget))
@@ -174,8 +174,7 @@ class OnnxBackend(OneAtATime):
                 while not all(ends.done) and not generator.is_done():
                     generator.generate_next_token()
                     for row, token in enumerate(generator.get_next_tokens().tolist()):
-                        if not ends.add(row, int(token)) and token in self._eos_ids:
-                            ends.done[row] = True  # onnxruntime-genai pads the row from here on
+                        ends.add(row, int(token))
             for row, index in enumerate(group):
                 out[index] = ends.new[row]
         return out

@@ -85,6 +85,7 @@ class TorchBackend(OneAtATime):
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.pad_id = pad_id_of(self.tokenizer)
+        self.eos_ids = eos_ids_of(self.model)
         self._torch = torch
 
     @property
@@ -135,7 +136,7 @@ class TorchBackend(OneAtATime):
         if not prompts or any(not ids for ids in prompts):
             raise ValueError("generate() needs a prompt of at least one token.")
         budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]
-        ends = RowEnds(budgets, on_tokens, stop_ids)
+        ends = RowEnds(budgets, on_tokens, stop_ids, self.eos_ids)
         if all(ends.done):
             return ends.new
         ids, mask = pad_batch(prompts, self.pad_id, left=True)
@@ -177,6 +178,14 @@ def pad_id_of(tokenizer) -> int:
         if candidate is not None:
             return int(candidate)
     return 0
+
+
+def eos_ids_of(model) -> tuple[int, ...]:
+    """The ids transformers' generate ends a sequence at (the model's generation_config, else its config)."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    return tuple(int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None)
 
 
 class _RowCriteria:

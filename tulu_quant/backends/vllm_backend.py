@@ -231,6 +231,10 @@ class VllmBackend(OneAtATime):
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         config = json.loads((self.path / "config.json").read_text())
         self.context_length = int(config.get("max_position_embeddings", 2048))
+        generation = self.path / "generation_config.json"  # vLLM ends at its EOS, else at config.json's
+        eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
+        eos = config.get("eos_token_id") if eos is None else eos
+        self.eos_ids = tuple(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def _completions(self, body: dict) -> dict:
         return post(self.endpoint + "/completions", body, self.timeout_s, self.api_key)
@@ -268,7 +272,7 @@ class VllmBackend(OneAtATime):
         from concurrent.futures import ThreadPoolExecutor
 
         budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]
-        ends = RowEnds(budgets, on_tokens, stop_ids)
+        ends = RowEnds(budgets, on_tokens, stop_ids, self.eos_ids)
         rows = [row for row, budget in enumerate(budgets) if budget > 0]
 
         def ask(row: int) -> list[int]:

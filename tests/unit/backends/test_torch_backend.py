@@ -165,3 +165,13 @@ def test_gptq_checkpoint_scores_and_generates(tiny, tiny_gptq):
         == 5
         == len(streamed)
     )
+
+
+def test_a_row_ends_after_the_models_eos_which_is_kept_unless_a_stop_id(backend, monkeypatch):
+    ids = backend.tokenizer("The lazy dog").input_ids
+    settings = GenerationSettings(max_new_tokens=12)
+    free = backend.generate(ids, settings)
+    monkeypatch.setattr(backend, "eos_ids", (free[2],))
+    first = free.index(free[2])
+    assert backend.generate_batch([ids, ids[:2]], settings)[0] == free[: first + 1]
+    assert backend.generate(ids, settings, stop_ids=(free[2],)) == free[:first]

@@ -102,3 +102,14 @@ def test_load_backend_reaches_vllm_by_name(tiny, server):
 
     backend = load_backend(tiny, "vllm", endpoint=server[0])
     assert isinstance(backend, VllmBackend) and backend.describe()["endpoint"] == server[0]
+
+
+def test_row_ends_keep_an_engines_eos_and_drop_what_follows():
+    from tulu_quant.backends import RowEnds
+
+    ends = RowEnds([5, 5], None, stop_ids=(9,), end_ids=(2,))
+    for token in (4, 2, 0, 0):
+        ends.add(0, token)
+    for token in (4, 9, 2):
+        ends.add(1, token)
+    assert ends.new == [[4, 2], [4]] and ends.done == [True, True]
