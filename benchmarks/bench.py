@@ -285,7 +285,9 @@ def bench_module(out: Path, name: str, module: str, title: str, *extra: str) -> 
     (out / f"{name}.md").write_text(f"## {title}\n\n{table}")
 
 
-def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
+def bench_validate(
+    out: Path, run_dir: Path, suite: str = "quick", artifacts: tuple[str, ...] = ("gptq", "onnx")
+) -> dict:
     """The suite on the run's fp16 model (reference), GPTQ checkpoint and ONNX export (when the run has one), timed job
     by job from report.json."""
     report = out / f"validate-{suite}"
@@ -298,9 +300,7 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
             "validate",
             "--reference",
             str(run_dir / "recovered"),
-            "--candidate",
-            str(run_dir / "gptq"),
-            *(["--candidate", str(run_dir / "onnx")] if (run_dir / "onnx").is_dir() else []),
+            *[arg for name in artifacts if (run_dir / name).is_dir() for arg in ("--candidate", str(run_dir / name))],
             "--suite",
             suite,
             "--report",
@@ -313,8 +313,8 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
         text=True,
     )
     data = json.loads((report / "report.json").read_text())
-    artifacts = [("fp16", data["reference"]), *zip(("gptq", "onnx"), data["candidates"])]
-    seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in artifacts}
+    scored = [("fp16", data["reference"]), *zip([a for a in artifacts if (run_dir / a).is_dir()], data["candidates"])]
+    seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in scored}
     result = {
         "machine": machine(),
         "suite": suite,
@@ -326,13 +326,14 @@ def bench_validate(out: Path, run_dir: Path, suite: str = "quick") -> dict:
     (out / "validate.json").write_text(json.dumps(result, indent=2))
     tables = (report / "report.md").read_text().split("\n", 2)[2]  # drop the report's own title
     onnx = f", int4 ONNX (onnxruntime-genai) {seconds['onnx']:.0f} s" if "onnx" in seconds else ""
-    md = f"""## Validation: the `{suite}` suite on the stand-in, fp16, GPTQ 4-bit and int4 ONNX
+    candidates = " ".join(f"--candidate RUN/{a}" for a, _ in scored[1:])
+    md = f"""## Validation: the `{suite}` suite on the stand-in: fp16 and {", ".join(a for a, _ in scored[1:])}
 
-Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered --candidate
-RUN/gptq --candidate RUN/onnx` (what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the
-stand-in config's). Machine: {result["machine"]}; load average {before} before,
-{result["load_average_after"]} after. Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's
-CPU kernel) {seconds["gptq"]:.0f} s{onnx}. Benchmarks whose data is not reachable offline are listed as skipped.
+Command: `tulu-quant validate --config configs/standin.yaml --suite {suite} --reference RUN/recovered {candidates}`
+(what `python -m benchmarks.bench validate` runs on a `make quantize` run; gates: the stand-in config's).
+Machine: {result["machine"]}; load average {before} before, {result["load_average_after"]} after.
+Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel's CPU kernel)
+{seconds["gptq"]:.0f} s{onnx}. Benchmarks whose data is not reachable offline are listed as skipped.
 
 {tables.strip()}
 """
@@ -371,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument(
+        "--artifacts", nargs="+", default=["gptq", "onnx"], help="validate: the run's candidate folders scored"
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         help="validate/onnx: a finished stand-in run (default: the pipeline benchmark's run in OUT, else runs/standin)",
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "quantize":
             bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
-            bench_validate(out, run_dir)
+            bench_validate(out, run_dir, artifacts=tuple(args.artifacts))
         elif what == "batch":
             bench_module(
                 out,
