@@ -147,8 +147,9 @@ def quantized_weight_bytes(shape: Shape, bits: int = 4, group_size: int = 128) -
     return shape.layers * per_layer + embeddings + shape.hidden * 2
 
 
-def kv_cache_bytes(shape: Shape, context: int, batch: int = 1) -> int:
-    return 2 * shape.layers * shape.kv_heads * shape.head_dim * context * batch * 2
+def kv_cache_bytes(shape: Shape, context: int, batch: int = 1, dtype_bytes: int = 2) -> int:
+    """K and V of every layer for `context` tokens of `batch` sequences (fp16 by default)."""
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * context * batch * dtype_bytes
 
 
 def serve_bytes(shape: Shape, bits: int, group_size: int, context: int, batch: int) -> dict[str, int]:

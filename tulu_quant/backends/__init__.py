@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,17 +82,20 @@ class OneAtATime:
 
 
 def collect(tokens: Iterable[int], on_token: OnToken, stop_ids: StopIds) -> list[int]:
-    """The new ids of a generation from its stream of tokens, with every backend's contract: a stop id ends it (and is
-    not returned); each returned id reaches on_token as it is produced, and on_token returning True ends it after that
-    id. The stream is not advanced past the end (a backend yields from a lazy decode loop)."""
-    new: list[int] = []
+    """The new ids of one generation from its stream of tokens, by RowEnds' rules for one row without a budget: a stop
+    id ends it (and is not returned); each returned id reaches on_token as it is produced, and on_token returning True
+    ends it after that id. The stream is not advanced past the end (a backend may yield from a lazy decode loop)."""
+    ends = RowEnds([sys.maxsize], [on_token], stop_ids)
     for token in tokens:
-        if token in stop_ids:
+        if ends.add(0, token):
             break
-        new.append(token)
-        if on_token is not None and on_token(token):
-            break
-    return new
+    return ends.new[0]
+
+
+def check_prompts(prompts: list[list[int]]) -> None:
+    """The generation operations' bound: at least one prompt, none empty."""
+    if not prompts or any(not ids for ids in prompts):
+        raise ValueError("generate() needs a prompt of at least one token.")
 
 
 def check_lengths(seqs: list[list[int]], context_length: int) -> None:

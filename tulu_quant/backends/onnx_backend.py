@@ -26,7 +26,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, MissingPath, UserValueError
-from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths
+from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths, check_prompts
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,7 @@ class OnnxBackend(OneAtATime):
         """onnxruntime-genai's search over each group of same-length prompts at once (batch_size rows), one step at a
         time so every row's token reaches its on_token as it is produced; each row ends by ``RowEnds``, and the group
         when all its rows have (or onnxruntime-genai's own end: EOS in every row, max_length)."""
-        if not prompts or any(not ids for ids in prompts):
-            raise ValueError("generate() needs a prompt of at least one token.")
+        check_prompts(prompts)
         og, np = self._og, self._np
         on_tokens = on_tokens or [None] * len(prompts)
         out: list[list[int]] = [[] for _ in prompts]

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserValueError
-from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths, pad_batch
+from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths, check_prompts, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ class TorchBackend(OneAtATime):
         transformers' loop is used rather than our own: measured on the stand-in at batch 1 (docs/benchmarks.md) it
         decodes as fast, and it batches, pads and masks correctly."""
         torch = self._torch
-        if not prompts or any(not ids for ids in prompts):
-            raise ValueError("generate() needs a prompt of at least one token.")
+        check_prompts(prompts)
         budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]
         ends = RowEnds(budgets, on_tokens, stop_ids, self.eos_ids)
         if all(ends.done):

@@ -40,7 +40,8 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserError
-from . import OneAtATime, OnToken, RowEnds, StopIds
+from ..openai_api import post_json
+from . import OneAtATime, OnToken, RowEnds, StopIds, check_prompts
 
 log = logging.getLogger(__name__)
 
@@ -125,26 +126,6 @@ def server_command(python: Path, model: Path, port: int, dtype: str, max_model_l
         str(port),
     ]
     return command + (["--enforce-eager"] if eager else [])
-
-
-# ------------------------------------------------------------------------------------------------------ HTTP
-
-
-def post(url: str, body: dict, timeout_s: float, api_key: str | None = None) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        detail = err.read().decode(errors="replace")[:300]
-        raise VllmError(f"{url} answered {err.code}: {detail}") from None
-    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as err:
-        raise VllmError(
-            f"{url} failed ({err}); check that the server is up (--endpoint) and serves completions."
-        ) from None
 
 
 # ------------------------------------------------------------------------------------------------------ the server
@@ -237,7 +218,8 @@ class VllmBackend(OneAtATime):
         self.eos_ids = tuple(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def _completions(self, body: dict) -> dict:
-        return post(self.endpoint + "/completions", body, self.timeout_s, self.api_key)
+        hint = "check that the server is up (--endpoint) and serves completions."
+        return post_json(self.endpoint + "/completions", body, self.timeout_s, self.api_key, VllmError, hint)
 
     # ---------------------------------------------------------------------------------------------- scoring
 
@@ -267,8 +249,7 @@ class VllmBackend(OneAtATime):
         on_tokens: list[OnToken] | None = None,
         stop_ids: StopIds = (),
     ) -> list[list[int]]:
-        if not prompts or any(not ids for ids in prompts):
-            raise ValueError("generate() needs a prompt of at least one token.")
+        check_prompts(prompts)
         from concurrent.futures import ThreadPoolExecutor
 
         budgets = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in prompts]

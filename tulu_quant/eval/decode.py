@@ -38,13 +38,6 @@ def letter_ids(tokenizer, letters: tuple[str, ...]) -> list[int]:
     return [tokenizer.encode(" " + letter, add_special_tokens=False)[-1] for letter in letters]
 
 
-def pick_choice(backend, ids: list[int], choice_ids: list[int]) -> tuple[int, list[float]]:
-    """(index of the highest-scoring choice, the choices' logits) from the next-token logits after the prompt."""
-    last = backend.logits(ids)[-1]
-    scores = [float(last[c]) for c in choice_ids]
-    return max(range(len(scores)), key=scores.__getitem__), scores
-
-
 def fit_prompt(ids: list[int], context_length: int, max_new_tokens: int) -> tuple[list[int], bool]:
     """Keep the prompt's last tokens when prompt + answer would not fit the context. Returns (ids, truncated)."""
     room = max(context_length - max_new_tokens, context_length // 2)
@@ -88,38 +81,41 @@ def longest_first(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
         yield order[start : start + batch_size]
 
 
-def model_shape(path: Path | None) -> dict[str, int] | None:
-    """Layers, hidden size, KV width and vocabulary from a folder's config.json or genai_config.json (None: unknown)."""
+def model_shape(path: Path | None):
+    """The model's shape (tulu_quant.plan.Shape) from a folder's config.json or genai_config.json (None: unknown).
+    genai_config.json does not state the MLP width, which the row estimate does not use (0 there)."""
+    from ..plan import Shape
+
     if path is None:
         return None
     config, genai = Path(path) / "config.json", Path(path) / "genai_config.json"
     if config.is_file():
-        c = json.loads(config.read_text())
-        heads = c.get("num_attention_heads", 1)
-        head_dim = c.get("head_dim") or c.get("hidden_size", 0) // heads
-        return {
-            "layers": c.get("num_hidden_layers", 0),
-            "hidden": c.get("hidden_size", 0),
-            "kv": c.get("num_key_value_heads", heads) * head_dim,
-            "vocab": c.get("vocab_size", 0),
-        }
+        return Shape.from_config(json.loads(config.read_text()))
     if genai.is_file():
         m = json.loads(genai.read_text())["model"]
         d = m["decoder"]
-        return {
-            "layers": d["num_hidden_layers"],
-            "hidden": d["hidden_size"],
-            "kv": d["num_key_value_heads"] * d["head_size"],
-            "vocab": m["vocab_size"],
-        }
+        return Shape.from_config(
+            {
+                "num_hidden_layers": d["num_hidden_layers"],
+                "hidden_size": d["hidden_size"],
+                "intermediate_size": 0,
+                "num_attention_heads": d["num_attention_heads"],
+                "num_key_value_heads": d["num_key_value_heads"],
+                "head_dim": d["head_size"],
+                "vocab_size": m["vocab_size"],
+            }
+        )
     return None
 
 
-def row_bytes(shape: dict[str, int], tokens: int, logits_rows: int) -> int:
-    """Estimated memory of one batch row: float32 K and V of every layer, a few hidden-size activations per token,
-    and logits_rows x vocab float32 logits (every position for scoring, one for generation), twice (a copy)."""
-    per_token = 2 * shape["layers"] * shape["kv"] * 4 + 8 * shape["hidden"] * 4
-    return tokens * per_token + 2 * logits_rows * shape["vocab"] * 4
+def row_bytes(shape, tokens: int, logits_rows: int) -> int:
+    """Estimated memory of one batch row: float32 K and V of every layer (plan.kv_cache_bytes), a few hidden-size
+    activations per token, and logits_rows x vocab float32 logits (every position for scoring, one for generation),
+    twice (a copy)."""
+    from ..plan import kv_cache_bytes
+
+    activations = tokens * 8 * shape.hidden * 4
+    return kv_cache_bytes(shape, tokens, dtype_bytes=4) + activations + 2 * logits_rows * shape.vocab * 4
 
 
 def free_memory(backend) -> int:

@@ -10,22 +10,20 @@ without asking. The win rate is alpaca_eval's: the mean of (preference - 1) over
 that is not a ranking is None here: alpaca_eval drops such items, the suite counts them as ties (so that deltas between
 artifacts stay paired item by item) and reports how many there were.
 
-Completion settings are the annotator's: temperature 0, at most 100 tokens, one item per request. Plain HTTP through
-urllib; the API key, when the configured environment variable holds one, is a Bearer token.
+Completion settings are the annotator's: temperature 0, at most 100 tokens, one item per request. HTTP through
+tulu_quant.openai_api; the API key, when the configured environment variable holds one, is a Bearer token.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import os
 import random
-import urllib.error
-import urllib.request
 
 from ..errors import UserError
 from ..fetch import Pinned, fetch
+from ..openai_api import post_json
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +80,15 @@ def parse_preference(reply: str) -> int | None:
 
 def ask(url: str, model: str, messages: list[dict[str, str]], api_key: str | None, timeout_s: float) -> str:
     """One chat completion with the annotator's settings; returns the reply text."""
-    body = json.dumps({"model": model, "messages": messages, **COMPLETION})
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
     endpoint = url.rstrip("/") + "/chat/completions"
-    request = urllib.request.Request(endpoint, data=body.encode(), headers=headers, method="POST")
+    hint = "check validate.judge_url and that it serves OpenAI chat completions."
+    reply = post_json(
+        endpoint, {"model": model, "messages": messages, **COMPLETION}, timeout_s, api_key, JudgeError, hint
+    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            reply = json.loads(response.read())
         return reply["choices"][0]["message"]["content"] or ""
-    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError, KeyError, IndexError) as err:
-        raise JudgeError(
-            f"judge endpoint {endpoint} failed ({err}); check validate.judge_url and that it serves "
-            "OpenAI chat completions."
-        ) from None
+    except (KeyError, IndexError, TypeError) as err:
+        raise JudgeError(f"judge endpoint {endpoint} replied without a chat completion ({err!r}); {hint}") from None
 
 
 def win_scores(

@@ -107,7 +107,12 @@ def test_every_benchmark_gives_the_same_results_in_batches(backend, tmp_path):
 def test_batches_go_longest_first_and_auto_sizes_from_memory(backend, monkeypatch):
     assert [list(b) for b in decode.longest_first([3, 9, 1, 9, 4], 2)] == [[1, 3], [4, 0], [2]]
     shape = decode.model_shape(backend.path)
-    assert shape == {"layers": 2, "hidden": 64, "kv": 32, "vocab": len(backend.tokenizer)}
+    assert (shape.layers, shape.hidden, shape.kv_heads * shape.head_dim, shape.vocab) == (
+        2,
+        64,
+        32,
+        len(backend.tokenizer),
+    )
     need = decode.row_bytes(shape, 100, 1)
     monkeypatch.setattr(decode, "free_memory", lambda b: int(need * 2 * 5.5))
     assert decode.resolve_batch_size(backend, "auto", 100) == 5
