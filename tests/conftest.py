@@ -4,12 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DATA
 
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")  # GPTQModel refuses 2-core machines without it
-
-SHARED_DATA = Path(
-    os.environ.get("TULU_QUANT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-)
 
 
 @pytest.fixture(scope="session")
