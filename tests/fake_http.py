@@ -10,9 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextlib.contextmanager
-def json_endpoint(reply: Callable[[dict], dict]) -> Iterator[tuple[str, list[dict]]]:
+def json_endpoint(
+    reply: Callable[[dict], dict], models: tuple[str, ...] = ("served",)
+) -> Iterator[tuple[str, list[dict]]]:
     """Serves POST requests: each JSON body is recorded (with its path and Authorization header) and answered with
-    reply(body). Yields (base URL ending in /v1, the records)."""
+    reply(body); GET /v1/models lists `models`. Yields (base URL ending in /v1, the records)."""
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -21,6 +23,15 @@ def json_endpoint(reply: Callable[[dict], dict]) -> Iterator[tuple[str, list[dic
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
             data = json.dumps(reply(body)).encode()
             self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            found = self.path.rstrip("/").endswith("/models")
+            data = json.dumps({"object": "list", "data": [{"id": m} for m in models]}).encode()
+            self.send_response(200 if found else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -161,6 +161,22 @@ def save_tiny_hf(
     return root
 
 
+def write_calibration(
+    model_dir: Path, out: Path, n: int = 16, length: int = 64, seed: int = 0, vocab: int = 300
+) -> Path:
+    """A calibration folder as the calibrate stage writes it, with random token rows (ids 3..vocab-1)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tulu_quant.stages.calibrate import RECORD_FILE, SAMPLES_FILE, tokenizer_sha256
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = torch.randint(3, vocab, (n, length), generator=torch.Generator().manual_seed(seed))
+    save_file({"input_ids": rows}, out / SAMPLES_FILE)
+    (out / RECORD_FILE).write_text(json.dumps({"tokenizer_sha256": tokenizer_sha256(model_dir), "num_samples": n}))
+    return out
+
+
 def run_config(**sections):
     """A RunConfig with the given sections (dicts, models, or dotted keys with `__`, e.g. model__chat_format="tulu"),
     every other value its default: what each stage's run() takes."""

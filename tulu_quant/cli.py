@@ -36,7 +36,7 @@ def option(p, key: str, *flags: str, **kw) -> None:
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind, args = (args[0], typing.get_args(args[0])) if len(args) == 1 else (str, ())
     if typing.get_origin(kind) is dict:  # NAME=VALUE, repeatable (overrides() makes the pairs a dict)
-        kw.update(action="append", type=lambda text: tuple(text.split("=", 1)), metavar="NAME=VALUE")
+        kw = {"action": "append", "type": lambda text: tuple(text.split("=", 1)), "metavar": "NAME=VALUE", **kw}
     if typing.get_origin(kind) is list:
         kw.setdefault("action", "append")
         kind = args[0]
@@ -57,6 +57,11 @@ def option(p, key: str, *flags: str, **kw) -> None:
     if "choices" not in kw and kw.get("action") not in (argparse.BooleanOptionalAction, "store_const"):
         kw.setdefault("metavar", key.rsplit(".", 1)[-1].upper())
     p.add_argument(*(flags or [f"--{key.rsplit('.', 1)[-1].replace('_', '-')}"]), dest=SET + key, default=None, **kw)
+
+
+def endpoint_pair(text: str) -> tuple[str, str]:
+    """--endpoint [ARTIFACT=]URL: a bare URL serves the only candidate."""
+    return ("candidate", text) if text.startswith(("http://", "https://")) else tuple(text.split("=", 1))
 
 
 def overrides(args: argparse.Namespace) -> dict:
@@ -148,7 +153,7 @@ SETTINGS = {
     "export_onnx.accuracy_level export_onnx.algorithm export_onnx.lm_head export_onnx.verify export_onnx.threads "
     "model.chat_format",
     "validate": "validate.suite validate.context_length validate.chat_format validate.device validate.judge_url "
-    "validate.judge_model validate.calibration validate.data_dir validate.data",
+    "validate.judge_model validate.calibration validate.data_dir validate.data validate.engine",
     "publish": "quantize.variant publish.repo_id publish.revision publish.push publish.private",
     "generate": "generate.system generate.max_new_tokens generate.temperature generate.top_p "
     "generate.repetition_penalty generate.seed generate.chat_format generate.device generate.threads",
@@ -224,6 +229,7 @@ def command_paths(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--reference", **model, help="the full-precision model directory")
         p.add_argument("--candidate", action="append", default=[], type=Path, help="an artifact (repeatable)")
         p.add_argument("--report", required=True, type=Path, help="output directory for report.json/.md/.png")
+        option(p, "validate.endpoints", "--endpoint", type=endpoint_pair, metavar="[ARTIFACT=]URL")
     elif name == "publish":
         p.add_argument("--report", type=Path, help="the validation report directory for the model card")
         p.add_argument("--onnx", type=Path, help="an ONNX export to include under onnx/")

@@ -403,6 +403,21 @@ class ValidateConfig(Strict):
         description="Environment variable holding the judge's API key (sent as a Bearer token when set).",
     )
     judge_timeout_s: float = Field(60.0, gt=0)
+    engine: Literal["native", "vllm"] = Field(
+        "native",
+        description="What scores perplexity and runs the generative benchmarks: native (each artifact's own "
+        "backend: transformers, GPTQModel, onnxruntime-genai) or vllm (a vLLM server, started by the run from "
+        "vllm_venv or given in endpoints). KL divergence and MMLU stay native (they need full logits), and so does "
+        "an artifact vLLM cannot load (ONNX, asymmetric GPTQ; the report says which ran where).",
+    )
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="ARTIFACT=URL: an OpenAI-compatible server (base URL, e.g. http://host:8000/v1) already serving "
+        "that artifact, used instead of starting one (ARTIFACT: its folder name as in the report, 'reference' or "
+        "'candidate', the only candidate; CLI: --endpoint [ARTIFACT=]URL, a bare URL meaning the candidate).",
+    )
+    vllm_venv: Path = Field(Path(".venv-vllm"), description="The environment `make vllm` builds the server in.")
+    vllm_kv_cache_gib: int = Field(4, gt=0, description="KV cache of a vLLM server on a CPU (VLLM_CPU_KVCACHE_SPACE).")
 
     @model_validator(mode="after")
     def _judge(self) -> ValidateConfig:

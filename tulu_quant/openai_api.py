@@ -1,4 +1,4 @@
-"""One JSON POST to an OpenAI-compatible endpoint (the AlpacaFarm judge, the vLLM backend): plain urllib, the API key
+"""JSON requests to an OpenAI-compatible endpoint (the AlpacaFarm judge, the vLLM backend): plain urllib, the API key
 as a Bearer token when there is one, every failure one sentence in the caller's error class."""
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ import urllib.request
 def post_json(url: str, body: dict, timeout_s: float, api_key: str | None, error: type[Exception], hint: str) -> dict:
     """The endpoint's JSON reply to `body`. An HTTP error status raises `error` with the status and the start of the
     reply; an unreachable endpoint, a timeout or a reply that is not JSON raises `error` ending in `hint`."""
-    headers = {"Content-Type": "application/json"}
+    return _request(url, json.dumps(body).encode(), timeout_s, api_key, error, hint)
+
+
+def get_json(url: str, timeout_s: float, api_key: str | None, error: type[Exception], hint: str) -> dict:
+    """The endpoint's JSON reply to a GET (e.g. /v1/models), failing as post_json does."""
+    return _request(url, None, timeout_s, api_key, error, hint)
+
+
+def _request(url, data, timeout_s, api_key, error, hint) -> dict:
+    headers = {"Content-Type": "application/json"} if data is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())

@@ -198,6 +198,10 @@ def test_recover_calibrate_validate_export_and_publish_flags(monkeypatch, tmp_pa
         "http://j/v1",
     )
     assert cli.main([*argv, "--data", "tydi=x"]) == 2  # not a data set's name: a config error
+    served = ["--engine", "vllm", "--endpoint", "http://gpu:8000/v1", "--endpoint", "reference=http://other/v1"]
+    assert cli.main([*argv, *served]) == 0
+    v = seen["args"][0].validate_
+    assert v.engine == "vllm" and v.endpoints == {"candidate": "http://gpu:8000/v1", "reference": "http://other/v1"}
     with pytest.raises(SystemExit):
         cli.main(["validate"])  # --reference and --report are required
     assert cli.main([*argv, "--calibration", "no-split"]) == 2  # not SOURCE:SPLIT: a config error

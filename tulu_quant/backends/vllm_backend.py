@@ -40,7 +40,7 @@ from typing import Any
 
 from ..config import GenerationSettings
 from ..errors import MissingLibrary, UserError
-from ..openai_api import post_json
+from ..openai_api import get_json, post_json
 from . import OneAtATime, OnToken, RowEnds, StopIds, check_prompts
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 VLLM_VENV = Path(".venv-vllm")
 READY_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 30.0
+SERVER_BATCH = 256
 
 
 class VllmError(UserError, RuntimeError):
@@ -101,6 +102,54 @@ def prompt_token_logprobs(choice: dict, ids: list[int]) -> list[float]:
     return out
 
 
+# Which checkpoints vLLM 0.32 loads (docs/serving.md has the table). Its one GPTQ path (auto_gptq, Marlin kernels on
+# CUDA and on CPUs) accepts bits 4 or 8, symmetric only ("Unsupported quantization config: bits=4, sym=False"), groups
+# of -1/32/64/128, no activation reordering with groups (desc_act "is no longer supported"), float16/bfloat16
+# activations; Marlin needs compute capability 7.5 (Turing) or newer; the CPU build has the 4-bit kernel only, and only
+# in its AVX512 library (_C_AVX512; on an AVX2-only CPU: "'_C' object has no attribute 'cpu_gemm_wna16'", measured).
+VLLM_GPTQ_BITS = {"cuda": (4, 8), "cpu": (4,)}
+VLLM_GROUP_SIZES = (-1, 32, 64, 128)
+VLLM_MIN_CAPABILITY = (7, 5)
+
+
+def vllm_refusal(
+    kind: str,
+    quant: dict | None,
+    cuda_capability: tuple[int, int] | None = None,
+    cpu_flags: frozenset[str] | None = None,
+) -> str | None:
+    """Why vLLM (0.32) will not serve this artifact on this machine (a CUDA device of ``cuda_capability``, else a CPU
+    with ``cpu_flags``; None flags: unknown, not held against it), or None when it will."""
+    if kind == "onnx":
+        return "vLLM does not load ONNX exports"
+    if kind != "gptq" or quant is None:
+        return None
+    bits, sym, group = quant.get("bits"), quant.get("sym", True), quant.get("group_size", -1)
+    where = "cuda" if cuda_capability is not None else "cpu"
+    if not sym:
+        return f"vLLM refuses asymmetric GPTQ (bits={bits}, sym=False); quantize with sym: true to serve it there"
+    if bits not in VLLM_GPTQ_BITS[where]:
+        allowed = " or ".join(map(str, VLLM_GPTQ_BITS[where]))
+        return f"vLLM's GPTQ kernels on {'CUDA' if where == 'cuda' else 'a CPU'} take {allowed} bits, not {bits}"
+    if group not in VLLM_GROUP_SIZES:
+        return f"vLLM's GPTQ kernels take group sizes {list(VLLM_GROUP_SIZES)}, not {group}"
+    if quant.get("desc_act") and group != -1:
+        return "vLLM no longer loads GPTQ with activation reordering in groups (desc_act: true); use desc_act: false"
+    if where == "cuda" and tuple(cuda_capability) < VLLM_MIN_CAPABILITY:
+        return f"vLLM's GPTQ (Marlin) kernels need CUDA compute capability 7.5 or newer, not {cuda_capability}"
+    if where == "cpu" and cpu_flags is not None and "avx512f" not in cpu_flags:
+        return "this CPU lacks AVX512, which vLLM's CPU build needs for 4-bit GPTQ (its cpu_gemm_wna16 kernel)"
+    return None
+
+
+def server_dtype(kind: str, cuda: bool) -> str:
+    """The --dtype to serve with: float16 on CUDA; on a CPU float32 for an unquantized model (no slow half-precision
+    matmul on CPUs without native support) and bfloat16 for GPTQ (vLLM's GPTQ takes only 16-bit activations)."""
+    if cuda:
+        return "float16"
+    return "bfloat16" if kind == "gptq" else "float32"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -141,17 +190,15 @@ class VllmServer:
         venv: Path = VLLM_VENV,
         dtype: str = "float32",
         max_model_len: int = 2048,
-        kv_cache_gib: int = 2,
-        eager: bool | None = None,
+        kv_cache_gib: int = 4,
+        eager: bool = True,
     ):
         self.model, self.log_file, self.python = Path(model), Path(log_file), Path(venv) / "bin" / "python"
         if not self.python.is_file():
             raise MissingLibrary(f"{self.python} does not exist; run `make vllm` to build the vLLM environment.")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.command = server_command(
-            self.python, self.model, self.port, dtype, max_model_len, eager if eager is not None else True
-        )
+        self.command = server_command(self.python, self.model, self.port, dtype, max_model_len, eager)
         self.env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
         self.process: subprocess.Popen | None = None
         self.ready_s: float | None = None
@@ -185,6 +232,27 @@ class VllmServer:
         self.process = None
 
 
+def serve(
+    path: Path,
+    kind: str,
+    log_file: Path,
+    venv: Path = VLLM_VENV,
+    kv_cache_gib: int = 4,
+    max_model_len: int | None = None,
+    cuda: bool = False,
+) -> VllmBackend:
+    """A started server for one model folder and the backend that talks to it (close() stops the server)."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    length = max_model_len or int(config.get("max_position_embeddings", 2048))
+    server = VllmServer(path, log_file, venv, server_dtype(kind, cuda), length, kv_cache_gib, eager=not cuda)
+    server.__enter__()
+    try:
+        return VllmBackend(path, server.url, model=Path(path).name, server=server)
+    except BaseException:
+        server.__exit__()
+        raise
+
+
 # ------------------------------------------------------------------------------------------------------ the backend
 
 
@@ -193,7 +261,7 @@ class VllmBackend(OneAtATime):
     tokenizer and config); ``endpoint``: the server's base URL (http://host:port/v1); ``model``: the name it serves."""
 
     kind = "vllm"
-    on_gpu = True  # the server batches whatever it is sent: decode.resolve_batch_size sizes batches by memory
+    server_batch = SERVER_BATCH  # requests in flight at once under batch_size auto; the server's scheduler batches
 
     def __init__(
         self,
@@ -203,12 +271,13 @@ class VllmBackend(OneAtATime):
         kind: str = "vllm",
         timeout_s: float = 600.0,
         api_key_env: str = "OPENAI_API_KEY",
+        server: VllmServer | None = None,
     ):
         from transformers import AutoTokenizer
 
-        self.path, self.endpoint = Path(path), endpoint.rstrip("/")
-        self.model = model or self.path.name
+        self.path, self.endpoint, self.server = Path(path), endpoint.rstrip("/"), server
         self.timeout_s, self.api_key = timeout_s, os.environ.get(api_key_env)
+        self.model = model or self._served_model()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         config = json.loads((self.path / "config.json").read_text())
         self.context_length = int(config.get("max_position_embeddings", 2048))
@@ -216,6 +285,20 @@ class VllmBackend(OneAtATime):
         eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
         eos = config.get("eos_token_id") if eos is None else eos
         self.eos_ids = tuple(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    def _served_model(self) -> str:
+        """The name the server serves (its first model in GET /v1/models)."""
+        hint = "check that the server is up (--endpoint) and speaks the OpenAI API."
+        models = get_json(self.endpoint + "/models", self.timeout_s, self.api_key, VllmError, hint).get("data") or []
+        if not models:
+            raise VllmError(f"{self.endpoint}/models lists no model; {hint}")
+        return str(models[0]["id"])
+
+    def close(self) -> None:
+        """Stop the server this backend started (a server given by --endpoint keeps running)."""
+        if self.server is not None:
+            self.server.__exit__()
+            self.server = None
 
     def _completions(self, body: dict) -> dict:
         hint = "check that the server is up (--endpoint) and serves completions."
@@ -281,6 +364,7 @@ class VllmBackend(OneAtATime):
             "path": str(self.path),
             "endpoint": self.endpoint,
             "model": self.model,
+            "server": None if self.server is None else {"command": self.server.command, "ready_s": self.server.ready_s},
             "context_length": self.context_length,
             "size_bytes": self.size_bytes(),
         }

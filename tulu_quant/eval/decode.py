@@ -136,9 +136,12 @@ def resolve_batch_size(
     MEMORY_SHARE of the free memory by row_bytes (8 when the model's shape is unknown). Scoring (a forward pass over
     whole sequences, no decoding) on a CPU is 1: there the pass is compute-bound and batching it gains nothing (measured
     0.9-1.1x at batch 4-32 for every backend, docs/benchmarks.md) while its logits take memory; decoding gains (7.7x at
-    batch 32 for the fp16 model)."""
+    batch 32 for the fp16 model). A server backend (vLLM) sets ``server_batch``: the requests in flight at once, which
+    its own scheduler batches by its memory."""
     if batch_size != "auto":
         return int(batch_size)
+    if getattr(backend, "server_batch", None):  # a server schedules its own batches: send it enough to fill them
+        return int(backend.server_batch)
     if scoring and not getattr(backend, "on_gpu", False):
         return 1
     shape = model_shape(getattr(backend, "path", None))

@@ -136,7 +136,19 @@ def logits_of_windows(
 def score_windows(
     backend, windows: Windows, advance: Callable[..., None] = lambda n=1, **_: None, batch_size: int | str = 1
 ) -> np.ndarray:
-    """Per-window mean NLL (float64 [windows]) of the backend over the windows."""
+    """Per-window mean NLL (float64 [windows]) of the backend over the windows. A server backend (one with
+    ``token_logprobs``: vLLM) returns the log-probability of each window's own tokens instead of logits: the same
+    targets as token_nll (ids[1:])."""
+    if hasattr(backend, "token_logprobs"):
+        from .decode import resolve_batch_size
+
+        size = resolve_batch_size(backend, batch_size, len(windows.inputs[0]), scoring=True) if windows.inputs else 1
+        out = []
+        for start in range(0, len(windows.inputs), size):
+            batch = windows.inputs[start : start + size]
+            out += [-float(np.mean(np.asarray(lp, dtype=np.float64))) for lp in backend.token_logprobs(batch)]
+            advance(len(batch))
+        return np.asarray(out)
     return np.asarray(
         [
             float(token_nll(logits, ids).mean())

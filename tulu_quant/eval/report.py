@@ -159,7 +159,7 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
         f"## {reference['name']} (reference, {reference['info']['kind']}, "
         f"{reference['info']['size_bytes'] / 2**20:.1f} MiB)",
         "",
-        f"`{reference['path']}`",
+        f"`{reference['path']}`" + _engine_line(reference),
         "",
         "| metric | value [95% CI] | items / tokens | interval |",
         "| --- | --- | --- | --- |",
@@ -177,7 +177,7 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
             f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): "
             f"gates {verdict}",
             "",
-            f"`{cand['path']}`",
+            f"`{cand['path']}`" + _engine_line(cand),
             "",
             "| metric | reference | candidate | delta | delta 95% CI | noise | gate |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -232,7 +232,13 @@ def protocol_lines(protocol: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _engine_line(entry: dict[str, Any]) -> str:
+    engine = entry["info"].get("engine")
+    return f" ({engine})" if engine and engine != "native backend" else ""
+
+
 def _timing(entry: dict[str, Any] | None) -> str:
     if not entry or entry.get("skipped"):
         return "-"
-    return f"{entry['seconds']:.1f}" + (" (cached)" if entry.get("cached") else "")
+    engine = f" {entry['engine']}" if entry.get("engine", "native") != "native" else ""
+    return f"{entry['seconds']:.1f}{engine}" + (" (cached)" if entry.get("cached") else "")

@@ -42,6 +42,7 @@ class JobResult:
     files: list[str] = field(default_factory=list)  # folders/files this result relies on (must still exist)
     seconds: float = 0.0
     cached: bool = False
+    engine: str = "native"  # what computed it: the artifact's own backend, or vllm
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

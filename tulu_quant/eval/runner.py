@@ -5,10 +5,16 @@ key it was computed under: the artifact's fingerprint (every file's name, size a
 settings and item hashes, the protocol version and, for jobs that compare with the reference, the reference's
 fingerprint. A rerun (after a kill, or for another candidate) reuses every result whose key still matches and loads
 the model only when something is left to compute.
+
+A job runs on an engine: "native" (the artifact's own backend) or "vllm" (a vLLM server: validate.engine), as
+``engine_of(job)`` says; each engine's backend is loaded once, when its first job needs it, and closed at the end (a
+server the run started is stopped). A result computed on another engine than native carries it in its key, so
+switching engines never mixes results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,7 +43,7 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 
-def cache_key(job: Job, artifact_print: str, reference_print: str | None) -> str:
+def cache_key(job: Job, artifact_print: str, reference_print: str | None, engine: str = "native") -> str:
     payload = {
         "protocol": PROTOCOL_VERSION,
         "job": job.key,
@@ -45,6 +51,8 @@ def cache_key(job: Job, artifact_print: str, reference_print: str | None) -> str
         "artifact": artifact_print,
         "reference": reference_print if job.uses_reference else None,
     }
+    if engine != "native":  # native results keep the keys they had before engines existed
+        payload["engine"] = engine
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -76,44 +84,50 @@ def evaluate_artifact(
     role: str,
     jobs: list[Job],
     work: Path,
-    load: Callable[[Path], Any],
+    load: Callable[[Path, str], Any],
     reference_results: dict[str, JobResult] | None = None,
     reference_print: str | None = None,
     progress: Progress = NULL,
     log_file: Path | None = None,
     label: str = "",
+    engine_of: Callable[[Job], str] = lambda job: "native",
 ) -> dict[str, JobResult]:
-    """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible."""
+    """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible.
+    ``load(path, engine)`` returns the backend of an engine."""
     artifact_print = fingerprint(path)
     folder = work / f"{Path(path).name}-{artifact_print}"
-    backend = None
     results: dict[str, JobResult] = {}
-    for index, job in enumerate(jobs, 1):
-        prefix = f"{label or Path(path).name} [{index}/{len(jobs)}] {job.label}"
-        if job.skipped:
-            results[job.key] = job.skipped_result()
-            log.info("%s: skipped (%s)", prefix, job.skipped if role == "reference" else "as for the reference")
-            continue
-        reference = (reference_results or {}).get(job.key)
-        if role == "candidate" and job.uses_reference and reference is None:
-            results[job.key] = job.skipped_result("the reference run has no result for it")
-            continue
-        key = cache_key(job, artifact_print, reference_print)
-        file = folder / f"{job.key}.json"
-        cached = _read_cached(file, key)
-        if cached is not None:
-            results[job.key] = cached
-            log.info("%s: cached (%s)", prefix, file)
-            continue
-        if backend is None:
-            log.info("loading %s", path)
-            with captured(log_file):
-                backend = load(path)
-        start = time.perf_counter()
-        with progress.task(prefix, total=job.total) as advance:
-            result = job.compute(backend, role, reference, folder, advance)
-        result.seconds = time.perf_counter() - start
-        _write_cached(file, key, result)
-        results[job.key] = result
-        log.info("%s: done in %.1f s", prefix, result.seconds)
+    with contextlib.ExitStack() as stack:
+        backends: dict[str, Any] = {}
+        for index, job in enumerate(jobs, 1):
+            prefix = f"{label or Path(path).name} [{index}/{len(jobs)}] {job.label}"
+            if job.skipped:
+                results[job.key] = job.skipped_result()
+                log.info("%s: skipped (%s)", prefix, job.skipped if role == "reference" else "as for the reference")
+                continue
+            reference = (reference_results or {}).get(job.key)
+            if role == "candidate" and job.uses_reference and reference is None:
+                results[job.key] = job.skipped_result("the reference run has no result for it")
+                continue
+            engine = engine_of(job)
+            key = cache_key(job, artifact_print, reference_print, engine)
+            file = folder / f"{job.key}.json"
+            cached = _read_cached(file, key)
+            if cached is not None:
+                results[job.key] = cached
+                log.info("%s: cached (%s)", prefix, file)
+                continue
+            if engine not in backends:
+                log.info("loading %s (%s)", path, engine)
+                with captured(log_file):
+                    backends[engine] = load(path, engine)
+                if hasattr(backends[engine], "close"):
+                    stack.callback(backends[engine].close)
+            start = time.perf_counter()
+            with progress.task(prefix, total=job.total) as advance:
+                result = job.compute(backends[engine], role, reference, folder, advance)
+            result.seconds, result.engine = time.perf_counter() - start, engine
+            _write_cached(file, key, result)
+            results[job.key] = result
+            log.info("%s: done in %.1f s (%s)", prefix, result.seconds, engine)
     return results

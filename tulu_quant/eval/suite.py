@@ -4,7 +4,8 @@ A job names its metrics, holds everything that determines its result besides the
 item hashes), and a ``compute(backend, role, reference_result, folder, advance) -> JobResult``. Jobs whose data is not
 available are kept, marked skipped with the reason, so the report lists them. Two jobs compare a candidate with the
 reference directly: ``kl`` (the reference run saves its log-probabilities) and ``alpaca`` (the reference run saves its
-answers).
+answers). Two need full logits, which an OpenAI-compatible server does not return (``needs_logits``): ``kl`` and
+MMLU's; validate.engine vllm runs the others on the server.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Job:
     total: int = 0
     uses_reference: bool = False
     skipped: str | None = None
+    needs_logits: bool = False  # full next-token distributions (KL, MMLU): the native backend, never a server
 
     def skipped_result(self, reason: str | None = None) -> JobResult:
         reason = reason or self.skipped or "not run"
@@ -279,6 +281,7 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
                 functools.partial(_kl, kl_windows, suite),
                 len(kl_windows.inputs),
                 uses_reference=True,
+                needs_logits=True,
             )
         )
     elif cfg.kl_windows:
@@ -343,7 +346,7 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
     jobs: list[Job] = []
     seed, sample_seed, found = suite.seed, suite.protocol.sample_seed, where(vcfg)
 
-    def add(key, label, run, n, settings, reason=None, more=()) -> None:
+    def add(key, label, run, n, settings, reason=None, more=(), needs_logits=False) -> None:
         spec = [
             (key, label, "points", True),
             *((f"{key}_{m}", f"{label} ({MORE_LABELS[m]})", "points", True) for m in more),
@@ -352,7 +355,8 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
             jobs.append(Job(key, label, spec, skipped=reason or "no items"))
         else:
             settings = {**settings, "format": fmt, "bos": uses_bos(suite, key.split("_")[0])}
-            jobs.append(Job(key, label, spec, settings, functools.partial(_scored, key, label, suite, run), n))
+            compute = functools.partial(_scored, key, label, suite, run)
+            jobs.append(Job(key, label, spec, settings, compute, n, needs_logits=needs_logits))
 
     # MMLU: every test question (or the suite's subset), k shots from the dev split.
     test, reason = _unavailable(tasks.mmlu_test, suite.mmlu.enabled)
@@ -375,7 +379,8 @@ def benchmark_jobs(suite: SuiteConfig, vcfg: ValidateConfig, fmt: str) -> list[J
             "data": data,
             "max_prompt_tokens": suite.mmlu.max_prompt_tokens,
         }
-        add(f"mmlu_{k}shot", f"MMLU {k}-shot", run, len(mmlu), settings, reason or (dev_reason if k else None))
+        reason_k = reason or (dev_reason if k else None)
+        add(f"mmlu_{k}shot", f"MMLU {k}-shot", run, len(mmlu), settings, reason_k, needs_logits=True)
 
     # GSM8K, BBH, TydiQA: generative, one job per mode.
     cfg = suite.gsm

@@ -190,12 +190,31 @@ def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> tuple[
     return dtype, f"the model's {dtype} on CUDA"
 
 
+def vllm_warnings(cfg: QuantizeConfig) -> list[str]:
+    """What will keep vLLM from serving this variant, on CUDA (an Ampere-class GPU) and on a CPU with AVX512, one
+    sentence each (docs/serving.md has the table per runtime)."""
+    from ..backends.vllm_backend import vllm_refusal
+
+    quant = {"bits": cfg.bits, "sym": cfg.sym, "group_size": cfg.group_size, "desc_act": cfg.desc_act}
+    cuda = vllm_refusal("gptq", quant, cuda_capability=(8, 0))
+    cpu = vllm_refusal("gptq", quant, cpu_flags=frozenset({"avx512f"}))
+    if cuda and cuda == cpu:
+        return [f"this variant will not load in vLLM: {cuda}."]
+    return [
+        f"this variant will not load in vLLM on {where}: {why}."
+        for where, why in (("CUDA", cuda), ("CPUs", cpu))
+        if why
+    ]
+
+
 def note_kernels(cfg: QuantizeConfig) -> None:
     if cfg.bits == 3:
         log.warning(
             "3-bit GPTQ runs only on GPTQModel's generic torch kernel (Marlin, ExLlama and Triton take 2/4/8 "
             "bits): expect slow inference."
         )
+    for warning in vllm_warnings(cfg):
+        log.warning(warning)
 
 
 def quant_log_loss(path: Path) -> float | None:

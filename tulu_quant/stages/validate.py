@@ -4,6 +4,12 @@
     candidate vs reference -> paired deltas with 95% intervals, gates from the config
     report_dir             -> report.json (every number), report.md (a table per candidate), report.png
 
+Engines (validate.engine): native runs every job on the artifact's own backend; vllm runs perplexity and the
+generative benchmarks on a vLLM server (one started per artifact from validate.vllm_venv, stopped at the end, its log
+beside the run's; or the server validate.endpoints names) and keeps KL divergence and MMLU native, which need full
+logits. An artifact vLLM will not load (ONNX; GPTQ it refuses: tulu_quant.backends.vllm_backend.vllm_refusal) runs
+native, and the report says so.
+
 A violated gate raises GateFailed after the report is written (the CLI exits non-zero and names the gate). The work
 folder ``.<report>.work`` beside the report keeps each finished benchmark, so a killed or repeated run only computes
 what is missing; delete it to start from scratch.
@@ -21,6 +27,7 @@ from ..backends import detect_kind, load_backend
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
 from ..errors import UserError, UserValueError
+from ..hardware import cpu_info
 from ..manifest import library_versions
 from ..progress import NULL, Progress, human_seconds, measure
 from . import REFERENCE, candidate_stages
@@ -86,13 +93,82 @@ def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
     return pairs + [(name, "evaluation") for name, enabled in benchmarks if enabled]
 
 
+def quantization_of(path: Path) -> dict[str, Any] | None:
+    """A GPTQ folder's quantization settings (quantize_config.json, else config.json's quantization_config)."""
+    config, quant_file = path / "config.json", path / "quantize_config.json"
+    if quant_file.is_file():
+        return json.loads(quant_file.read_text())
+    return json.loads(config.read_text()).get("quantization_config") if config.is_file() else None
+
+
 def artifact_info(path: Path) -> dict[str, Any]:
-    config = path / "config.json"
-    quant_file = path / "quantize_config.json"
-    quant = json.loads(quant_file.read_text()) if quant_file.is_file() else None
-    if quant is None and config.is_file():
-        quant = json.loads(config.read_text()).get("quantization_config")
-    return {"kind": detect_kind(path), "size_bytes": dir_size(path), "quantization": quant}
+    return {"kind": detect_kind(path), "size_bytes": dir_size(path), "quantization": quantization_of(path)}
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str  # "native" or "vllm"
+    endpoint: str | None = None  # a server the user runs; None with vllm: the run starts one
+    reason: str | None = None  # why an artifact runs native under engine vllm
+
+    def describe(self) -> str:
+        if self.engine == "native":
+            return "native backend" + (f" (not vLLM: {self.reason})" if self.reason else "")
+        server = f"the server at {self.endpoint}" if self.endpoint else "a vLLM server this run started"
+        return f"vLLM ({server}) for perplexity and generation; KL divergence and MMLU on the native backend"
+
+
+def engine_plan(
+    vcfg: ValidateConfig,
+    artifacts: list[tuple[str, Path, str]],
+    cuda_capability: tuple[int, int] | None,
+    cpu_flags: frozenset[str] | None,
+) -> list[EngineChoice]:
+    """Per artifact (name, path, kind; the reference first), where its jobs run. validate.endpoints keys are names,
+    paths, 'reference' or 'candidate' (the only candidate)."""
+    from ..backends.vllm_backend import vllm_refusal
+
+    if vcfg.endpoints and vcfg.engine != "vllm":
+        raise ConfigError("validate.endpoints needs validate.engine: vllm (--engine vllm).")
+    candidates = artifacts[1:]
+    keys: dict[str, int] = {"reference": 0}
+    if len(candidates) == 1:
+        keys["candidate"] = 1
+    for index, (name, path, _) in enumerate(artifacts):
+        keys.update({name: index, str(path): index})
+    endpoints: dict[int, str] = {}
+    for key, url in vcfg.endpoints.items():
+        if key not in keys:
+            hint = "the only candidate" if key != "candidate" else f"one of {[a[0] for a in artifacts]}"
+            raise ConfigError(
+                f"validate.endpoints: '{key}' names no artifact of this run; use 'reference', a candidate's name "
+                f"({[a[0] for a in candidates]}) or 'candidate' for {hint}."
+            )
+        endpoints[keys[key]] = url
+    plan = []
+    for index, (_, path, kind) in enumerate(artifacts):
+        if vcfg.engine == "native":
+            plan.append(EngineChoice("native"))
+        elif index in endpoints:
+            plan.append(EngineChoice("vllm", endpoints[index]))
+        else:
+            reason = vllm_refusal(kind, quantization_of(path), cuda_capability, cpu_flags)
+            plan.append(EngineChoice("native", reason=reason) if reason else EngineChoice("vllm"))
+    return plan
+
+
+def job_engine(choice: EngineChoice):
+    """The runner's engine_of for one artifact: jobs that need full logits stay native."""
+    return lambda job: "native" if choice.engine == "native" or job.needs_logits else "vllm"
+
+
+def cuda_capability(device: str) -> tuple[int, int] | None:
+    """The CUDA device's compute capability where validate runs on CUDA (device auto or cuda), else None."""
+    if device == "cpu":
+        return None
+    import torch
+
+    return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -109,6 +185,7 @@ def _timings(results) -> dict[str, Any]:
         k: {
             "seconds": round(r.seconds, 2),
             "cached": r.cached,
+            "engine": r.engine,
             "skipped": all(m.skipped for m in r.metrics) and bool(r.metrics),
         }
         for k, r in results.items()
@@ -159,18 +236,33 @@ def run(
                 f"{[key for job in jobs for key, *_ in job.metrics][:8]}."
             )
 
-        def load(path: Path):
+        work = report_dir.parent / f".{report_dir.name}.work"
+        names = unique_names([reference, *candidates])
+        capability = cuda_capability(cfg.device)
+        plan = engine_plan(
+            cfg,
+            [(name, path, kinds[path]) for name, path in zip(names, [reference, *candidates])],
+            capability,
+            cpu_info().flags,
+        )
+        engines = dict(zip([reference, *candidates], plan))
+        for name, choice in zip(names, plan):
+            log.info("%s: %s", name, choice.describe())
+
+        def load(path: Path, engine: str):
+            if engine == "vllm":
+                return vllm_backend(path, kinds[path], engines[path], cfg, capability, log_file or work / "validate")
             options = {"device": cfg.device} if kinds[path] in ("torch", "gptq") else {}
             return load_backend(path, kinds[path], **options)
 
-        work = report_dir.parent / f".{report_dir.name}.work"
-        names = unique_names([reference, *candidates])
         common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
-        ref_results = evaluate_artifact(reference, "reference", jobs, label=f"reference {names[0]}", **common)
+        ref_results = evaluate_artifact(
+            reference, "reference", jobs, label=f"reference {names[0]}", engine_of=job_engine(plan[0]), **common
+        )
         ref_entry = {
             "name": names[0],
             "path": str(reference),
-            "info": artifact_info(reference),
+            "info": artifact_info(reference) | {"engine": plan[0].describe()},
             "metrics": _metrics(ref_results),
             "timings": _timings(ref_results),
         }
@@ -186,11 +278,13 @@ def run(
                     reference_results=ref_results,
                     reference_print=ref_print,
                     label=name,
+                    engine_of=job_engine(engines[path]),
                     **common,
                 ),
                 ref_entry,
                 cfg,
                 suite,
+                engines[path],
             )
             for path, name in zip(candidates, names[1:])
         ]
@@ -228,7 +322,13 @@ def run(
 
 
 def _candidate_entry(
-    path: Path, name: str, results, ref_entry: dict[str, Any], cfg: ValidateConfig, suite: SuiteConfig
+    path: Path,
+    name: str,
+    results,
+    ref_entry: dict[str, Any],
+    cfg: ValidateConfig,
+    suite: SuiteConfig,
+    engine: EngineChoice,
 ) -> dict[str, Any]:
     """A candidate's metrics, its paired deltas against the reference and its gate outcomes."""
     from ..eval.report import check_gates
@@ -244,12 +344,23 @@ def _candidate_entry(
     return {
         "name": name,
         "path": str(path),
-        "info": artifact_info(path),
+        "info": artifact_info(path) | {"engine": engine.describe()},
         "metrics": metrics,
         "deltas": deltas,
         "gates": check_gates(cfg.gates, metrics, deltas),
         "timings": _timings(results),
     }
+
+
+def vllm_backend(path: Path, kind: str, choice: EngineChoice, cfg: ValidateConfig, capability, log_file: Path):
+    """The vLLM backend of one artifact: the user's server, or one started here (its log beside the run's log)."""
+    from ..backends.vllm_backend import VllmBackend, serve
+
+    if choice.endpoint:
+        return VllmBackend(path, choice.endpoint)
+    server_log = Path(log_file).with_name(f"vllm-{Path(path).name}.log")
+    # the server's context is the model's (max_position_embeddings), as the native backends', so prompts fit alike
+    return serve(path, kind, server_log, cfg.vllm_venv, cfg.vllm_kv_cache_gib, cuda=capability is not None)
 
 
 def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> None:

@@ -72,7 +72,8 @@ def test_token_logprobs_are_the_prompt_tokens_own(tiny, server):
     backend = VllmBackend(tiny, url)
     assert backend.token_logprobs([[1, 2, 3], [7, 8]]) == [[-0.2, pytest.approx(-0.3)], [-0.8]]
     sent = records[0]["body"]
-    assert sent["prompt_logprobs"] == 0 and sent["max_tokens"] == 1 and sent["model"] == tiny.name
+    assert sent["prompt_logprobs"] == 0 and sent["max_tokens"] == 1
+    assert sent["model"] == "served"  # the name GET /v1/models gives, when none is passed
     with pytest.raises(VllmError, match="not logits"):
         backend.logits([1, 2])
 
@@ -92,7 +93,10 @@ def test_helpers_read_vllm_replies_and_build_the_server_command(tmp_path):
 
 
 def test_an_unreachable_endpoint_is_one_sentence(tiny):
-    backend = VllmBackend(tiny, f"http://127.0.0.1:{vllm_backend.free_port()}/v1", timeout_s=2)
+    url = f"http://127.0.0.1:{vllm_backend.free_port()}/v1"
+    with pytest.raises(VllmError, match="check that the server is up"):
+        VllmBackend(tiny, url, timeout_s=2)  # asks for the served model's name
+    backend = VllmBackend(tiny, url, model="m", timeout_s=2)
     with pytest.raises(VllmError, match="check that the server is up"):
         backend.generate([1, 2], GenerationSettings(max_new_tokens=2))
 
@@ -113,3 +117,50 @@ def test_row_ends_keep_an_engines_eos_and_drop_what_follows():
     for token in (4, 9, 2):
         ends.add(1, token)
     assert ends.new == [[4, 2], [4]] and ends.done == [True, True]
+
+
+GPTQ_4_SYM = {"bits": 4, "sym": True, "group_size": 128, "desc_act": False}
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "cuda", "flags", "refusal"),
+    [
+        ("torch", {}, None, frozenset(), None),
+        ("onnx", {}, (8, 0), None, "does not load ONNX"),
+        ("gptq", {}, (8, 0), None, None),
+        ("gptq", {}, None, frozenset({"avx512f"}), None),
+        ("gptq", {}, None, None, None),  # flags unknown: not held against it
+        ("gptq", {}, None, frozenset({"avx2"}), "lacks AVX512"),
+        ("gptq", {"sym": False}, (8, 0), None, "asymmetric GPTQ"),
+        ("gptq", {"bits": 8}, (8, 0), None, None),
+        ("gptq", {"bits": 8}, None, frozenset({"avx512f"}), "take 4 bits, not 8"),
+        ("gptq", {"bits": 3}, (8, 0), None, "take 4 or 8 bits, not 3"),
+        ("gptq", {"group_size": 96}, (8, 0), None, "not 96"),
+        ("gptq", {"desc_act": True}, (8, 0), None, "desc_act"),
+        ("gptq", {"desc_act": True, "group_size": -1}, (8, 0), None, None),  # no groups: reordering is a no-op
+        ("gptq", {}, (7, 0), None, "7.5 or newer"),
+    ],
+)
+def test_vllm_refusal_follows_vllms_own_checks(kind, changes, cuda, flags, refusal):
+    found = vllm_backend.vllm_refusal(kind, {**GPTQ_4_SYM, **changes}, cuda, flags)
+    assert found is None if refusal is None else refusal in found
+
+
+def test_server_dtype_is_16_bit_for_gptq_and_float32_for_a_plain_model_on_a_cpu():
+    assert vllm_backend.server_dtype("torch", cuda=False) == "float32"
+    assert vllm_backend.server_dtype("gptq", cuda=False) == "bfloat16"
+    assert vllm_backend.server_dtype("torch", cuda=True) == vllm_backend.server_dtype("gptq", cuda=True) == "float16"
+
+
+def test_close_stops_only_a_server_the_backend_owns(tiny, server):
+    class Server:
+        stopped = 0
+
+        def __exit__(self, *exc):
+            Server.stopped += 1
+
+    owned = VllmBackend(tiny, server[0], model="m", server=Server())
+    owned.close()
+    owned.close()
+    VllmBackend(tiny, server[0], model="m").close()
+    assert Server.stopped == 1

@@ -61,3 +61,26 @@ def test_kl_by_hand_and_of_identical_models(tmp_path, tokenizer):
     assert uniform["kl_p99"] >= uniform["kl_median"]
     ref_nll = np.concatenate([P.token_nll(reference.logits(w), w) for w in windows.inputs])
     assert uniform["ppl_ratio"] == pytest.approx(math.exp(math.log(len(tokenizer)) - ref_nll.mean()), rel=1e-6)
+
+
+def test_a_server_backend_scores_windows_from_its_token_logprobs(tokenizer):
+    """A backend with token_logprobs (vLLM: the prompt's own tokens' log-probabilities, no logits) gives the same
+    per-window NLL as the logits of the same model, in batches of its server_batch."""
+
+    def logit_fn(prefix):
+        return np.linspace(0.0, 1.0 + len(prefix) % 3, len(tokenizer)).astype(np.float32)
+
+    native = FakeBackend(tokenizer, logit_fn)
+
+    class Server:
+        tokenizer, path, server_batch, batches = native.tokenizer, None, 2, []
+
+        def token_logprobs(self, seqs):
+            self.batches.append(len(seqs))
+            return [list(-P.token_nll(native.logits(ids), ids)) for ids in seqs]
+
+    ids = tokenizer("the quick brown fox jumps over the lazy dog " * 8, add_special_tokens=False).input_ids
+    windows = P.make_windows(ids, 16, None)
+    server = Server()
+    assert np.allclose(P.score_windows(server, windows, batch_size="auto"), P.score_windows(native, windows))
+    assert server.batches == [2] * (len(windows.inputs) // 2) + [1] * (len(windows.inputs) % 2)

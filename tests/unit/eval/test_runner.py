@@ -17,7 +17,7 @@ def test_finished_jobs_are_reused_and_changes_recompute(tmp_path):
     (model / "config.json").write_text("{}")
     loads, counter = [], []
 
-    def load(path):
+    def load(path, engine):
         loads.append(path)
         return object()
 
@@ -47,3 +47,43 @@ def test_finished_jobs_are_reused_and_changes_recompute(tmp_path):
     assert counter == ["reference", "reference", "candidate", "candidate"]
     none = evaluate_artifact(model, "candidate", [make_job(counter, {"n": 2})], work, load, reference_results={})
     assert none["acc"].metrics[0].skipped and len(counter) == 4
+
+
+def test_jobs_run_on_their_engine_and_a_started_server_is_closed(tmp_path):
+    """engine_of routes each job; each engine's backend loads once and is closed at the end; an engine other than
+    native is part of the cache key, so switching engines recomputes and switching back reuses."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    loaded, closed, ran = [], [], []
+
+    class Fake:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def close(self):
+            closed.append(self.engine)
+
+    def load(path, engine):
+        loaded.append(engine)
+        return Fake(engine)
+
+    def job(key, needs_logits):
+        def compute(backend, role, reference, folder, advance):
+            ran.append((key, backend.engine))
+            return JobResult(key, [Metric(key, key, "points", True, 1.0)])
+
+        return Job(key, key, [(key, key, "points", True)], {}, compute, 1, needs_logits=needs_logits)
+
+    jobs = [job("kl", True), job("gsm", False), job("ppl", False)]
+    server = lambda j: "native" if j.needs_logits else "vllm"  # noqa: E731
+    results = evaluate_artifact(model, "reference", jobs, tmp_path / "w", load, engine_of=server)
+    assert ran == [("kl", "native"), ("gsm", "vllm"), ("ppl", "vllm")]
+    assert loaded == ["native", "vllm"] and sorted(closed) == ["native", "vllm"]
+    assert [results[k].engine for k in ("kl", "gsm")] == ["native", "vllm"]
+    ran.clear()
+    evaluate_artifact(model, "reference", jobs, tmp_path / "w", load)  # all native now: gsm and ppl recompute
+    assert ran == [("gsm", "native"), ("ppl", "native")]
+    ran.clear()
+    evaluate_artifact(model, "reference", jobs, tmp_path / "w", load, engine_of=server)
+    assert ran == [("gsm", "vllm"), ("ppl", "vllm")]  # the vllm results were overwritten by the native ones

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import bpe_tokenizer, run_config, save_tiny_hf
+from tiny import write_calibration as tiny_calibration
 
 from tulu_quant.checkpoint import read_safetensors_header
 from tulu_quant.config import ConfigError, QuantizeConfig, build, load_config, load_variant
 from tulu_quant.hardware import cpu_compute_dtype
 from tulu_quant.stages import quantize
-from tulu_quant.stages.calibrate import RECORD_FILE, SAMPLES_FILE, tokenizer_sha256
+from tulu_quant.stages.calibrate import RECORD_FILE
 
 VOCAB = 300
 WIDTHS = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -33,14 +34,7 @@ def build_tiny(root: Path, seed: int = 0) -> Path:
 
 
 def write_calibration(model_dir: Path, out: Path, n: int = 16, length: int = 64, seed: int = 0) -> Path:
-    """A calibration folder as the calibrate stage writes it, with random token rows."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = torch.randint(3, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
-    save_file({"input_ids": rows}, out / SAMPLES_FILE)
-    (out / RECORD_FILE).write_text(json.dumps({"tokenizer_sha256": tokenizer_sha256(model_dir), "num_samples": n}))
-    return out
+    return tiny_calibration(model_dir, out, n, length, seed, vocab=VOCAB)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +283,15 @@ def test_group_aware_reordering_defaults_on_unless_act_order():
     assert not QuantizeConfig(desc_act=True).group_aware
     assert not QuantizeConfig(group_size=-1).group_aware
     assert not QuantizeConfig(act_group_aware=False).group_aware
+
+
+def test_variants_vllm_will_not_serve_are_named_at_quantize_time():
+    from tulu_quant.config import QuantizeConfig
+    from tulu_quant.stages.quantize import vllm_warnings
+
+    assert vllm_warnings(QuantizeConfig(bits=4, group_size=128, sym=True)) == []
+    (asym,) = vllm_warnings(QuantizeConfig(bits=4, group_size=64, sym=False))
+    assert asym.startswith("this variant will not load in vLLM: ") and "sym: true" in asym
+    (eight,) = vllm_warnings(QuantizeConfig(bits=8, group_size=128))
+    assert "on CPUs" in eight and "not 8" in eight  # CUDA serves 8-bit; vLLM's CPU build does not
+    assert "desc_act" in vllm_warnings(QuantizeConfig(bits=4, group_size=128, desc_act=True))[0]

@@ -274,3 +274,47 @@ def test_pipeline_step_compares_every_recorded_artifact(tmp_path, models, fake_d
     summary = step.run()
     assert summary["candidates"]["same"]["passed"] and summary["candidates"]["same"]["kl_mean"] < 1e-3
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def gptq_folder(root: Path, name: str, **quant) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    settings = {"bits": 4, "sym": True, "group_size": 128, "desc_act": False, **quant}
+    (folder / "quantize_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_engine_plan_puts_what_vllm_loads_on_vllm_and_the_rest_native(tmp_path):
+    ref, sym, asym = tmp_path / "ref", gptq_folder(tmp_path, "sym"), gptq_folder(tmp_path, "asym", sym=False)
+    ref.mkdir()
+    arts = [("ref", ref, "torch"), ("sym", sym, "gptq"), ("asym", asym, "gptq"), ("onnx", tmp_path / "o", "onnx")]
+    native = validate.engine_plan(ValidateConfig(), arts, None, None)
+    assert [c.engine for c in native] == ["native"] * 4 and not any(c.reason for c in native)
+    vllm = ValidateConfig(engine="vllm")
+    on_gpu = validate.engine_plan(vllm, arts, (8, 0), None)
+    assert [c.engine for c in on_gpu] == ["vllm", "vllm", "native", "native"]
+    assert "asymmetric" in on_gpu[2].reason and "ONNX" in on_gpu[3].reason
+    avx2 = validate.engine_plan(vllm, arts, None, frozenset({"avx2"}))
+    assert [c.engine for c in avx2] == ["vllm", "native", "native", "native"] and "AVX512" in avx2[1].reason
+    # a server the user runs serves whatever it is given, on any machine
+    given = validate.engine_plan(vllm.model_copy(update={"endpoints": {"asym": "http://a/v1"}}), arts, None, None)
+    assert given[2].engine == "vllm" and given[2].endpoint == "http://a/v1"
+    assert "the server at http://a/v1" in given[2].describe() and "asymmetric" in on_gpu[2].describe()
+    job = validate.job_engine(on_gpu[0])
+    assert job(type("J", (), {"needs_logits": True})) == "native"
+    assert job(type("J", (), {"needs_logits": False})) == "vllm"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"endpoints": {"candidate": "http://a/v1"}}, "needs validate.engine: vllm"),
+        ({"engine": "vllm", "endpoints": {"nope": "http://a/v1"}}, "'nope' names no artifact"),
+        ({"engine": "vllm", "endpoints": {"candidate": "http://a/v1"}}, "'candidate' names no artifact"),
+    ],
+)
+def test_engine_plan_refuses_endpoints_it_cannot_place(tmp_path, settings, message):
+    arts = [("ref", tmp_path / "r", "torch"), ("a", tmp_path / "a", "torch"), ("b", tmp_path / "b", "torch")]
+    with pytest.raises(ConfigError, match=message):
+        validate.engine_plan(ValidateConfig(**settings), arts, None, None)
