@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: install browser lint
+test: install vllm browser lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install

@@ -8,6 +8,7 @@ installing), stage by stage from its manifest, with the summary's artifact table
 quantize: python -m benchmarks.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
 validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint, with the time each took.
 onnx: python -m benchmarks.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
+engine: the `standin` suite (--suite) with --engine native and with --engine vllm, side by side per benchmark.
 batch: python -m benchmarks.bench_batch (generation and scoring tokens/s at batch 1, 4, 16, 32 for each backend).
 
 recover: a ~1B-parameter random LLaMA pair on disk (fp16 base, float32 diff with one added vocabulary row, both
@@ -31,7 +32,7 @@ from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shard
 from .common import ROOT, load_average, machine, shown, tool
 
 # The sections of docs/benchmarks.md, in order; `make bench` runs them all.
-SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "batch", "onnx")
+SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "engine", "batch", "onnx")
 
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
@@ -285,19 +286,19 @@ def bench_module(out: Path, name: str, module: str, title: str, *extra: str) -> 
     (out / f"{name}.md").write_text(f"## {title}\n\n{table}")
 
 
-def bench_validate(
-    out: Path, run_dir: Path, suite: str = "quick", artifacts: tuple[str, ...] = ("gptq", "onnx")
-) -> dict:
-    """The suite on the run's fp16 model (reference), GPTQ checkpoint and ONNX export (when the run has one), timed job
-    by job from report.json."""
-    report = out / f"validate-{suite}"
+def run_validate(out: Path, run_dir: Path, suite: str, artifacts: tuple[str, ...], engine: str = "native"):
+    """`tulu-quant validate` of the run's fp16 model against its artifacts into out/validate-SUITE[-ENGINE]; returns
+    (exit code, report.json, the (name, entry) pairs, seconds per artifact)."""
+    report = out / (f"validate-{suite}" + ("" if engine == "native" else f"-{engine}"))
     shutil.rmtree(report, ignore_errors=True)
-    before = shown(load_average())
+    shutil.rmtree(report.parent / f".{report.name}.work", ignore_errors=True)  # measure, do not reuse
     proc = subprocess.run(
         tool(
             "--log-file",
-            str(out / "validate.log"),
+            str(out / f"{report.name}.log"),
             "validate",
+            "--engine",
+            engine,
             "--reference",
             str(run_dir / "recovered"),
             *[arg for name in artifacts if (run_dir / name).is_dir() for arg in ("--candidate", str(run_dir / name))],
@@ -315,6 +316,16 @@ def bench_validate(
     data = json.loads((report / "report.json").read_text())
     scored = [("fp16", data["reference"]), *zip([a for a in artifacts if (run_dir / a).is_dir()], data["candidates"])]
     seconds = {name: round(sum(t["seconds"] for t in a["timings"].values()), 1) for name, a in scored}
+    return proc, report, data, scored, seconds
+
+
+def bench_validate(
+    out: Path, run_dir: Path, suite: str = "quick", artifacts: tuple[str, ...] = ("gptq", "onnx")
+) -> dict:
+    """The suite on the run's fp16 model (reference), GPTQ checkpoint and ONNX export (when the run has one), timed job
+    by job from report.json."""
+    before = shown(load_average())
+    proc, report, data, scored, seconds = run_validate(out, run_dir, suite, artifacts)
     result = {
         "machine": machine(),
         "suite": suite,
@@ -338,6 +349,63 @@ Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel'
 {tables.strip()}
 """
     (out / "validate.md").write_text(md.replace("\n# ", "\n### ").replace("\n## ", "\n### "))
+    return result
+
+
+def bench_engines(out: Path, run_dir: Path, suite: str = "standin", artifacts: tuple[str, ...] = ("gptq", "onnx")):
+    """The suite once on the native backends and once with --engine vllm, side by side: seconds per benchmark and
+    artifact, the ratio, and whether the two engines agree (perplexity, greedy answers)."""
+    machine_line, before = machine(), shown(load_average())
+    runs = {engine: run_validate(out, run_dir, suite, artifacts, engine) for engine in ("native", "vllm")}
+    after = shown(load_average())
+    rows, agreement = [], []
+    native, served = runs["native"], runs["vllm"]
+    for (name, a), (_, b) in zip(native[3], served[3]):
+        for job, t in a["timings"].items():
+            u = b["timings"][job]
+            if t["skipped"] or u["skipped"]:
+                continue
+            ratio = t["seconds"] / u["seconds"] if u["seconds"] else float("nan")
+            rows.append([name, job, u["engine"], t["seconds"], u["seconds"], round(ratio, 2)])
+        for key in ("ppl.wiki", "ppl.shakespeare"):
+            x, y = a["metrics"].get(key, {}).get("value"), b["metrics"].get(key, {}).get("value")
+            if x and y:
+                agreement.append(f"{name} {key}: {x:.4f} native, {y:.4f} vLLM ({(y / x - 1) * 100:+.3f} %)")
+    result = {
+        "machine": machine_line,
+        "suite": suite,
+        "load_average_before": before,
+        "load_average_after": after,
+        "exit_codes": {e: r[0].returncode for e, r in runs.items()},
+        "seconds": {e: r[4] for e, r in runs.items()},
+        "rows": rows,
+        "agreement": agreement,
+        "engines": {name: entry["info"].get("engine") for name, entry in served[3]},
+    }
+    (out / "engine.json").write_text(json.dumps(result, indent=2))
+    table = ["| artifact | benchmark | ran on (engine vllm) | native s | vllm s | native / vllm |", "| --- " * 6 + "|"]
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x |" for r in rows]
+    totals = "; ".join(
+        f"{name}: native {result['seconds']['native'][name]:.0f} s, vllm {result['seconds']['vllm'][name]:.0f} s "
+        f"({result['seconds']['native'][name] / max(result['seconds']['vllm'][name], 1e-9):.2f}x)"
+        for name in result["seconds"]["native"]
+    )
+    where = "; ".join(f"{k}: {v}" for k, v in result["engines"].items())
+    md = f"""## Validation engines: native backends vs vLLM (CPU build), the `{suite}` suite
+
+Command: `python -m benchmarks.bench engine` = `tulu-quant validate --suite {suite} --engine native|vllm --reference
+RUN/recovered {" ".join(f"--candidate RUN/{a}" for a in artifacts)}`, one after the other from empty caches. Machine:
+{machine_line}; load average {before} before, {after} after. With engine vllm, KL divergence and MMLU stay native (they
+need full logits) and an artifact vLLM does not load runs native ({where}).
+vLLM's seconds include starting its server (about a minute per artifact on 2 cores) in the first job it runs.
+
+Total scoring time: {totals}.
+
+Agreement: {"; ".join(agreement) or "no perplexity in the suite"}.
+
+{chr(10).join(table)}
+"""
+    (out / "engine.md").write_text(md)
     return result
 
 
@@ -372,8 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument(
-        "--artifacts", nargs="+", default=["gptq", "onnx"], help="validate: the run's candidate folders scored"
+        "--artifacts", nargs="+", default=["gptq", "onnx"], help="validate/engine: the run's candidate folders scored"
     )
+    parser.add_argument("--suite", default="standin", help="engine: the suite run on both engines")
     parser.add_argument(
         "--run-dir",
         type=Path,
@@ -399,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
             bench_validate(out, run_dir, artifacts=tuple(args.artifacts))
+        elif what == "engine":
+            bench_engines(out, run_dir, args.suite, artifacts=tuple(args.artifacts))
         elif what == "batch":
             bench_module(
                 out,
@@ -407,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 "Batched scoring and generation: tokens/s by batch size",
                 "--run-dir",
                 str(run_dir),
+                "--vllm",
             )
         elif what == "dtype":
             bench_module(out, "dtype", "benchmarks.bench_dtype", "Quantize seconds per layer by compute dtype")

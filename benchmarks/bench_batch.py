@@ -12,6 +12,11 @@ process, one backend loaded at a time:
 
 Every figure is the best of REPEATS runs after one warm-up. The transformers rows also time, at batch 1, our former
 hand-written decode loop over the KV cache (kept here only as the measurement the backend's choice rests on).
+
+With ``--vllm`` the fp16 model (float32) and the GPTQ checkpoint (bfloat16: vLLM's GPTQ takes 16-bit activations) are
+also served by vLLM's CPU build from .venv-vllm/ (where vllm_refusal says it loads them), the same prompts sent as
+BATCH concurrent requests; its scoring row is ``token_logprobs`` (the windows' own tokens' log-probabilities: a server
+returns no full logits).
 """
 
 from __future__ import annotations
@@ -70,12 +75,13 @@ def measure(backend, sizes: list[int]) -> dict[str, Any]:
     largest = max(sizes)
     tokens = wiki_tokens(backend.tokenizer, largest * (SCORE_TOKENS + PROMPT_TOKENS))
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    score = backend.token_logprobs if hasattr(backend, "token_logprobs") else backend.logits_batch
     rows = []
     for size in sizes:
         prompts = [tokens[i * PROMPT_TOKENS : (i + 1) * PROMPT_TOKENS] for i in range(size)]
         windows = [tokens[i * SCORE_TOKENS : (i + 1) * SCORE_TOKENS] for i in range(size)]
         generated = best_of(lambda p=prompts: backend.generate_batch(p, settings))
-        scored = best_of(lambda w=windows: backend.logits_batch(w))
+        scored = best_of(lambda w=windows: score(w))
         rows.append(
             {
                 "batch": size,
@@ -94,18 +100,22 @@ def measure(backend, sizes: list[int]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    sizes = [r["batch"] for r in result["backends"][0]["rows"]]
+    sizes = [r["batch"] for r in next(b for b in result["backends"] if "rows" in b)["rows"]]
     head = " | ".join(f"batch {s}" for s in sizes)
     lines = [
         f"Command: `{result['command']}`. Machine: {result['machine']}; load average {result['load_before']} before, "
         f"{result['load_after']} after. Generation: {NEW_TOKENS} greedy tokens after {PROMPT_TOKENS}-token prompts "
-        f"(prefill included); scoring: {SCORE_TOKENS}-token windows, every position's logits. Best of {REPEATS} after "
+        f"(prefill included); scoring: {SCORE_TOKENS}-token windows, every position's logits (vLLM: the windows' own "
+        f"tokens' log-probabilities, which is what perplexity needs). Best of {REPEATS} after "
         "a warm-up; in parentheses the speed-up over batch 1.",
         "",
         f"| backend | operation | {head} |",
         "| --- | --- | " + " | ".join("---" for _ in sizes) + " |",
     ]
     for b in result["backends"]:
+        if "refused" in b:
+            lines.append(f"| {b['name']} | not loaded: {b['refused']} |" + " |" * len(sizes))
+            continue
         for op, key in (("generate", "generate_tokens_per_s"), ("score", "score_tokens_per_s")):
             base = b["rows"][0][key]
             cells = " | ".join(f"{r[key]:.0f} tok/s ({r[key] / base:.1f}x)" for r in b["rows"])
@@ -130,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--vllm", action="store_true", help="also through vLLM's CPU build (.venv-vllm/)")
     args = parser.parse_args(argv)
     from tulu_quant.backends import load_backend
+    from tulu_quant.backends.vllm_backend import serve, vllm_refusal
+    from tulu_quant.hardware import cpu_info
+    from tulu_quant.stages.validate import quantization_of
 
     args.out.mkdir(parents=True, exist_ok=True)
     before = shown(load_average())
@@ -147,8 +161,32 @@ def main(argv: list[str] | None = None) -> int:
         backend = load_backend(path, **options)
         backends.append({"name": name, "path": str(path), **measure(backend, args.sizes)})
         del backend
+    for name, folder, kind in (
+        ("fp16 model (vLLM CPU, float32)", "recovered", "torch"),
+        ("GPTQ 4-bit (vLLM CPU, bfloat16)", "gptq", "gptq"),
+    ):
+        path = args.run_dir / folder
+        if not args.vllm or not path.is_dir():
+            continue
+        refusal = vllm_refusal(kind, quantization_of(path), None, cpu_info().flags)
+        if refusal:
+            backends.append({"name": name, "path": str(path), "refused": refusal})
+            continue
+        backend = serve(path, kind, args.out / f"vllm-{folder}.log")
+        try:
+            backends.append(
+                {
+                    "name": name,
+                    "path": str(path),
+                    "ready_s": round(backend.server.ready_s, 1),
+                    **measure(backend, args.sizes),
+                }
+            )
+        finally:
+            backend.close()
     result = {
-        "command": f"python -m benchmarks.bench_batch --run-dir RUN --sizes {' '.join(map(str, args.sizes))}",
+        "command": f"python -m benchmarks.bench_batch --run-dir RUN --sizes {' '.join(map(str, args.sizes))}"
+        + (" --vllm" if args.vllm else ""),
         "machine": machine(),
         "load_before": before,
         "load_after": shown(load_average()),

@@ -281,6 +281,96 @@ def family_table(
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
+# ------------------------------------------------------------------------------------------------------ suite time
+# A projection of the full suite's time on vLLM (docs/serving.md says how, and why it is not a measurement).
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory: int  # bytes
+    bandwidth: float  # bytes/s, the vendor's figure
+    tflops: float  # dense fp16 tensor TFLOPS (fp32 accumulate), the vendor's figure
+
+
+PROJECTION_GPUS = (
+    Gpu("L4 24 GB", 24 * 2**30, 300e9, 121.0),
+    Gpu("RTX 3090 24 GB", 24 * 2**30, 936e9, 71.0),
+    Gpu("RTX 4090 24 GB", 24 * 2**30, 1008e9, 165.0),
+    Gpu("A100 80 GB", 80 * 2**30, 2039e9, 312.0),
+    Gpu("H100 SXM 80 GB", 80 * 2**30, 3350e9, 989.0),
+)
+# Assumed shares of the vendor's figures that vLLM reaches: decode reads weights + KV at ~60 % of the bandwidth,
+# prefill runs at ~40 % of the tensor FLOPS. Assumptions, not measurements of ours (no GPU was available).
+PROJECTION_EFFICIENCY = {"bandwidth": 0.6, "compute": 0.4}
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of the GPU it takes
+MAX_RUNNING = 256  # vLLM's default --max-num-seqs
+
+# The full suite (configs/eval/full.yaml) as work: (benchmark, sequences, prompt tokens, generated tokens) per
+# sequence. Sequence counts are the suite's (MMLU's 14,042 test questions, GSM's 200, BBH's 27 tasks x 40 minus the
+# tasks with fewer, TydiQA's 9 languages x 100, HumanEval's 164 x 20 samples, AlpacaEval's 805); prompt lengths are
+# rough LLaMA-token counts of open-instruct's prompts (k-shot exemplars dominate); generated tokens are the suite's
+# max_new_tokens, an upper bound (answers end earlier at EOS or a stop string), so the projection errs long.
+FULL_SUITE_WORK = (
+    ("MMLU 0-shot", 14042, 150, 0),
+    ("MMLU 5-shot", 14042, 700, 0),
+    ("GSM direct", 200, 500, 512),
+    ("GSM 8-shot CoT", 200, 1000, 512),
+    ("BBH direct", 1040, 600, 512),
+    ("BBH CoT", 1040, 1100, 512),
+    ("TydiQA gold passage", 900, 500, 50),
+    ("TydiQA closed book", 900, 150, 50),
+    ("Codex-Eval T=0.1", 3280, 150, 512),
+    ("Codex-Eval T=0.8", 3280, 150, 512),
+    ("AlpacaFarm", 805, 60, 2048),
+    ("perplexity + KL", 400, 2048, 0),
+)
+
+
+def gpus_needed(weight_bytes: int, gpu: Gpu) -> int:
+    """Tensor-parallel degree (a power of two) whose per-GPU weight share leaves half the usable memory for KV."""
+    usable = gpu.memory * GPU_MEMORY_UTILIZATION - RUNTIME_BYTES
+    n = 1
+    while weight_bytes / n > usable / 2 and n < 64:
+        n *= 2
+    return n
+
+
+def project_suite_seconds(shape: Shape, weight_bytes: int, gpu: Gpu, work=FULL_SUITE_WORK) -> tuple[float, int]:
+    """(projected seconds, tensor-parallel GPUs) of `work` on `n` GPUs of one kind: per benchmark, prefill at the
+    compute roof plus decode at the bandwidth roof, with as many running sequences as the KV cache holds."""
+    n = gpus_needed(weight_bytes, gpu)
+    bandwidth = gpu.bandwidth * n * PROJECTION_EFFICIENCY["bandwidth"]
+    flops = gpu.tflops * 1e12 * n * PROJECTION_EFFICIENCY["compute"]
+    kv_room = gpu.memory * n * GPU_MEMORY_UTILIZATION - n * RUNTIME_BYTES - weight_bytes
+    per_token = kv_cache_bytes(shape, 1)
+    total = 0.0
+    for _, sequences, prompt, new in work:
+        total += sequences * (prompt + new) * 2 * shape.params / flops  # prefill (and, for new > 0, a bound on it)
+        if new:
+            batch = max(1, min(MAX_RUNNING, sequences, int(kv_room // (per_token * (prompt + new)))))
+            step = (weight_bytes + batch * per_token * (prompt + new / 2)) / bandwidth
+            total += -(-sequences // batch) * new * step
+    return total, n
+
+
+def suite_table(shape: Shape, bits: int, group_size: int) -> str:
+    """Markdown: the projected full-suite hours on vLLM for the fp16 model and the quantized one, per GPU kind."""
+    fp16 = shape.params * 2
+    quant = serve_bytes(shape, bits, group_size, 1, 1)["weights"]
+    rows = [
+        f"| GPU | fp16 ({human_bytes(fp16)}) | {bits}-bit g{group_size} ({human_bytes(quant)}) |",
+        "| --- | --- | --- |",
+    ]
+    for gpu in PROJECTION_GPUS:
+        cells = []
+        for weights in (fp16, quant):
+            seconds, n = project_suite_seconds(shape, weights, gpu)
+            cells.append(f"{seconds / 3600:.1f} h" + (f" on {n} GPUs (tensor parallel)" if n > 1 else ""))
+        rows.append(f"| {gpu.name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def gpu_list(extra: str | None) -> dict[str, int]:
     gpus = dict(CONSUMER_GPUS)
     if extra:
@@ -304,5 +394,8 @@ def run(model: str, cfg: RunConfig) -> str:
             f"\nLLaMA-1 family (Tulu vocabulary), context {context}, batch {cfg.plan.batch}, calibration {samples} x "
             f"{seq_len}, fp16 compute on the GPU:",
             family_table(gpus, bits, group, context, cfg.plan.batch, samples, seq_len),
+            f"\nThe full evaluation suite on vLLM for {name}: a PROJECTION from vendor bandwidth/FLOPS and assumed "
+            "efficiencies, answers at their max_new_tokens (an upper bound), not a measurement (docs/serving.md):",
+            suite_table(estimate.shape, bits, group),
         ]
     )

@@ -102,3 +102,21 @@ def test_quantize_estimate_against_a_measured_cpu_run(tmp_path):
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     estimate = sum(plan.quantize_peak(plan.Shape.from_config(config), 128, 256, compute_bytes=4).values())
     assert growth <= estimate <= 1.6 * growth, (growth / 2**20, estimate / 2**20)
+
+
+def test_full_suite_projection_scales_with_the_gpu_and_splits_what_does_not_fit():
+    from tulu_quant.plan import LLAMA1, PROJECTION_GPUS, Gpu, Shape, project_suite_seconds, suite_table
+
+    shape = Shape.from_config(LLAMA1["13B"])
+    fp16, int4 = shape.params * 2, shape.params // 2
+    a100 = next(g for g in PROJECTION_GPUS if g.name.startswith("A100"))
+    slow = Gpu("half the bandwidth and FLOPS", a100.memory, a100.bandwidth / 2, a100.tflops / 2)
+    seconds, n = project_suite_seconds(shape, int4, a100)
+    assert n == 1 and 0 < seconds
+    assert project_suite_seconds(shape, int4, slow)[0] > 1.5 * seconds  # mostly bound by what halved
+    small = Gpu("24 GB", 24 * 2**30, a100.bandwidth, a100.tflops)
+    assert project_suite_seconds(shape, fp16, small)[1] >= 2  # 26 GB of weights: tensor parallel
+    work = (("decode only", 100, 100, 100),)
+    assert project_suite_seconds(shape, int4, a100, work)[0] < project_suite_seconds(shape, int4, a100)[0]
+    table = suite_table(shape, 4, 128)
+    assert table.count("\n") == len(PROJECTION_GPUS) + 1 and "tensor parallel" in table

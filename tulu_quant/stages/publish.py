@@ -142,6 +142,25 @@ def made_with(record: dict[str, Any]) -> list[str]:
     return [f"- Calibration forward passes in {record['compute_dtype']} on {where}{reason}."]
 
 
+def runtimes(quant: dict) -> list[tuple[str, str]]:
+    """(runtime, whether it loads a checkpoint of these settings and why not): transformers from our own tests, vLLM
+    from its own checks (tulu_quant.backends.vllm_backend.vllm_refusal), the ONNX builder from what it converts."""
+    from ..backends.vllm_backend import vllm_refusal
+
+    def verdict(refusal: str | None, yes: str = "yes") -> str:
+        return yes if refusal is None else f"no: {refusal}"
+
+    bits = quant.get("bits")
+    onnx = None if bits == 4 else f"the model builder converts 4-bit GPTQ only, not {bits}-bit"
+    return [
+        ("transformers + GPTQModel (CPU, CUDA)", "yes"),
+        ("vLLM 0.32, CUDA (compute capability 7.5+)", verdict(vllm_refusal("gptq", quant, cuda_capability=(8, 0)))),
+        ("vLLM 0.32, CPU with AVX512", verdict(vllm_refusal("gptq", quant, cpu_flags=frozenset({"avx512f"})))),
+        ("vLLM 0.32, CPU with AVX2 only", verdict(vllm_refusal("gptq", quant, cpu_flags=frozenset({"avx2"})))),
+        ("onnxruntime-genai model builder (int4 MatMulNBits)", verdict(onnx)),
+    ]
+
+
 def model_card(
     model: ModelConfig,
     cfg: PublishConfig,
@@ -155,6 +174,8 @@ def model_card(
     record: dict[str, Any] | None = None,
 ) -> str:
     """README.md with Hub metadata. Every number in it comes from `quant`, `report` or `files`."""
+    from ..backends.vllm_backend import vllm_refusal
+
     repo = cfg.repo_id or f"YOUR_NAME/{model.name}-GPTQ"
     bits, group = quant.get("bits"), quant.get("group_size")
     meta = [
@@ -200,8 +221,8 @@ def model_card(
         f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}",
         "",
         f"A {bits}-bit GPTQ quantization of [{model.hub_base_model}](https://huggingface.co/{model.hub_base_model}), "
-        "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel). Standard GPTQ checkpoint "
-        "format: transformers (with optimum and GPTQModel), vLLM, TGI and ExLlama load it.",
+        "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel), in the standard GPTQ (v1) "
+        "checkpoint format; the runtimes table below says which engines load these settings.",
         "",
         "## License",
         "",
@@ -218,6 +239,12 @@ def model_card(
         f"- Settings: {settings}.",
         *made_with(record or {}),
         f"- Files: {human_bytes(sum(files.values()))} in total; per-file sha256 in `SHA256SUMS`.",
+        "",
+        "## Runtimes",
+        "",
+        "| runtime | loads it |",
+        "| --- | --- |",
+        *[f"| {name} | {answer} |" for name, answer in runtimes(quant)],
         "",
         "## Validation against the fp16 model (measured in this run)",
         "",
@@ -248,13 +275,19 @@ def model_card(
         "print(tok.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))",
         "```",
         "",
-        "vLLM (tensor parallel over 2 GPUs):",
-        "",
-        "```bash",
-        f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq "
-        "--tensor-parallel-size 2",
-        "```",
-        "",
+        *(
+            [
+                "vLLM (tensor parallel over 2 GPUs):",
+                "",
+                "```bash",
+                f"vllm serve {repo}{' --revision ' + cfg.revision if cfg.revision else ''} --quantization gptq "
+                "--tensor-parallel-size 2",
+                "```",
+                "",
+            ]
+            if vllm_refusal("gptq", quant, cuda_capability=(8, 0)) is None
+            else []
+        ),
         "Text Generation Inference:",
         "",
         "```bash",

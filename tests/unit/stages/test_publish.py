@@ -107,6 +107,8 @@ def test_folder_card_and_sums(tmp_path, artifacts):
     assert "GSM CoT: not measured (gsm8k data unavailable offline)" in card
     assert "<|user|>\nYour message here!\n<|assistant|>\n" in card
     assert 'revision="gptq-4bit-128g"' in card and "--quantization gptq" in card
+    assert "| vLLM 0.32, CUDA (compute capability 7.5+) | yes |" in card
+    assert "| vLLM 0.32, CPU with AVX2 only | no: this CPU lacks AVX512" in card
     assert (
         "- Settings: bits 4, group_size 128, desc_act False, sym True, damp_percent 0.01, mse 2.4, checkpoint_format"
         in card
@@ -184,3 +186,18 @@ def test_push_needs_repo_id(tmp_path, artifacts):
     model, report = artifacts
     with pytest.raises(PublishError, match="repo_id"):
         publish_run(model, report, tmp_path / "pub", MODEL, PublishConfig(push=True))
+
+
+def test_runtimes_follow_the_checkpoints_settings():
+    from tulu_quant.stages.publish import runtimes
+
+    asym = dict(runtimes({"bits": 4, "sym": False, "group_size": 64, "desc_act": False}))
+    assert asym["transformers + GPTQModel (CPU, CUDA)"] == "yes"
+    assert all("asymmetric" in v for k, v in asym.items() if k.startswith("vLLM"))
+    assert asym["onnxruntime-genai model builder (int4 MatMulNBits)"] == "yes"
+    eight = dict(runtimes({"bits": 8, "sym": True, "group_size": 128, "desc_act": False}))
+    assert eight["vLLM 0.32, CUDA (compute capability 7.5+)"] == "yes"
+    assert (
+        "not 8" in eight["vLLM 0.32, CPU with AVX512"]
+        and "4-bit GPTQ only" in eight["onnxruntime-genai model builder (int4 MatMulNBits)"]
+    )
