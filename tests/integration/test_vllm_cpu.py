@@ -141,11 +141,11 @@ def test_validate_through_vllm_agrees_with_the_native_backend_on_the_standin(ven
     from tulu_quant.stages import validate
 
     suite = load_suite("standin").model_dump()
-    suite["perplexity"].update(max_windows=8, source_windows={"shakespeare": 4}, kl_windows=4)
-    suite["mmlu"]["shots"] = [0]
-    suite["gsm"].update(examples=4)
+    suite["perplexity"].update(max_windows=4, source_windows={"shakespeare": 2}, kl_windows=2)
+    suite["mmlu"].update(shots=[0], subjects=2, per_subject=2)
+    suite["gsm"].update(examples=3)
     suite["bbh"].update(modes=["direct"])
-    suite["tydiqa"].update(modes=["goldp"])
+    suite["tydiqa"].update(modes=["goldp"], per_language=1)
     suite["codex"]["enabled"] = suite["alpaca"]["enabled"] = False
     suite = SuiteConfig.model_validate(suite)
     reports = {}

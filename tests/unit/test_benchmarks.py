@@ -18,3 +18,25 @@ def test_sections_are_replaced_kept_and_ordered(tmp_path):
     assert order == sorted(order)
     assert "old recover" not in text and text.startswith("# Benchmarks")
     assert text.count("<!-- section: ") == 4
+
+
+def test_batch_table_shows_speedups_and_what_vllm_refused():
+    from benchmarks.bench_batch import markdown
+
+    rows = [
+        {"batch": 1, "generate_tokens_per_s": 10.0, "score_tokens_per_s": 100.0},
+        {"batch": 4, "generate_tokens_per_s": 30.0, "score_tokens_per_s": 110.0},
+    ]
+    result = {
+        "command": "c",
+        "machine": "m",
+        "load_before": "0",
+        "load_after": "0",
+        "backends": [
+            {"name": "GPTQ (vLLM CPU)", "refused": "this CPU lacks AVX512"},
+            {"name": "fp16", "rows": rows},
+        ],
+    }
+    text = markdown(result)
+    assert "| fp16 | generate | 10 tok/s (1.0x) | 30 tok/s (3.0x) |" in text
+    assert "| GPTQ (vLLM CPU) | not loaded: this CPU lacks AVX512 |" in text
