@@ -307,8 +307,8 @@ GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of the GPU it takes
 MAX_RUNNING = 256  # vLLM's default --max-num-seqs
 
 # The full suite (configs/eval/full.yaml) as work: (benchmark, sequences, prompt tokens, generated tokens) per
-# sequence. Sequence counts are the suite's (MMLU's 14,042 test questions, GSM's 200, BBH's 27 tasks x 40 minus the
-# tasks with fewer, TydiQA's 9 languages x 100, HumanEval's 164 x 20 samples, AlpacaEval's 805); prompt lengths are
+# sequence. Sequence counts are the suite's (MMLU's 14,042 test questions, GSM's 200, BBH's 27 tasks x 40, TydiQA's
+# 9 languages x 100, HumanEval's 164 x 20 samples, AlpacaEval's 805); prompt lengths are
 # rough LLaMA-token counts of open-instruct's prompts (k-shot exemplars dominate); generated tokens are the suite's
 # max_new_tokens, an upper bound (answers end earlier at EOS or a stop string), so the projection errs long.
 FULL_SUITE_WORK = (
@@ -316,8 +316,8 @@ FULL_SUITE_WORK = (
     ("MMLU 5-shot", 14042, 700, 0),
     ("GSM direct", 200, 500, 512),
     ("GSM 8-shot CoT", 200, 1000, 512),
-    ("BBH direct", 1040, 600, 512),
-    ("BBH CoT", 1040, 1100, 512),
+    ("BBH direct", 1080, 600, 512),
+    ("BBH CoT", 1080, 1100, 512),
     ("TydiQA gold passage", 900, 500, 50),
     ("TydiQA closed book", 900, 150, 50),
     ("Codex-Eval T=0.1", 3280, 150, 512),
