@@ -352,10 +352,26 @@ Time spent scoring: fp16 {seconds["fp16"]:.0f} s, GPTQ (transformers, GPTQModel'
     return result
 
 
+def log_wall_seconds(log: Path) -> float | None:
+    """Seconds from a tulu-quant log's first timestamped line to its last: a command's wall time, model loads and
+    server starts included."""
+    import datetime
+
+    stamps = []
+    for line in log.read_text(errors="replace").splitlines() if log.is_file() else []:
+        try:
+            stamps.append(datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f"))
+        except ValueError:
+            continue
+    return round((stamps[-1] - stamps[0]).total_seconds(), 1) if len(stamps) > 1 else None
+
+
 def bench_engines(out: Path, run_dir: Path, suite: str = "standin", artifacts: tuple[str, ...] = ("gptq", "onnx")):
     """The suite once on the native backends and once with --engine vllm, side by side: seconds per benchmark and
-    artifact, the ratio, and whether the two engines agree (perplexity, greedy answers)."""
+    artifact, the ratio, the wall time of each command, and whether the two engines agree (perplexity, answers)."""
     machine_line, before = machine(), shown(load_average())
+    for engine in ("native", "vllm"):
+        (out / (f"validate-{suite}" + ("" if engine == "native" else f"-{engine}") + ".log")).unlink(missing_ok=True)
     runs = {engine: run_validate(out, run_dir, suite, artifacts, engine) for engine in ("native", "vllm")}
     after = shown(load_average())
     rows, agreement = [], []
@@ -374,6 +390,7 @@ def bench_engines(out: Path, run_dir: Path, suite: str = "standin", artifacts: t
     result = {
         "machine": machine_line,
         "suite": suite,
+        "artifacts": list(artifacts),
         "load_average_before": before,
         "load_average_after": after,
         "exit_codes": {e: r[0].returncode for e, r in runs.items()},
@@ -383,30 +400,49 @@ def bench_engines(out: Path, run_dir: Path, suite: str = "standin", artifacts: t
         "engines": {name: entry["info"].get("engine") for name, entry in served[3]},
     }
     (out / "engine.json").write_text(json.dumps(result, indent=2))
+    engine_markdown(out)
+    return result
+
+
+def engine_markdown(out: Path) -> Path:
+    """out/engine.md from out/engine.json and the two commands' logs (their wall time)."""
+    result = json.loads((out / "engine.json").read_text())
+    suite = result["suite"]
+    walls = {
+        e: log_wall_seconds(out / (f"validate-{suite}" + ("" if e == "native" else f"-{e}") + ".log"))
+        for e in ("native", "vllm")
+    }
     table = ["| artifact | benchmark | ran on (engine vllm) | native s | vllm s | native / vllm |", "| --- " * 6 + "|"]
-    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x |" for r in rows]
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x |" for r in result["rows"]]
+    seconds = result["seconds"]
     totals = "; ".join(
-        f"{name}: native {result['seconds']['native'][name]:.0f} s, vllm {result['seconds']['vllm'][name]:.0f} s "
-        f"({result['seconds']['native'][name] / max(result['seconds']['vllm'][name], 1e-9):.2f}x)"
-        for name in result["seconds"]["native"]
+        f"{name}: native {seconds['native'][name]:.0f} s, vllm {seconds['vllm'][name]:.0f} s "
+        f"({seconds['native'][name] / max(seconds['vllm'][name], 1e-9):.2f}x)"
+        for name in seconds["native"]
+    )
+    wall = (
+        f"native {walls['native']:.0f} s, vllm {walls['vllm']:.0f} s ({walls['native'] / walls['vllm']:.2f}x)"
+        if all(walls.values())
+        else "not recorded"
     )
     where = "; ".join(f"{k}: {v}" for k, v in result["engines"].items())
+    candidates = " ".join(f"--candidate RUN/{a}" for a in result.get("artifacts", ["gptq", "onnx"]))
     md = f"""## Validation engines: native backends vs vLLM (CPU build), the `{suite}` suite
 
 Command: `python -m benchmarks.bench engine` = `tulu-quant validate --suite {suite} --engine native|vllm --reference
-RUN/recovered {" ".join(f"--candidate RUN/{a}" for a in artifacts)}`, one after the other from empty caches. Machine:
-{machine_line}; load average {before} before, {after} after. With engine vllm, KL divergence and MMLU stay native (they
-need full logits) and an artifact vLLM does not load runs native ({where}).
-vLLM's seconds include starting its server (about a minute per artifact on 2 cores) in the first job it runs.
+RUN/recovered {candidates}`, one after the other from empty caches. Machine: {result["machine"]}; load average
+{result["load_average_before"]} before, {result["load_average_after"]} after. With engine vllm, KL divergence and MMLU
+stay native (they need full logits) and an artifact vLLM does not load runs native ({where}).
 
-Total scoring time: {totals}.
+Scoring time (the benchmarks' own seconds, model loads and server starts excluded): {totals}.
+Wall time of each whole command (loads, vLLM server starts, report): {wall}.
 
-Agreement: {"; ".join(agreement) or "no perplexity in the suite"}.
+Agreement: {"; ".join(result["agreement"]) or "no perplexity in the suite"}.
 
 {chr(10).join(table)}
 """
     (out / "engine.md").write_text(md)
-    return result
+    return out / "engine.md"
 
 
 def assemble_docs(out: Path, doc: Path = ROOT / "docs" / "benchmarks.md") -> Path:
