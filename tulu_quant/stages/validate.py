@@ -26,7 +26,7 @@ from typing import Any
 from ..backends import detect_kind, load_backend
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
-from ..errors import UserError, UserValueError
+from ..errors import MissingLibrary, UserError, UserValueError
 from ..hardware import cpu_info
 from ..manifest import library_versions
 from ..progress import NULL, Progress, human_seconds, measure
@@ -245,6 +245,7 @@ def run(
             capability,
             cpu_info().flags,
         )
+        _check_vllm_venv(cfg, plan)
         engines = dict(zip([reference, *candidates], plan))
         for name, choice in zip(names, plan):
             log.info("%s: %s", name, choice.describe())
@@ -350,6 +351,16 @@ def _candidate_entry(
         "gates": check_gates(cfg.gates, metrics, deltas),
         "timings": _timings(results),
     }
+
+
+def _check_vllm_venv(cfg: ValidateConfig, plan: list[EngineChoice]) -> None:
+    """A server to start needs the vLLM environment: say so before any work, not after the native jobs."""
+    python = Path(cfg.vllm_venv).expanduser() / "bin" / "python"
+    if any(c.engine == "vllm" and not c.endpoint for c in plan) and not python.is_file():
+        raise MissingLibrary(
+            f"{python} does not exist: validate.engine vllm starts its servers from validate.vllm_venv; run `make "
+            "vllm` in the checkout (or set validate.vllm_venv), or pass --endpoint for a server you run."
+        )
 
 
 def vllm_backend(path: Path, kind: str, choice: EngineChoice, cfg: ValidateConfig, capability, log_file: Path):

@@ -318,3 +318,14 @@ def test_engine_plan_refuses_endpoints_it_cannot_place(tmp_path, settings, messa
     arts = [("ref", tmp_path / "r", "torch"), ("a", tmp_path / "a", "torch"), ("b", tmp_path / "b", "torch")]
     with pytest.raises(ConfigError, match=message):
         validate.engine_plan(ValidateConfig(**settings), arts, None, None)
+
+
+def test_engine_vllm_without_its_environment_fails_before_any_work(tmp_path, models, fake_data):
+    from tulu_quant.errors import MissingLibrary
+
+    vcfg = cfg(fake_data, engine="vllm", vllm_venv=tmp_path / "none")
+    with pytest.raises(MissingLibrary, match="run `make vllm`"):
+        validate_run(
+            models["reference"], [models["same"]], tmp_path / "report", vcfg, SuiteConfig.model_validate(SUITE)
+        )
+    assert not (tmp_path / "report").exists() and not (tmp_path / ".report.work").exists()
