@@ -9,6 +9,13 @@ TORCH_VERSION ?= 2.13.0
 PATHS    := $(if $(BASE),--base $(BASE)) $(if $(DIFF),--diff $(DIFF)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
 
+# llama-cpp-python (the GGUF export's quantizer and the GGUF backend) builds llama.cpp from source. Its default native
+# build crashed at the first evaluation on our machines; this portable AVX2/FMA/F16C build runs on any x86-64 CPU of the
+# last decade (a CUDA build: LLAMA_CMAKE_ARGS="-DGGML_CUDA=on"). LLAVA_BUILD=OFF skips the multimodal library, which
+# text models never load.
+LLAMA_CPP_PACKAGE ?= llama-cpp-python==0.3.36
+LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
+
 .PHONY: install lint quantize test test-unit test-gpu bench bench-recover sweep demo browser vllm clean
 
 install: $(VENV)/.installed
@@ -18,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
 	# torch first: GPTQModel is an sdist that builds against the installed torch.
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q $(LLAMA_CPP_PACKAGE)
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev,gguf]"
 	touch $@
 
 # vLLM (CPU build here; the `vllm` package on CUDA machines) in its own environment: it pins transformers<5.20, which

@@ -1,13 +1,14 @@
 """Which model artifacts a run directory holds, what each one is, and which one runs fastest on this machine.
 
 A run's manifest records every finished stage; the artifact stages (tulu_quant.stages: the recovered reference, the
-GPTQ checkpoint, the ONNX export) are the models a user can serve or compare. Each folder describes itself
-(export.json, quantize_config.json, config.json). The demo serves ``choose(run_dir)``, the run summary and the sweep
-list ``run_artifacts(run_dir)``.
+GPTQ checkpoint, the ONNX export, the GGUF files) are the models a user can serve or compare. Each describes itself
+(export.json, quantize_config.json, config.json; a GGUF file its folder's gguf.json). The demo serves
+``choose(run_dir)``, the run summary and the sweep list ``run_artifacts(run_dir)``.
 
 Fastest here (``rank``): on CUDA the GPTQ checkpoint's 4-bit kernels, then a CUDA ONNX export, then the full-precision
-model; on CPU the ONNX export (int4 first, onnxruntime-genai), then the full-precision model (computed in float32),
-then GPTQ (transformers dequantizes on CPU), which comes first when float32 would not fit in memory.
+model; on CPU the ONNX export (int4 first, onnxruntime-genai), then a GGUF (llama.cpp; its smallest file first), then
+the full-precision model (computed in float32), then GPTQ (transformers dequantizes on CPU), which comes first when
+float32 would not fit in memory. docs/benchmarks.md has the CPU decode speeds behind the order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
-from .backends import detect_kind
+from .backends import artifact_paths, detect_kind
 from .errors import MissingPath, UserValueError
 from .manifest import MANIFEST, Manifest
 
@@ -26,8 +27,8 @@ from .manifest import MANIFEST, Manifest
 @dataclass(frozen=True)
 class Artifact:
     path: Path
-    kind: str  # torch, gptq or onnx
-    precision: str | None = None  # onnx: int4/fp16/fp32; gptq: 4-bit...; torch: the stored dtype
+    kind: str  # torch, gptq, onnx or gguf
+    precision: str | None = None  # onnx: int4/fp16/fp32; gptq: 4-bit...; gguf: its type (Q4_K_M...); torch: the dtype
     target: str | None = None  # onnx: the execution target it was exported for (cpu, cuda, dml, webgpu)
     stage: str | None = None  # the run stage that wrote it
     chat_format: str | None = None  # as the run recorded it (None: decided from the tokenizer)
@@ -38,6 +39,8 @@ class Artifact:
             return f"{self.precision or ''} ONNX export ({self.target or 'cpu'})".strip()
         if self.kind == "gptq":
             return f"GPTQ {self.precision or ''} checkpoint".replace("  ", " ")
+        if self.kind == "gguf":
+            return f"GGUF {self.precision or ''} (llama.cpp)".replace("  ", " ")
         return f"{self.precision or 'full-precision'} model"
 
 
@@ -54,9 +57,16 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def describe_folder(path: Path, stage: str | None = None, chat_format: str | None = None) -> Artifact:
-    """What a model folder holds, from its own files (export.json, quantize_config.json, config.json)."""
+    """What a model folder (or GGUF file) holds, from its own files (export.json, quantize_config.json, config.json,
+    gguf.json)."""
     path = Path(path)
     kind = detect_kind(path)
+    if kind == "gguf":
+        from .backends.gguf_backend import resolve_file
+
+        path = resolve_file(path)
+        listed = {f["file"]: f for f in read_json(path.parent / "gguf.json").get("files", [])}
+        return Artifact(path, kind, listed.get(path.name, {}).get("type"), None, stage, chat_format)
     if kind == "onnx":
         record = read_json(path / "export.json")
         return Artifact(path, kind, record.get("precision"), record.get("target", "cpu"), stage, chat_format)
@@ -68,33 +78,39 @@ def describe_folder(path: Path, stage: str | None = None, chat_format: str | Non
 
 
 def run_artifacts(run_dir: Path) -> list[Artifact]:
-    """The model artifacts a run directory's manifest records (finished artifact stages whose folder still exists),
-    in pipeline order: the reference first."""
+    """The model artifacts a run directory's manifest records (finished artifact stages whose folder still exists; a
+    GGUF export's files one by one), in pipeline order: the reference first."""
     manifest = Manifest.load(run_dir)
     found = []
     for stage in stages.artifact_stages():
         path, entry = manifest.output_dir(stage), manifest.stages.get(stage, {})
         if path is not None and path.is_dir() and entry.get("status") == "done":
-            found.append(describe_folder(path, stage, entry.get("config", {}).get("chat_format")))
+            chat_format = entry.get("config", {}).get("chat_format") or entry.get("config", {}).get("model", {}).get(
+                "chat_format"
+            )
+            found += [describe_folder(p, stage, chat_format) for p in artifact_paths(path)]
     return found
 
 
 def rank(artifact: Artifact, cuda: bool, onnx_targets: set[str], memory: int | None = None) -> int | None:
     """Lower is faster on this machine; None: it cannot run here. CUDA: GPTQ kernels, then a CUDA ONNX export, then
     the full-precision model. CPU: ONNX (int4 first, onnxruntime-genai), then the full-precision model (computed in
-    float32), then GPTQ (transformers dequantizes on CPU), which comes first when float32 would not fit in memory."""
+    float32), then GPTQ (transformers dequantizes on CPU), which comes first when float32 would not fit in memory. A
+    GGUF ranks after the ONNX export, its smaller files (fewer bits, faster decode on CPU) first; on CUDA after GPTQ."""
+    if artifact.kind == "gguf":
+        return (2 if cuda else 1) * 1000 + min(weights_bytes(artifact.path) >> 20, 999)
     if artifact.kind == "onnx":
         if (artifact.target or "cpu") not in onnx_targets:
             return None
         if cuda:
-            return 1 if artifact.target == "cuda" else 3
-        return 0 if artifact.precision == "int4" else 1
+            return 1000 if artifact.target == "cuda" else 3000
+        return 0 if artifact.precision == "int4" else 500
     if artifact.kind == "gptq":
-        return 0 if cuda else 3
+        return 0 if cuda else 3000
     bytes_per_weight = {"float32": 4}.get(artifact.precision or "", 2)
     if not cuda and memory is not None and weights_bytes(artifact.path) * 4 // bytes_per_weight > memory:  # as float32
-        return 4
-    return 2
+        return 4000
+    return 2500 if cuda else 2000
 
 
 def pick(
@@ -114,6 +130,8 @@ def pick(
         why = "its 4-bit CUDA kernels decode fastest"
     elif best.kind == "onnx":
         why = f"onnxruntime-genai runs the {best.precision or ''} export fastest on {best.target or 'cpu'}"
+    elif best.kind == "gguf":
+        why = f"llama.cpp runs the {best.precision or ''} GGUF fastest of what runs here"
     elif best.kind == "gptq":
         why = "the full-precision model would not fit in memory as float32"
     else:
@@ -122,6 +140,9 @@ def pick(
 
 
 def weights_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():  # a GGUF
+        return path.stat().st_size
     return sum(p.stat().st_size for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
 
 

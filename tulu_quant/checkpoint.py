@@ -311,7 +311,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    """Bytes of a folder's files (of a file: its size)."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def refuse_existing(out: Path, force: bool) -> None:

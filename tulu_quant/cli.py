@@ -127,10 +127,11 @@ STAGE_COMMANDS = {
     "calibrate": lambda a, cfg, pr, lf: stage("calibrate").run(cfg, a.model, a.out, a.force, pr),
     "quantize": lambda a, cfg, pr, lf: stage("quantize").run(cfg, a.model, a.out, a.calib, a.force, pr, lf),
     "export-onnx": lambda a, cfg, pr, lf: stage("export_onnx").run(cfg, a.model, a.out, a.from_gptq, a.force, pr, lf),
+    "export-gguf": lambda a, cfg, pr, lf: stage("export_gguf").run(cfg, a.model, a.out, a.calib, a.force, pr, lf),
     "validate": lambda a, cfg, pr, lf: stage("validate").run(
         cfg, a.reference, a.candidate, a.report, None, a.force, pr, lf
     ),
-    "publish": lambda a, cfg, pr, lf: stage("publish").run(cfg, a.model, a.report, a.out, a.onnx, a.force, pr),
+    "publish": lambda a, cfg, pr, lf: stage("publish").run(cfg, a.model, a.report, a.out, a.onnx, a.force, pr, a.gguf),
 }
 
 
@@ -152,6 +153,8 @@ SETTINGS = {
     "export-onnx": "export_onnx.precision export_onnx.target export_onnx.block_size export_onnx.symmetric "
     "export_onnx.accuracy_level export_onnx.algorithm export_onnx.lm_head export_onnx.verify export_onnx.threads "
     "model.chat_format",
+    "export-gguf": "export_gguf.types=--type export_gguf.source_type export_gguf.imatrix export_gguf.imatrix_samples "
+    "export_gguf.imatrix_device export_gguf.threads export_gguf.verify model.name=--name model.chat_format",
     "validate": "validate.suite validate.context_length validate.chat_format validate.device validate.judge_url "
     "validate.judge_model validate.calibration validate.data_dir validate.data validate.engine",
     "publish": "quantize.variant publish.repo_id publish.revision publish.push publish.private",
@@ -175,6 +178,10 @@ COMMANDS = {  # name: (function, help)
         STAGE_COMMANDS["export-onnx"],
         "export to ONNX with onnxruntime-genai (int4/fp16/fp32; cpu, cuda, dml, webgpu)",
     ),
+    "export-gguf": (
+        STAGE_COMMANDS["export-gguf"],
+        "GGUF for llama.cpp (Q4_K_M, Q5_K_M, Q8_0, ...; importance matrix from the calibration samples)",
+    ),
     "validate": (
         STAGE_COMMANDS["validate"],
         "perplexity, KL divergence and benchmark deltas of artifacts vs the reference",
@@ -183,7 +190,7 @@ COMMANDS = {  # name: (function, help)
         STAGE_COMMANDS["publish"],
         "a Hub-ready folder with a model card of measured numbers; --push uploads it",
     ),
-    "generate": (do_generate, "stream a reply to one prompt from any model folder (torch, GPTQ or ONNX)"),
+    "generate": (do_generate, "stream a reply to one prompt from any model folder (torch, GPTQ, ONNX) or GGUF file"),
     "plan": (do_plan, "estimate quantizing and serving memory from config.json; which GPUs fit"),
     "demo": (do_demo, "chat with a model in the browser (Gradio); a run directory serves its fastest artifact"),
 }
@@ -193,8 +200,9 @@ MODEL_HELP = {
     "calibrate": "model directory whose tokenizer encodes the samples",
     "quantize": "the full-precision model directory",
     "export-onnx": "the fp16 model directory (recovered/)",
+    "export-gguf": "the fp16 model directory (recovered/)",
     "publish": "the quantized model directory (GPTQ checkpoint)",
-    "generate": "a model, GPTQ checkpoint or ONNX export folder",
+    "generate": "a model, GPTQ checkpoint or ONNX export folder, or a .gguf file",
 }
 OUT_HELP = {
     "recover": "output model directory",
@@ -202,6 +210,7 @@ OUT_HELP = {
     "calibrate": "output folder (calibration.safetensors + .json); a matching one is reused",
     "quantize": "output directory of the GPTQ checkpoint",
     "export-onnx": "output folder (runs with onnxruntime-genai)",
+    "export-gguf": "output folder (one NAME-TYPE.gguf per --type, imatrix.gguf, gguf.json)",
     "publish": "the folder to write",
 }
 
@@ -225,6 +234,10 @@ def command_paths(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "export-onnx":
         p.add_argument("--from-gptq", type=Path, metavar="DIR", help="int4 from this GPTQ checkpoint of --model")
         option(p, "export_onnx.symmetric", "--asymmetric", action="store_const", const=False, help="zero points")
+    elif name == "export-gguf":
+        p.add_argument(
+            "--calib", type=Path, help="a calibration folder (`tulu-quant calibrate`) for the importance matrix"
+        )
     elif name == "validate":
         p.add_argument("--reference", **model, help="the full-precision model directory")
         p.add_argument("--candidate", action="append", default=[], type=Path, help="an artifact (repeatable)")
@@ -233,6 +246,9 @@ def command_paths(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "publish":
         p.add_argument("--report", type=Path, help="the validation report directory for the model card")
         p.add_argument("--onnx", type=Path, help="an ONNX export to include under onnx/")
+        p.add_argument(
+            "--gguf", type=Path, help="a GGUF export folder (`tulu-quant export-gguf`) to include under gguf/"
+        )
     elif name == "generate":
         p.add_argument("--prompt", required=True, help="the user message")
     elif name == "plan":
@@ -240,7 +256,7 @@ def command_paths(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "demo":
         p.add_argument("--model", type=Path, help="a run directory (default: the config's run_dir) or a model folder")
         p.add_argument("--compare", type=Path, help="the fp16 model (or a run directory) for a Compare tab")
-    if name in ("recover", "standin", "calibrate", "quantize", "export-onnx", "validate", "publish"):
+    if name in ("recover", "standin", "calibrate", "quantize", "export-onnx", "export-gguf", "validate", "publish"):
         p.add_argument("--force", action="store_true", help="replace (or rebuild) an existing output")
 
 

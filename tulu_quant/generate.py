@@ -76,12 +76,12 @@ def timed_generate(
 
 
 def load(model_dir: Path, device: str, threads: int | None):
-    """The backend for model_dir (torch, gptq or onnx, detected). threads: onnxruntime's intra-op threads for ONNX,
-    torch's thread count (process-wide) otherwise; None leaves the libraries' defaults."""
+    """The backend for model_dir (torch, gptq, onnx or gguf, detected). threads: onnxruntime's intra-op threads for
+    ONNX, llama.cpp's for GGUF, torch's thread count (process-wide) otherwise; None leaves the libraries' defaults."""
     from .backends import detect_kind, load_backend
 
     kind = detect_kind(Path(model_dir))
-    if kind == "onnx":
+    if kind in ("onnx", "gguf"):
         return load_backend(Path(model_dir), kind, device=device, threads=threads)
     if threads is not None:
         import torch

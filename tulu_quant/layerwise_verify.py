@@ -37,7 +37,8 @@ VERIFY_PROMPT = "What is the capital of France?"
 
 
 class VerifyError(UserValueError):
-    """The recovered model does not work (perplexity far above what a working model scores)."""
+    """The recovered model does not work (perplexity far above what a working model scores), or is not a
+    LLaMA-architecture checkpoint this module can stream."""
 
 
 def perplexity_limit(n_params: int) -> float:
@@ -65,10 +66,26 @@ class LayerStream:
             )
         self.ckpt = open_checkpoint(self.model_dir)
 
+    def layer(self, get, i: int):
+        """Decoder layer i with its float32 weights from the checkpoint reader `get` (``self.ckpt.reader()``)."""
+        import torch
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+        prefix = f"model.layers.{i}."
+        with torch.device("meta"):
+            layer = LlamaDecoderLayer(self.config, i)
+        state = {
+            k[len(prefix) :]: get(k).float()
+            for k in self.ckpt.tensors
+            if k.startswith(prefix) and not k.endswith("rotary_emb.inv_freq")
+        }
+        layer.load_state_dict(state, assign=True, strict=True)
+        return layer
+
     def logits(self, ids, progress: Progress = NULL):
         """ids: int64 [B, T] (right-padded sequences are fine: causal attention) -> logits float32 [B, T, V]."""
         import torch
-        from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
 
         cfg, n_layers = self.config, self.config.num_hidden_layers
         positions = torch.arange(ids.shape[1])[None].expand(ids.shape[0], -1)
@@ -85,17 +102,9 @@ class LayerStream:
             rope = LlamaRotaryEmbedding(cfg)
             position_embeddings = rope(h, positions)
             for i in range(n_layers):
-                prefix = f"model.layers.{i}."
-                with torch.device("meta"):
-                    layer = LlamaDecoderLayer(cfg, i)
-                state = {
-                    k[len(prefix) :]: get(k).float()
-                    for k in self.ckpt.tensors
-                    if k.startswith(prefix) and not k.endswith("rotary_emb.inv_freq")
-                }
-                layer.load_state_dict(state, assign=True, strict=True)
+                layer = self.layer(get, i)
                 h = layer(h, attention_mask=None, position_ids=positions, position_embeddings=position_embeddings)
-                del layer, state
+                del layer
                 advance()
             norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
             norm.weight.data = get("model.norm.weight").float()

@@ -36,6 +36,8 @@ def count_params(model_dir: Path) -> tuple[int, int, int]:
 
 def estimate_disk(cfg: RunConfig, params: int, embed: int) -> dict[str, int]:
     """Bytes each listed stage writes (upper estimates)."""
+    from .stages.export_gguf import estimated_bytes
+
     bits = cfg.quantize.bits
     per_group = 4 / cfg.quantize.group_size if cfg.quantize.group_size > 0 else 0  # fp16 scale + packed zero per group
     quantized = int((params - embed) * (bits + per_group * 8) / 8 * 1.05 + embed * 2)
@@ -47,6 +49,7 @@ def estimate_disk(cfg: RunConfig, params: int, embed: int) -> dict[str, int]:
         "quantize": quantized,
         "validate": 50 * 10**6,
         "export_onnx": int(onnx_bytes * 1.05),
+        "export_gguf": estimated_bytes(cfg.export_gguf.types, params, cfg.export_gguf.source_type),
         "publish": 10**6,  # hard links to the checkpoint on the same file system
     }
     return {stage: estimates[stage] for stage in cfg.stages}

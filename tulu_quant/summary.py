@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
+from .backends import artifact_paths
 from .config import RunConfig
 from .manifest import Manifest
 from .progress import Progress, human_bytes, human_seconds
@@ -84,15 +85,25 @@ def artifact_rows(cfg: RunConfig, manifest: Manifest) -> list[tuple[str, ...]]:
         )
     ]
     for stage in stages.artifact_stages():
-        path = manifest.output_dir(stage)
-        if path is None:
+        folder = manifest.output_dir(stage)
+        if folder is None:
             continue
-        size = dir_bytes(manifest, stage)
         is_reference = stage == stages.REFERENCE
-        ratio = f"{reference / size:.1f}x smaller" if not is_reference and size else "1.0x"
-        ppl, bench, gates = ("reference", "-", "-") if is_reference else quality(by_path.get(str(path.resolve())))
-        rows.append((stages.info(stage).artifact, human_bytes(size), ratio, ppl, bench, gates, str(path)))
+        paths = artifact_paths(folder) if folder.is_dir() else [folder]
+        for path in paths:  # a GGUF export: one row per file
+            size = path.stat().st_size if path.is_file() else dir_bytes(manifest, stage)
+            ratio = f"{reference / size:.1f}x smaller" if not is_reference and size else "1.0x"
+            ppl, bench, gates = ("reference", "-", "-") if is_reference else quality(by_path.get(str(path.resolve())))
+            label = stages.info(stage).artifact + (f" {gguf_type(path)}" if path.is_file() else "")
+            rows.append((label, human_bytes(size), ratio, ppl, bench, gates, str(path)))
     return rows
+
+
+def gguf_type(path: Path) -> str:
+    """A GGUF file's type, from its export record (gguf.json beside it)."""
+    record = path.parent / "gguf.json"
+    files = json.loads(record.read_text()).get("files", []) if record.is_file() else []
+    return next((f["type"] for f in files if f["file"] == path.name), "")
 
 
 def print_run_summary(cfg: RunConfig, outcomes, progress: Progress) -> None:

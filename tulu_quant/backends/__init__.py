@@ -1,4 +1,5 @@
-"""One interface to score and generate with any artifact: the fp16/fp32 model, the GPTQ checkpoint, an ONNX export.
+"""One interface to score and generate with any artifact: the fp16/fp32 model, the GPTQ checkpoint, an ONNX export, a
+GGUF file.
 
 Every backend tokenizes with the model directory's Hugging Face tokenizer (so token ids are identical across
 backends) and exposes the same operations, which is all the validation metrics and the demo need:
@@ -11,8 +12,10 @@ backends) and exposes the same operations, which is all the validation metrics a
 - ``generate_batch(prompts, settings, on_tokens, stop_ids)``: many prompts at once (left-padded), each row ending on
   its own (a stop id, its ``on_tokens[i]`` returning True, its budget) exactly as ``generate`` would end it alone.
 
-``load_backend(path)`` picks the implementation from the directory's contents (``genai_config.json``: ONNX;
-``quantize_config.json`` or a ``quantization_config`` in config.json: GPTQ; otherwise plain transformers).
+``load_backend(path)`` picks the implementation from the path (a ``.gguf`` file, or a folder with ``gguf.json``: GGUF
+through llama.cpp) or the directory's contents (``genai_config.json``: ONNX; ``quantize_config.json`` or a
+``quantization_config`` in config.json: GPTQ; otherwise plain transformers). An artifact is a folder, except a GGUF,
+which is one file (``model_folder`` is where its tokenizer lives; ``artifact_paths`` lists an export folder's files).
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ IMPLEMENTATIONS = {
     "torch": "tulu_quant.backends.torch_backend:TorchBackend",
     "gptq": "tulu_quant.backends.torch_backend:TorchBackend",
     "onnx": "tulu_quant.backends.onnx_backend:OnnxBackend",
+    "gguf": "tulu_quant.backends.gguf_backend:GgufBackend",
     "vllm": "tulu_quant.backends.vllm_backend:VllmBackend",  # explicit only: load_backend(path, "vllm", endpoint=URL)
 }
 
 
 class Backend(Protocol):
-    kind: str  # "torch", "gptq" or "onnx"
+    kind: str  # "torch", "gptq", "onnx", "gguf" or "vllm"
     path: Path
     tokenizer: Any
     context_length: int
@@ -150,6 +154,8 @@ class RowEnds:
 
 def detect_kind(path: Path) -> str:
     path = Path(path)
+    if (path.suffix == ".gguf" and path.is_file()) or (path / "gguf.json").is_file():
+        return "gguf"
     if (path / "genai_config.json").is_file():
         return "onnx"
     if (path / "quantize_config.json").is_file():
@@ -159,7 +165,26 @@ def detect_kind(path: Path) -> str:
         return "gptq"
     if config.is_file():
         return "torch"
-    raise UserValueError(f"{path}: not a model directory (no config.json or genai_config.json); pass a model folder.")
+    raise UserValueError(
+        f"{path}: not a model (no config.json or genai_config.json, not a .gguf file); pass a model folder or file."
+    )
+
+
+def model_folder(path: Path) -> Path:
+    """The folder holding an artifact's tokenizer files: the artifact itself, or a GGUF file's folder."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
+def artifact_paths(path: Path) -> list[Path]:
+    """The artifacts a stage's output folder holds: a GGUF export folder holds one per file (its types in order),
+    every other output folder is one artifact."""
+    path = Path(path)
+    if (path / "gguf.json").is_file():
+        from .gguf_backend import gguf_files
+
+        return gguf_files(path)
+    return [path]
 
 
 def load_backend(path: Path, kind: str | None = None, **options: Any) -> Backend:

@@ -126,6 +126,8 @@ def vllm_refusal(
     with ``cpu_flags``; None flags: unknown, not held against it), or None when it will."""
     if kind == "onnx":
         return "vLLM does not load ONNX exports"
+    if kind == "gguf":
+        return "GGUF files run on llama.cpp (vLLM's GGUF loader is experimental and not what llama.cpp users run)"
     if kind != "gptq" or quant is None:
         return None
     bits, sym, group = quant.get("bits"), quant.get("sym", True), quant.get("group_size", -1)

@@ -21,6 +21,10 @@ def quantization_facts(artifact: Artifact) -> dict[str, Any]:
         )
         keys = ("bits", "group_size", "desc_act", "sym", "damp_percent", "true_sequential", "checkpoint_format")
         return {k: quant[k] for k in keys if k in quant}
+    if artifact.kind == "gguf":
+        files = read_json(path.parent / "gguf.json").get("files", [])
+        entry = next((f for f in files if f["file"] == path.name), {})
+        return {k: entry[k] for k in ("type", "bits_per_weight", "imatrix") if k in entry}
     if artifact.kind == "onnx":
         record = read_json(path / "export.json")
         facts = {k: record[k] for k in ("precision", "target", "source") if k in record}

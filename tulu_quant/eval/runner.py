@@ -37,9 +37,8 @@ PROTOCOL_VERSION = 1
 def fingerprint(path: Path) -> str:
     """Identify an artifact by its files' names, sizes and modification times (hashing 26 GB would take minutes)."""
     path = Path(path)
-    entries = sorted(
-        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
-    )
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]  # a GGUF artifact is one file
+    entries = sorted((str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# ONNX export comes before validation so that the report (and the model card) covers every artifact.
-ORDER = ("standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish")
+# The exports come before validation so that the report (and the model card) covers every artifact.
+ORDER = ("standin", "recover", "calibrate", "quantize", "export_onnx", "export_gguf", "validate", "publish")
 # The stage whose output every artifact is compared with (validate's reference, the summary's "vs fp16").
 REFERENCE = "recover"
 

@@ -161,6 +161,81 @@ def runtimes(quant: dict) -> list[tuple[str, str]]:
     ]
 
 
+def gguf_rows(gguf_dir: Path, report: dict | None) -> list[dict[str, Any]]:
+    """One entry per GGUF file of the export (its gguf.json) with its measured wiki perplexity delta, KL and top-1
+    agreement from the report when the file was validated."""
+    record = json.loads((Path(gguf_dir) / "gguf.json").read_text())
+    by_path = {Path(c["path"]).resolve(): c for c in (report or {}).get("candidates", [])}
+    rows = []
+    for entry in record.get("files", []):
+        cand = by_path.get((Path(gguf_dir) / entry["file"]).resolve())
+        deltas, metrics = (cand or {}).get("deltas", {}), (cand or {}).get("metrics", {})
+        wiki = next((d for k, d in deltas.items() if k.startswith("ppl.wiki")), None)
+        rows.append(
+            {
+                **entry,
+                "imatrix_samples": (record.get("imatrix") or {}).get("samples") if entry.get("imatrix") else None,
+                "ppl_delta_pct": wiki.get("delta_pct") if wiki else None,
+                "kl_mean": metrics.get("kl_mean", {}).get("value"),
+                "top1": metrics.get("top1_agreement", {}).get("value"),
+                "passed": cand.get("passed") if cand else None,
+            }
+        )
+    return rows
+
+
+def gguf_section(rows: list[dict[str, Any]], repo: str, license_note: str) -> list[str]:
+    """The card's GGUF section: the files with their measured numbers, and how llama.cpp, Ollama and
+    llama-cpp-python run them."""
+    if not rows:
+        return []
+
+    def num(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    first = rows[0]["file"]
+    lines = [
+        "## GGUF (llama.cpp, Ollama, LM Studio)",
+        "",
+        "Quantized by llama.cpp's own quantizer from the fp16 model (not from the GPTQ checkpoint), weighted by an "
+        "importance matrix computed on this run's calibration samples where marked (`gguf/imatrix.gguf`, the file "
+        f"`llama-quantize --imatrix` reads). {license_note}",
+        "",
+        "| file | type | size | bits per weight | importance matrix | wiki perplexity vs fp16 | KL | top-1 | gates |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        gates = "-" if r["passed"] is None else ("passed" if r["passed"] else "FAILED")
+        matrix = f"yes ({r['imatrix_samples']} samples)" if r.get("imatrix") else "no"
+        lines.append(
+            f"| `gguf/{r['file']}` | {r['type']} | {human_bytes(r['bytes'])} | {r['bits_per_weight']:.2f} | {matrix} | "
+            f"{num(r['ppl_delta_pct'], '+.2f')} % | {num(r['kl_mean'], '.4f')} | {num(r['top1'], '.1f')} | {gates} |"
+        )
+    fallbacks = sorted({note for r in rows for note in r.get("fallbacks", [])})
+    if fallbacks:
+        lines += [
+            "",
+            "llama.cpp stored some matrices in a fallback type (k-quants need widths divisible by 256): "
+            + "; ".join(fallbacks)
+            + ".",
+        ]
+    lines += [
+        "",
+        "```bash",
+        f"hf download {repo} gguf/{first} --local-dir .      # one file is all llama.cpp needs",
+        f"llama-cli -m gguf/{first} -cnv                        # llama.cpp; the chat template is in the file",
+        "```",
+        "",
+        "```python",
+        "from llama_cpp import Llama  # pip install llama-cpp-python",
+        f'llm = Llama.from_pretrained("{repo}", filename="gguf/{first}", n_ctx=2048)',
+        'print(llm.create_chat_completion([{"role": "user", "content": "Hello!"}])["choices"][0]["message"])',
+        "```",
+        "",
+    ]
+    return lines
+
+
 def model_card(
     model: ModelConfig,
     cfg: PublishConfig,
@@ -172,8 +247,10 @@ def model_card(
     chat_example: str,
     onnx: bool,
     record: dict[str, Any] | None = None,
+    gguf: list[dict[str, Any]] | None = None,
 ) -> str:
-    """README.md with Hub metadata. Every number in it comes from `quant`, `report` or `files`."""
+    """README.md with Hub metadata. Every number in it comes from `quant`, `report`, `files` or the GGUF export's
+    record (`gguf`: gguf_rows)."""
     from ..backends.vllm_backend import vllm_refusal
 
     repo = cfg.repo_id or f"YOUR_NAME/{model.name}-GPTQ"
@@ -196,6 +273,7 @@ def model_card(
         f"- {bits}-bit",
         "- quantized",
         *(["- onnx"] if onnx else []),
+        *(["- gguf"] if gguf else []),
         "inference: false",
         "---",
     ]
@@ -245,6 +323,11 @@ def model_card(
         "| runtime | loads it |",
         "| --- | --- |",
         *[f"| {name} | {answer} |" for name, answer in runtimes(quant)],
+        *(
+            ["| llama.cpp, Ollama, LM Studio, llama-cpp-python | the `gguf/` files (below), not this checkpoint |"]
+            if gguf
+            else []
+        ),
         "",
         "## Validation against the fp16 model (measured in this run)",
         "",
@@ -296,6 +379,7 @@ def model_card(
         "```",
         "",
     ]
+    lines += gguf_section(gguf or [], repo, f"The {model.license} license terms above apply to these files too.")
     if onnx:
         lines += [
             "onnxruntime-genai (the `onnx/` folder; `pip install onnxruntime-genai`):",
@@ -353,8 +437,10 @@ def run(
     onnx_dir: Path | None = None,
     force: bool = False,
     progress: Progress = NULL,
+    gguf_dir: Path | None = None,
 ) -> PublishResult:
-    """Write `out`: the checkpoint in model_dir (hard links where possible), the ONNX export under onnx/, a model card
+    """Write `out`: the checkpoint in model_dir (hard links where possible), the ONNX export under onnx/, the GGUF
+    files and their importance matrix under gguf/, a model card
     describing cfg.model with the numbers of report_dir's report.json, and SHA256SUMS; upload it when
     cfg.publish.push (to publish.repo_id, on publish.revision or the variant's branch)."""
     model, variant = cfg.model, cfg.quantize.variant or "custom"
@@ -373,6 +459,10 @@ def run(
         if onnx_dir is not None:
             for src in sorted(p for p in Path(onnx_dir).rglob("*") if p.is_file() and p.name not in SKIP_FILES):
                 link_or_copy(src, tmp / "onnx" / src.relative_to(onnx_dir))
+        gguf = gguf_rows(gguf_dir, report) if gguf_dir is not None else None
+        if gguf_dir is not None:  # the model files and imatrix.gguf; llama.cpp reads its tokenizer from each file
+            for src in sorted(Path(gguf_dir).glob("*.gguf")):
+                link_or_copy(src, tmp / "gguf" / src.name)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         card = model_card(
             model,
@@ -385,6 +475,7 @@ def run(
             chat_example(model_dir, model.chat_format),
             onnx_dir is not None,
             quantization_record(model_dir),
+            gguf,
         )
         (tmp / "README.md").write_text(card)
         files["README.md"] = (tmp / "README.md").stat().st_size
@@ -458,15 +549,16 @@ def push(folder: Path, cfg: PublishConfig, name: str, variant: str) -> str:
 
 
 def step(cfg: RunConfig, ctx: Context) -> Step:
-    """The pipeline's publish: RUN_DIR/gptq (+ RUN_DIR/onnx) and RUN_DIR/report -> RUN_DIR/publish."""
+    """The pipeline's publish: RUN_DIR/gptq (+ RUN_DIR/onnx, RUN_DIR/gguf) and RUN_DIR/report -> RUN_DIR/publish."""
     out = ctx.out(STAGE)
     model_dir = ctx.produced("quantize")
     report_dir = ctx.manifest.output_dir("validate")
     onnx_dir = ctx.manifest.output_dir("export_onnx") if cfg.publish.include_onnx else None
+    gguf_dir = ctx.recorded("export_gguf") if cfg.publish.include_gguf and "export_gguf" in cfg.stages else None
     variant = cfg.quantize.variant or "custom"
 
     def work() -> dict[str, Any]:
-        result = run(cfg, model_dir, report_dir, out, onnx_dir, force=True, progress=ctx.progress)
+        result = run(cfg, model_dir, report_dir, out, onnx_dir, True, ctx.progress, gguf_dir)
         return {
             "bytes": result.bytes,
             "files": len(result.files),
@@ -476,7 +568,7 @@ def step(cfg: RunConfig, ctx: Context) -> Step:
             "commit_url": result.commit_url,
         }
 
-    inputs = [p for p in (model_dir, report_dir, onnx_dir) if p is not None]
+    inputs = [p for p in (model_dir, report_dir, onnx_dir, gguf_dir) if p is not None]
     config = {
         "publish": cfg.publish.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"),

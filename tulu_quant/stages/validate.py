@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends import detect_kind, load_backend
+from ..backends import artifact_paths, detect_kind, load_backend, model_folder
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
 from ..errors import MissingLibrary, UserError, UserValueError
@@ -94,7 +94,14 @@ def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
 
 
 def quantization_of(path: Path) -> dict[str, Any] | None:
-    """A GPTQ folder's quantization settings (quantize_config.json, else config.json's quantization_config)."""
+    """A GPTQ folder's quantization settings (quantize_config.json, else config.json's quantization_config); a GGUF
+    file's type, bits per weight, importance matrix and fallbacks (its folder's gguf.json)."""
+    if path.is_file():
+        record = path.parent / "gguf.json"
+        files = json.loads(record.read_text()).get("files", []) if record.is_file() else []
+        entry = next((f for f in files if f["file"] == path.name), None)
+        keys = ("type", "bits_per_weight", "imatrix", "fallbacks", "tensor_types")
+        return {"quant_method": "gguf", **{k: entry[k] for k in keys}} if entry else None
     config, quant_file = path / "config.json", path / "quantize_config.json"
     if quant_file.is_file():
         return json.loads(quant_file.read_text())
@@ -380,7 +387,7 @@ def _check_tokenizers(tokenizer, reference: Path, candidates: list[Path]) -> Non
 
     vocab = tokenizer.get_vocab()
     for path in candidates:
-        if AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
+        if AutoTokenizer.from_pretrained(model_folder(path)).get_vocab() != vocab:
             raise UserValueError(
                 f"{path}: its tokenizer differs from the reference's ({reference}); validate compares "
                 "artifacts of one model, which share a tokenizer."
@@ -417,7 +424,12 @@ def config_for_run(cfg: RunConfig) -> ValidateConfig:
 def step(cfg: RunConfig, ctx: Context) -> Step:
     """The pipeline's validate: the reference (RUN_DIR/recovered) against every artifact this run's stages made."""
     reference = ctx.produced(REFERENCE)
-    candidates = [path for name in candidate_stages() if name in cfg.stages and (path := ctx.recorded(name))]
+    candidates = [
+        artifact
+        for name in candidate_stages()
+        if name in cfg.stages and (path := ctx.recorded(name))
+        for artifact in artifact_paths(path)
+    ]
     vcfg = config_for_run(cfg)
     suite = load_suite(vcfg.suite)
     calibration = calibration_pairs(cfg)
