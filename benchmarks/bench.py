@@ -10,6 +10,8 @@ validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint
 onnx: python -m benchmarks.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
 engine: the `standin` suite (--suite) with --engine native and with --engine vllm, side by side per benchmark.
 batch: python -m benchmarks.bench_batch (generation and scoring tokens/s at batch 1, 4, 16, 32 for each backend).
+gguf: python -m benchmarks.bench_gguf (GGUF types with and without our importance matrix against GPTQ and int4 ONNX:
+perplexity, KL, bits per weight; decode speed of llama.cpp, onnxruntime-genai and torch; export time and memory).
 
 recover: a ~1B-parameter random LLaMA pair on disk (fp16 base, float32 diff with one added vocabulary row, both
 sharded), recovered by `tulu-quant recover` and by the naive full-load algorithm (open-instruct's: both state dicts in
@@ -32,7 +34,7 @@ from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shard
 from .common import ROOT, load_average, machine, shown, tool
 
 # The sections of docs/benchmarks.md, in order; `make bench` runs them all.
-SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "engine", "batch", "onnx")
+SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "engine", "batch", "onnx", "gguf")
 
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
@@ -518,6 +520,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif what == "dtype":
             bench_module(out, "dtype", "benchmarks.bench_dtype", "Quantize seconds per layer by compute dtype")
+        elif what == "gguf":
+            bench_module(
+                out,
+                "gguf",
+                "benchmarks.bench_gguf",
+                "GGUF (llama.cpp) on the stand-in: quality, speed, export",
+                "--run-dir",
+                str(run_dir),
+            )
         elif what == "onnx":
             bench_module(
                 out,

@@ -220,3 +220,33 @@ def run_config(**sections):
     if "validate_" in data:
         data["validate"] = data.pop("validate_")
     return RunConfig.model_validate(data)
+
+
+SENTENCES = "The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market. "
+
+
+def save_tiny_sentencepiece(root: Path, seed: int = 0, **config) -> Path:
+    """A random 2-layer LLaMA in float16 that llama.cpp converts: a LLaMA-1-style SentencePiece tokenizer, hidden 256
+    and intermediate 512 (widths that k-quants' blocks of 256 tile)."""
+    tokenizer = sentencepiece_tokenizer(SENTENCES * 4, root)
+    values = {
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "initializer_range": 0.05,
+        **config,
+    }
+    return save_tiny_hf(root, tokenizer, seed=seed, **values)
+
+
+def export_tiny_gguf(model_dir: Path, out: Path, types=("F16", "Q8_0"), calib: Path | None = None, **settings):
+    """`tulu-quant export-gguf` of a tiny model (no importance matrix unless calib, no verification unless asked)."""
+    from tulu_quant.stages import export_gguf
+
+    values = {"types": list(types), "imatrix": calib is not None, "verify": False, "threads": 2, **settings}
+    cfg = run_config(export_gguf=values, model__name="tiny", model__chat_format="tulu", model__license="apache-2.0")
+    return export_gguf.run(cfg, model_dir, out, calib, force=True, log_file=out.parent / f"{out.name}.log")

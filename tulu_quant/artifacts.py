@@ -92,13 +92,13 @@ def run_artifacts(run_dir: Path) -> list[Artifact]:
     return found
 
 
-def rank(artifact: Artifact, cuda: bool, onnx_targets: set[str], memory: int | None = None) -> int | None:
+def rank(artifact: Artifact, cuda: bool, onnx_targets: set[str], memory: int | None = None) -> float | None:
     """Lower is faster on this machine; None: it cannot run here. CUDA: GPTQ kernels, then a CUDA ONNX export, then
     the full-precision model. CPU: ONNX (int4 first, onnxruntime-genai), then the full-precision model (computed in
     float32), then GPTQ (transformers dequantizes on CPU), which comes first when float32 would not fit in memory. A
     GGUF ranks after the ONNX export, its smaller files (fewer bits, faster decode on CPU) first; on CUDA after GPTQ."""
     if artifact.kind == "gguf":
-        return (2 if cuda else 1) * 1000 + min(weights_bytes(artifact.path) >> 20, 999)
+        return (2500 if cuda else 1000) + weights_bytes(artifact.path) / 2**50  # smaller first, below the next kind
     if artifact.kind == "onnx":
         if (artifact.target or "cpu") not in onnx_targets:
             return None
@@ -110,7 +110,7 @@ def rank(artifact: Artifact, cuda: bool, onnx_targets: set[str], memory: int | N
     bytes_per_weight = {"float32": 4}.get(artifact.precision or "", 2)
     if not cuda and memory is not None and weights_bytes(artifact.path) * 4 // bytes_per_weight > memory:  # as float32
         return 4000
-    return 2500 if cuda else 2000
+    return 2000
 
 
 def pick(
@@ -149,10 +149,12 @@ def weights_bytes(path: Path) -> int:
 def choose(path: Path, device: str = "auto") -> Choice:
     """A model folder is served as it is; a run directory (with manifest.json) serves its fastest artifact here."""
     path = Path(path)
-    if not path.is_dir():
-        raise MissingPath(f"{path}: no such directory; pass a run directory (e.g. runs/standin) or a model folder.")
+    if not path.is_dir() and not (path.is_file() and path.suffix == ".gguf"):
+        raise MissingPath(
+            f"{path}: no such directory; pass a run directory (e.g. runs/standin), a model folder or a .gguf file."
+        )
     if not (path / MANIFEST).is_file():
-        parent = path.parent if (path.parent / MANIFEST).is_file() else None
+        parent = next((d for d in (path.parent, path.parent.parent) if (d / MANIFEST).is_file()), None)  # GGUF: 2 up
         recorded = {str(a.path.resolve()): a for a in run_artifacts(parent)} if parent else {}
         artifact = recorded.get(str(path.resolve())) or describe_folder(path)
         return Choice(artifact, "a model folder, served as given", parent)

@@ -36,7 +36,7 @@ from typing import Any
 
 from .config import RunConfig, parse_size
 from .errors import MissingPath, UserValueError
-from .progress import human_bytes
+from .progress import human_bytes, human_seconds
 
 # LLaMA-1 shapes (Touvron et al. 2023, table 2) with Tulu's vocabulary (32000 + <pad>); untied embeddings.
 LLAMA1 = {
@@ -371,6 +371,39 @@ def suite_table(shape: Shape, bits: int, group_size: int) -> str:
     return "\n".join(rows)
 
 
+# export_gguf's rates, measured on the stand-in (135M parameters) on a 2-core AMD EPYC with AVX512 (docs/gguf.md):
+# llama.cpp's converter wrote the 269 MB F16 GGUF in 9.2 s (Python start-up included), the quantizer made Q4_K_M in
+# 3.8 s on 2 threads, the importance matrix's float32 forward passes ran 128 x 512 tokens through 30 layers in 173 s.
+GGUF_RATES = {
+    "convert_bytes_per_s": 269e6 / 9.2,
+    "quantize_params_per_s": 134.5e6 / 3.8,
+    "imatrix_flops_per_s": 2 * 106.9e6 * 128 * 512 / 173.0,
+}
+
+
+def gguf_projection(shape: Shape, types: list[str], samples: int, seq_len: int) -> str:
+    """Lines: the GGUF export's files, disk and time for this model, scaled from GGUF_RATES (a PROJECTION: the
+    converter is disk-bound, the quantizer and the matrix compute-bound, on the CPU they were measured on)."""
+    from .stages.export_gguf import FLOAT_TYPES, estimated_bytes, nominal_bits
+
+    files = ", ".join(
+        f"{t} ~{human_bytes(int(shape.params * (nominal_bits(t) + (0 if t in FLOAT_TYPES else 0.35)) / 8))}"
+        for t in types
+    )
+    convert = shape.params * 2 / GGUF_RATES["convert_bytes_per_s"]
+    quantize = len(types) * shape.params / GGUF_RATES["quantize_params_per_s"]
+    imatrix = 2 * shape.layer_params * shape.layers * samples * seq_len / GGUF_RATES["imatrix_flops_per_s"]
+    return "\n".join(
+        [
+            f"\nGGUF export (export_gguf): {files}; up to {human_bytes(estimated_bytes(types, shape.params))} of disk "
+            "while it runs (the temporary F16 GGUF included).",
+            f"PROJECTION on a 2-core CPU like the one measured (docs/gguf.md): convert {human_seconds(convert)}, "
+            f"quantize {human_seconds(quantize)}, importance matrix over {samples} x {seq_len} tokens "
+            f"{human_seconds(imatrix)} (float32; export_gguf.imatrix_device cuda runs it on a GPU instead).",
+        ]
+    )
+
+
 def gpu_list(extra: str | None) -> dict[str, int]:
     gpus = dict(CONSUMER_GPUS)
     if extra:
@@ -397,5 +430,6 @@ def run(model: str, cfg: RunConfig) -> str:
             f"\nThe full evaluation suite on vLLM for {name}: a PROJECTION from vendor bandwidth/FLOPS and assumed "
             "efficiencies, answers at their max_new_tokens (an upper bound), not a measurement (docs/serving.md):",
             suite_table(estimate.shape, bits, group),
+            gguf_projection(estimate.shape, cfg.export_gguf.types, samples, seq_len),
         ]
     )

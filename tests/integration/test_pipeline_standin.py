@@ -76,12 +76,24 @@ def finished(tmp_path_factory):
 def test_every_stage_ran_and_is_recorded(finished):
     config, run_dir, done = finished
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    assert list(manifest) == ["standin", "recover", "calibrate", "quantize", "export_onnx", "validate", "publish"]
+    assert list(manifest) == [
+        "standin",
+        "recover",
+        "calibrate",
+        "quantize",
+        "export_onnx",
+        "export_gguf",
+        "validate",
+        "publish",
+    ]
     for entry in manifest.values():
         assert entry["status"] == "done" and entry["outputs"] and entry["seconds"] >= 0 and entry["peak_rss_bytes"] > 0
     assert (run_dir / "gptq" / "quantize_config.json").is_file() and (run_dir / "onnx" / "genai_config.json").is_file()
     summary = done.stderr
-    for label in ("fp16 (reference)", "GPTQ", "ONNX", "smaller", "publishable folder"):
+    gguf = json.loads((run_dir / "gguf" / "gguf.json").read_text())
+    assert [f["type"] for f in gguf["files"]] == ["Q4_K_M"] and gguf["imatrix"]["samples"] == 16
+    assert gguf["files"][0]["verification"]["llama_tokenizer_agrees"] is True
+    for label in ("fp16 (reference)", "GPTQ", "ONNX", "GGUF Q4_K_M", "smaller", "publishable folder"):
         assert label in summary, label
     # A second run skips everything.
     again = run(config)
@@ -105,6 +117,10 @@ def test_model_card_carries_the_measured_numbers(finished):
         assert "not available offline: pass --data alpaca_eval=PATH" in card
     sums = (run_dir / "publish" / "SHA256SUMS").read_text()
     assert "model.safetensors" in sums and "onnx/genai_config.json" in sums
+    assert "gguf/standin-smollm2-135m-Q4_K_M.gguf" in sums and "gguf/imatrix.gguf" in sums
+    gguf = next(c for c in report["candidates"] if c["path"].endswith("Q4_K_M.gguf"))
+    assert "## GGUF (llama.cpp, Ollama, LM Studio)" in card
+    assert f"{gguf['deltas']['ppl.wiki']['delta_pct']:+.2f} %" in card  # the measured number, from the report
 
 
 def test_killed_run_resumes_with_the_same_hashes(finished, tmp_path):
@@ -116,13 +132,13 @@ def test_killed_run_resumes_with_the_same_hashes(finished, tmp_path):
     resumed_config = tmp_path / "resume.yaml"
     resumed_config.write_text(yaml.safe_dump(data))
     shutil.copytree(run_dir, tmp_path / "run", symlinks=True)
-    later = ["quantize", "export_onnx", "validate", "publish"]
+    later = ["quantize", "export_onnx", "export_gguf", "validate", "publish"]
     manifest_path = tmp_path / "run" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     for stage in later:
         manifest["stages"].pop(stage)
     manifest_path.write_text(json.dumps(manifest))
-    for folder in ("gptq", "onnx", "report", "publish"):
+    for folder in ("gptq", "onnx", "gguf", "report", "publish"):
         shutil.rmtree(tmp_path / "run" / folder)
 
     proc = subprocess.Popen(

@@ -473,3 +473,29 @@ def test_demo_config_is_safe_by_default():
         build(DemoConfig, {"max_new_tokens": 4096}, "test")
     with pytest.raises(ConfigError, match="unknown key 'shares'"):
         build(DemoConfig, {"shares": True}, "test")
+
+
+def test_gguf_files_are_artifacts_of_their_own(tmp_path):
+    recovered, onnx = folder(tmp_path, "recovered", "torch"), folder(tmp_path, "onnx", "onnx", precision="int4")
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    files = [{"type": "Q8_0", "file": "m-Q8_0.gguf"}, {"type": "Q4_K_M", "file": "m-Q4_K_M.gguf"}]
+    for entry, size in zip(files, (2000, 1000)):
+        (gguf / entry["file"]).write_bytes(b"\0" * size)
+    (gguf / "imatrix.gguf").write_bytes(b"\0" * 10)
+    (gguf / "gguf.json").write_text(json.dumps({"files": files}))
+    run_dir_with(tmp_path, {"recover": recovered, "export_onnx": onnx, "export_gguf": gguf})
+    found = artifacts.run_artifacts(tmp_path)
+    assert [(x.kind, x.precision, x.path.name) for x in found[2:]] == [
+        ("gguf", "Q8_0", "m-Q8_0.gguf"),
+        ("gguf", "Q4_K_M", "m-Q4_K_M.gguf"),
+    ]
+    assert found[3].label == "GGUF Q4_K_M (llama.cpp)"
+    # CPU: the int4 ONNX export, then the smaller GGUF, then the larger, then the full-precision model
+    ranked = sorted(found, key=lambda x: artifacts.rank(x, cuda=False, onnx_targets={"cpu"}))
+    assert [x.path.name for x in ranked] == ["onnx", "m-Q4_K_M.gguf", "m-Q8_0.gguf", "recovered"]
+    best, reason = artifacts.pick([found[0], *found[2:]], cuda=False, onnx_targets={"cpu"})
+    assert best.path.name == "m-Q4_K_M.gguf" and "llama.cpp runs the Q4_K_M GGUF" in reason
+    given = artifacts.choose(gguf / "m-Q8_0.gguf")  # a file of a run: served as given, with the run's format
+    assert given.artifact.precision == "Q8_0" and given.artifact.chat_format == "tokenizer"
+    assert artifacts.describe_folder(gguf).path == gguf / "m-Q8_0.gguf"  # a folder: its first type

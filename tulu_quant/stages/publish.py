@@ -191,7 +191,9 @@ def gguf_section(rows: list[dict[str, Any]], repo: str, license_note: str) -> li
         return []
 
     def num(value, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
+        if value is None:
+            return "-"
+        return f"{format(value, fmt.rstrip('%'))} %" if fmt.endswith("%") else format(value, fmt)
 
     first = rows[0]["file"]
     lines = [
@@ -209,7 +211,7 @@ def gguf_section(rows: list[dict[str, Any]], repo: str, license_note: str) -> li
         matrix = f"yes ({r['imatrix_samples']} samples)" if r.get("imatrix") else "no"
         lines.append(
             f"| `gguf/{r['file']}` | {r['type']} | {human_bytes(r['bytes'])} | {r['bits_per_weight']:.2f} | {matrix} | "
-            f"{num(r['ppl_delta_pct'], '+.2f')} % | {num(r['kl_mean'], '.4f')} | {num(r['top1'], '.1f')} | {gates} |"
+            f"{num(r['ppl_delta_pct'], '+.2f%')} | {num(r['kl_mean'], '.4f')} | {num(r['top1'], '.1f')} | {gates} |"
         )
     fallbacks = sorted({note for r in rows for note in r.get("fallbacks", [])})
     if fallbacks:
@@ -379,7 +381,7 @@ def model_card(
         "```",
         "",
     ]
-    lines += gguf_section(gguf or [], repo, f"The {model.license} license terms above apply to these files too.")
+    lines += gguf_section(gguf or [], repo, "The license section above applies to these files too.")
     if onnx:
         lines += [
             "onnxruntime-genai (the `onnx/` folder; `pip install onnxruntime-genai`):",

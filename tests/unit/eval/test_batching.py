@@ -1,6 +1,6 @@
 """Every benchmark kind gives the same results in batches as one sequence at a time (greedy decoding), on a tiny
-random LLaMA through the transformers backend: perplexity, KL against a saved reference, MMLU, GSM, BBH, TydiQA, Codex
-and AlpacaFarm answers, at batch sizes 1, 3 and auto."""
+random LLaMA through the transformers backend and through llama.cpp (its F16 GGUF): perplexity, KL against a saved
+reference, MMLU, GSM, BBH, TydiQA, Codex and AlpacaFarm answers, at batch sizes 1, 3 and auto."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import bpe_tokenizer, save_tiny_hf
+from tiny import bpe_tokenizer, export_tiny_gguf, save_tiny_hf, save_tiny_sentencepiece
 
 from tulu_quant.backends.torch_backend import TorchBackend
 from tulu_quant.config import GenerationSettings
@@ -29,6 +29,18 @@ def backend(tmp_path_factory) -> TorchBackend:
     # a sharper output distribution than the default (head_scale): argmax ties are out of reach of float rounding
     save_tiny_hf(root, bpe_tokenizer(TEXT), seed=3, head_scale=4.0, max_position_embeddings=512, dtype=torch.float32)
     return TorchBackend(root)
+
+
+@pytest.fixture(scope="module")
+def gguf_backend(tmp_path_factory):
+    from tulu_quant.backends.gguf_backend import GgufBackend
+
+    root = tmp_path_factory.mktemp("tiny-gguf")
+    model = save_tiny_sentencepiece(root / "model", seed=3, head_scale=4.0, max_position_embeddings=512)
+    export_tiny_gguf(model, root / "gguf", types=("F16",))
+    backend = GgufBackend(root / "gguf", threads=2)
+    yield backend
+    backend.close()
 
 
 def mmlu_item(q: str, answer: str) -> dict:
@@ -95,7 +107,9 @@ def every_benchmark(backend: TorchBackend, batch_size, folder: Path) -> dict:
     }
 
 
-def test_every_benchmark_gives_the_same_results_in_batches(backend, tmp_path):
+@pytest.mark.parametrize("kind", ["torch", "gguf"])
+def test_every_benchmark_gives_the_same_results_in_batches(kind, request, tmp_path):
+    backend = request.getfixturevalue("backend" if kind == "torch" else "gguf_backend")
     one = every_benchmark(backend, 1, tmp_path / "one")
     assert one["kl_tokens"] == 5 * 23 and one["top1"] == 100.0
     assert any(one["gsm_False"]) and any(one["alpaca"])  # the tiny model does say something

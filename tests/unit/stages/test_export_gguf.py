@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import run_config, save_tiny_hf, sentencepiece_tokenizer, write_calibration
+from tiny import SENTENCES, run_config, save_tiny_sentencepiece, write_calibration
 
 from tulu_quant.backends.gguf_backend import read_metadata
 from tulu_quant.config import ConfigError, ExportGgufConfig, GgufType, load_config
@@ -18,28 +18,9 @@ from tulu_quant.errors import MissingLibrary, PathExists
 from tulu_quant.stages import export_gguf
 from tulu_quant.stages.export_gguf import GgufError
 
-TEXT = "The quick brown fox jumps over the lazy dog while the old river runs south past the mill and the market. " * 4
+TEXT = SENTENCES * 4
 STANDIN_WIDTHS = {"hidden_size": 576, "num_attention_heads": 9, "head_dim": 64, "intermediate_size": 1536}
 TULU_WIDTHS = {"hidden_size": 5120, "num_attention_heads": 40, "intermediate_size": 13824}
-
-
-def build_tiny(root: Path, seed: int = 0) -> Path:
-    """A random 2-layer LLaMA in float16, hidden 256 / intermediate 512 (widths k-quants' 256-blocks tile), with a
-    SentencePiece tokenizer like LLaMA-1's."""
-    tokenizer = sentencepiece_tokenizer(TEXT, root)
-    return save_tiny_hf(
-        root,
-        tokenizer,
-        seed=seed,
-        hidden_size=256,
-        intermediate_size=512,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        initializer_range=0.05,
-    )
 
 
 def export(model: Path, out: Path, calib: Path | None, **values) -> export_gguf.GgufResult:
@@ -57,7 +38,7 @@ def export(model: Path, out: Path, calib: Path | None, **values) -> export_gguf.
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+    return save_tiny_sentencepiece(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -201,3 +201,44 @@ def test_runtimes_follow_the_checkpoints_settings():
         "not 8" in eight["vLLM 0.32, CPU with AVX512"]
         and "4-bit GPTQ only" in eight["onnxruntime-genai model builder (int4 MatMulNBits)"]
     )
+
+
+def test_gguf_files_go_under_gguf_with_their_measured_numbers(tmp_path, artifacts):
+    model, report_dir = artifacts
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    for name in ("tulu-13b-Q4_K_M.gguf", "tulu-13b-Q8_0.gguf", "imatrix.gguf"):
+        (gguf / name).write_bytes(name.encode() * 100)
+    files = [
+        {"type": "Q4_K_M", "file": "tulu-13b-Q4_K_M.gguf", "bytes": 7_865_000_000, "bits_per_weight": 4.84,
+         "imatrix": True, "fallbacks": []},
+        {"type": "Q8_0", "file": "tulu-13b-Q8_0.gguf", "bytes": 13_830_000_000, "bits_per_weight": 8.5,
+         "imatrix": False, "fallbacks": []},
+    ]  # fmt: skip
+    (gguf / "gguf.json").write_text(json.dumps({"files": files, "imatrix": {"samples": 128}}))
+    report = json.loads((report_dir / "report.json").read_text())
+    report["candidates"].append(
+        {
+            "path": str(gguf / "tulu-13b-Q4_K_M.gguf"),
+            "name": "tulu-13b-Q4_K_M.gguf",
+            "metrics": {"kl_mean": metric("kl_mean", "KL", 0.0123, "nats"), "top1_agreement": metric("t", "t", 94.5)},
+            "deltas": {"ppl.wiki": {"delta": 0.05, "delta_pct": 1.37, "ci": [1.1, 1.6], "ci_unit": "%"}},
+            "passed": True,
+        }
+    )
+    (report_dir / "report.json").write_text(json.dumps(report))
+    result = publish_run(model, report_dir, tmp_path / "pub", cfg=PublishConfig(repo_id="me/tulu-13b"), gguf_dir=gguf)
+    out = tmp_path / "pub"
+    assert {"gguf/tulu-13b-Q4_K_M.gguf", "gguf/tulu-13b-Q8_0.gguf", "gguf/imatrix.gguf"} <= set(result.files)
+    assert "gguf/gguf.json" not in result.files  # our record (local paths) stays in the run directory
+    card = (out / "README.md").read_text()
+    assert "- gguf\n" in card and "## GGUF (llama.cpp, Ollama, LM Studio)" in card
+    assert (
+        "| `gguf/tulu-13b-Q4_K_M.gguf` | Q4_K_M | 7.32 GiB | 4.84 | yes (128 samples) | +1.37 % | 0.0123 | 94.5 |"
+        in card
+    )
+    assert "| `gguf/tulu-13b-Q8_0.gguf` | Q8_0 | 12.88 GiB | 8.50 | no | - | - | - | - |" in card
+    assert "hf download me/tulu-13b gguf/tulu-13b-Q4_K_M.gguf" in card
+    assert "The license section above applies to these files too." in card
+    sums = (out / "SHA256SUMS").read_text()
+    assert "  gguf/tulu-13b-Q8_0.gguf\n" in sums

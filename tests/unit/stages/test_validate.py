@@ -329,3 +329,41 @@ def test_engine_vllm_without_its_environment_fails_before_any_work(tmp_path, mod
             models["reference"], [models["same"]], tmp_path / "report", vcfg, SuiteConfig.model_validate(SUITE)
         )
     assert not (tmp_path / "report").exists() and not (tmp_path / ".report.work").exists()
+
+
+def test_each_gguf_file_is_a_candidate_of_its_own(tmp_path, fake_data):
+    """A GGUF export folder in the manifest: every file scored against the reference with llama.cpp, named by file."""
+    import yaml
+    from tiny import export_tiny_gguf, save_tiny_sentencepiece
+
+    from tulu_quant.config import RunConfig
+    from tulu_quant.manifest import Manifest
+    from tulu_quant.stages.base import Context
+
+    reference = save_tiny_sentencepiece(tmp_path / "recovered")
+    gguf = export_tiny_gguf(reference, tmp_path / "gguf", types=("F16", "Q4_0")).out
+    suite = tmp_path / "tiny.yaml"
+    disabled = {name: {"enabled": False} for name in ("mmlu", "codex", "gsm", "bbh", "tydiqa")}
+    suite.write_text(yaml.safe_dump({**SUITE, **disabled}))
+    run_cfg = RunConfig.model_validate(
+        {
+            "model": {"name": "tiny", "base": "b", "diff": "d", "context_length": 64, "chat_format": "tulu"},
+            "run_dir": str(tmp_path),
+            "stages": ["recover", "export_gguf", "validate"],
+            "validate": {"suite": str(suite), "gates": [{"metric": "kl_mean", "max_value": 0.05}], "device": "cpu"},
+        }
+    )
+    manifest = Manifest(tmp_path / "manifest.json")
+    for stage, path in (("recover", reference), ("export_gguf", gguf)):
+        manifest.stages[stage] = {"status": "done", "output_dirs": [str(path)]}
+    step = validate.step(run_cfg, Context(tmp_path, manifest))
+    assert step.inputs == [reference, gguf / "tiny-F16.gguf", gguf / "tiny-Q4_0.gguf"]
+    summary = step.run()
+    f16, q4 = summary["candidates"]["tiny-F16.gguf"], summary["candidates"]["tiny-Q4_0.gguf"]
+    assert f16["kl_mean"] < 1e-3 < q4["kl_mean"] and f16["passed"]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    info = report["candidates"][1]["info"]
+    assert info["kind"] == "gguf" and info["quantization"]["type"] == "Q4_0"
+    assert info["size_bytes"] == (gguf / "tiny-Q4_0.gguf").stat().st_size
+    assert "native backend (not vLLM" not in info["engine"]
+    assert "## tiny-Q4_0.gguf (gguf" in (tmp_path / "report" / "report.md").read_text()
