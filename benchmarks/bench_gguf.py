@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench_onnx import REPEATS, THREADS, machine_meta, measure, slug
+from .bench_onnx import REPEATS, THREADS, machine_meta, measured_rows
 from .common import ROOT, load_average, tool
 
 log = logging.getLogger("benchmarks.bench_gguf")
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "standin")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--new-tokens", type=int, default=128, help="greedy tokens timed per row (protocol: 128)")
     args = parser.parse_args(argv)
     from tulu_quant.chat import resolve_format
     from tulu_quant.progress import setup_logging
@@ -196,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     chat_format = resolve_format("auto", AutoTokenizer.from_pretrained(run_dir / "recovered"))
-    speed_args = argparse.Namespace(new_tokens=128)
     with_dir = Path(exports["with our importance matrix"]["out"])
     plan = [
         *[(f"llama.cpp {t} (imatrix, llama-cpp-python)", next(with_dir.glob(f"*-{t}.gguf"))) for t in SPEED_ROWS],
@@ -206,19 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    speed = []
-    for name, path in plan:
-        done = args.out / "rows" / f"{slug(name)}.json"
-        if done.is_file() and not args.force:
-            speed.append(json.loads(done.read_text()))
-            continue
-        speed.append(measure(name, path, chat_format, False, speed_args))
-        done.parent.mkdir(exist_ok=True)
-        done.write_text(json.dumps(speed[-1], indent=2))
+    speed = measured_rows([(name, path, False) for name, path in plan], chat_format, args)
     meta = {
         "command": "python -m benchmarks.bench_gguf " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_meta(),
-        "new_tokens": 128,
+        "new_tokens": args.new_tokens,
         "prompt_tokens": speed[0]["prompt_tokens"],
         "load_before": load_before,
         "load_after": load_average(),

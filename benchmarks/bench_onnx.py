@@ -134,6 +134,21 @@ def measure(name: str, path: Path, chat_format: str, perplexity: bool, args) -> 
     return row
 
 
+def measured_rows(plan: list[tuple[str, Path, bool]], chat_format: str, args) -> list[dict[str, Any]]:
+    """measure() of each (name, path, perplexity) of the plan; a row finished earlier is read from OUT/rows instead
+    (unless --force), so an interrupted run resumes."""
+    rows = []
+    for name, path, perplexity in plan:
+        done = args.out / "rows" / f"{slug(name)}.json"
+        if done.is_file() and not args.force:
+            rows.append(json.loads(done.read_text()))
+            continue
+        rows.append(measure(name, path, chat_format, perplexity, args))
+        done.parent.mkdir(exist_ok=True)
+        done.write_text(json.dumps(rows[-1], indent=2))
+    return rows
+
+
 def export_all(
     model: Path, gptq: Path | None, out: Path, chat_format: str, force: bool, log_file: Path
 ) -> dict[str, Path]:
@@ -227,15 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if gptq is not None:
         plan.append(("GPTQ checkpoint, transformers", gptq, torch_ppl and not args.skip_gptq_ppl))
     plan += [(name, path, not args.speed_only) for name, path in exports.items()]
-    rows = []
-    for name, path, perplexity in plan:  # each finished row is kept, so an interrupted run resumes
-        done = args.out / "rows" / f"{slug(name)}.json"
-        if done.is_file() and not args.force:
-            rows.append(json.loads(done.read_text()))
-            continue
-        rows.append(measure(name, path, chat_format, perplexity, args))
-        done.parent.mkdir(exist_ok=True)
-        done.write_text(json.dumps(rows[-1], indent=2))
+    rows = measured_rows(plan, chat_format, args)
     meta = {
         "command": "python -m benchmarks.bench_onnx " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_meta(),

@@ -669,7 +669,7 @@ class ExportGgufConfig(Strict):
     threads: int | None = Field(
         None, gt=0, description="llama.cpp threads for quantizing and verifying (None: every core this process has)."
     )
-    verify: bool = Field(True, description="Score each file against the float32 torch model and generate.")
+    verify: bool = Field(True, description="Score each file against the fp16 model (layer by layer) and generate.")
     verify_source: str = Field("wiki", description="tulu_quant.data source whose evaluation text is scored.")
     verify_tokens: int = Field(512, ge=16, description="Tokens of that text scored by both models (one window).")
     verify_new_tokens: int = Field(16, ge=1, description="Greedy tokens the verification generates.")

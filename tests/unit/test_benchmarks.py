@@ -40,3 +40,41 @@ def test_batch_table_shows_speedups_and_what_vllm_refused():
     text = markdown(result)
     assert "| fp16 | generate | 10 tok/s (1.0x) | 30 tok/s (3.0x) |" in text
     assert "| GPTQ (vLLM CPU) | not loaded: this CPU lacks AVX512 |" in text
+
+
+def test_gguf_tables_give_ratios_against_fp16_and_llama_cpp_q4_k_m(tmp_path):
+    import json
+
+    from benchmarks.bench_gguf import markdown, quality_rows
+
+    ref = tmp_path / "recovered"
+    ref.mkdir()
+    (ref / "model.safetensors").write_bytes(b"\0" * 2000)
+    report = {
+        "reference": {"path": str(ref), "metrics": {"ppl.wiki": {"value": 20.0}, "ppl.shakespeare": {"value": 40.0}}},
+        "candidates": [
+            {
+                "path": "/g/m-Q4_K_M.gguf",
+                "info": {"size_bytes": 500},
+                "metrics": {
+                    "ppl.wiki": {"value": 21.0},
+                    "ppl.shakespeare": {"value": 44.0},
+                    "kl_mean": {"value": 0.05},
+                    "top1_agreement": {"value": 90.0},
+                },
+            }
+        ],
+    }
+    rows = quality_rows(report, {"/g/m-Q4_K_M.gguf": "GGUF Q4_K_M (imatrix)"}, 1000)
+    assert rows[0]["bpw"] == 16.0 and rows[1]["bpw"] == 4.0
+    assert rows[1]["wiki_ratio"] == 1.05 and rows[1]["shakespeare_ratio"] == 1.1
+    speed = [
+        {"name": "llama.cpp Q4_K_M (imatrix, llama-cpp-python)", "ttft_ms": 50.0, "decode_tokens_per_s": 100.0},
+        {"name": "int4 ONNX from GPTQ (onnxruntime-genai)", "ttft_ms": 40.0, "decode_tokens_per_s": 150.0},
+    ]
+    exports = {"with": {"seconds": 10, "peak_rss": 2**30, "convert_seconds": 2.0, "imatrix": None, "files": []}}
+    meta = {"command": "c", "machine": {"line": "m"}, "load_before": 0, "load_after": 0}
+    text = markdown({**meta, "new_tokens": 128, "prompt_tokens": 30}, rows, speed, exports)
+    assert "| GGUF Q4_K_M (imatrix) | 4.00 | 21.00 | 1.050 | 44.00 | 1.100 | 0.0500 | 90.0 |" in text
+    assert "| int4 ONNX from GPTQ (onnxruntime-genai) | 40 | 150.0 | 1.50x |" in text
+    assert json.dumps(rows)  # the JSON record takes the same rows

@@ -293,7 +293,8 @@ def test_sweep_without_variants_is_a_config_error(tmp_path, capfd):
 
 def test_start_up_imports_no_heavy_library():
     code = "import sys; from tulu_quant import cli; cli.build_parser(); print(sorted(m for m in ('torch', "
-    code += "'transformers', 'gptqmodel', 'onnxruntime', 'onnxruntime_genai', 'gradio') if m in sys.modules))"
+    code += "'transformers', 'gptqmodel', 'onnxruntime', 'onnxruntime_genai', 'gradio', 'llama_cpp', 'gguf') "
+    code += "if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout.replace("'", '"')) == []
 

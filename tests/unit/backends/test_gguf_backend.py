@@ -98,3 +98,12 @@ def test_a_gguf_without_tokenizer_files_uses_the_one_inside(folder, f16, tmp_pat
         )
     finally:
         alone.close()
+
+
+def test_generate_command_streams_from_a_gguf_file(folder, capfd):
+    from tulu_quant.cli import main
+
+    code = main(["generate", "--model", str(folder / "tiny-Q8_0.gguf"), "--prompt", "the river"]
+                + ["--max-new-tokens", "6", "--threads", "2", "--chat-format", "tulu"])  # fmt: skip
+    out = capfd.readouterr()
+    assert code == 0 and out.out.endswith("\n") and "time to first token" in out.err
