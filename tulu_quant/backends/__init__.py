@@ -166,7 +166,7 @@ def detect_kind(path: Path) -> str:
     if config.is_file():
         return "torch"
     raise UserValueError(
-        f"{path}: not a model directory (no config.json or genai_config.json) nor a .gguf file; pass a model folder or file."
+        f"{path}: not a model directory (no config.json or genai_config.json) nor a .gguf file; pass a model."
     )
 
 
