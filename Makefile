@@ -16,7 +16,7 @@ RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
 LLAMA_CPP_PACKAGE ?= llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 
-.PHONY: install lint quantize test test-unit test-gpu bench bench-recover sweep demo browser vllm clean
+.PHONY: install lint quantize test test-deps test-unit test-gpu bench bench-recover sweep demo browser vllm clean
 
 install: $(VENV)/.installed
 
@@ -59,7 +59,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: install vllm browser lint
+# The three installs run side by side: compiling llama.cpp keeps the CPUs busy while vLLM's wheels download and unpack.
+test-deps:
+	$(MAKE) -j3 --output-sync=target install vllm browser
+
+test: test-deps lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install

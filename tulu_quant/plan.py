@@ -11,11 +11,16 @@ Quantizing (GPTQModel walks the decoder one layer at a time; what is resident at
                                                        #   gate/up, down), or the whole layer without true_sequential
     solve       = (3 * out * in + in^2) * 4            # GPTQ on the largest linear: W, Q, the error, H^-1 in float32
     workspace   = WORKSPACE_BYTES                      # GPTQModel's thread pools, logs and packing buffers
+    allocator   = ALLOCATOR_SLACK * (the sum above)    # blocks the allocator keeps after they are freed
     peak        = the sum of the above (+ the Python/torch/GPTQModel process on CPU, ~PROCESS_BYTES)
 
 Measured on CPU (tests/unit/test_plan.py): a 2-layer model (hidden 512, head_dim 128) with 128 x 256 calibration tokens
-peaked 193-258 MiB above the process's resting RSS over four runs, against 284 MiB estimated. The activations term is
-an upper bound: all inputs and all outputs are resident together only while a layer's last outputs are collected.
+peaked 193-297 MiB above the process's resting RSS over nine runs on three 2-core machines, against 284 MiB for the
+tensors alone: the same work left a spread of 1.5x in resident memory, which is the allocator's (glibc arenas per worker
+thread here; the CUDA caching allocator's fragmentation on GPUs), not the model's. The allocator term (20 %, the
+overhead memory calculators such as accelerate's commonly add) brings the estimate to 340 MiB, above every measurement.
+The activations term is an upper bound: all inputs and all outputs are resident together only while a layer's last
+outputs are collected.
 
 Serving the quantized model (transformers / vLLM, weights + KV cache):
 
@@ -52,6 +57,7 @@ CONSUMER_GPUS = {"12 GB": 12 * 2**30, "16 GB": 16 * 2**30, "24 GB": 24 * 2**30}
 RUNTIME_BYTES = 600 * 2**20  # CUDA context + cuBLAS/kernel workspace + logits; typical for one process on one GPU
 PROCESS_BYTES = 1_500 * 2**20  # Python + torch + transformers + GPTQModel resident on CPU before any model is loaded
 WORKSPACE_BYTES = 96 * 2**20  # GPTQModel's own working memory during quantize(): thread pools, logs, packing (CPU)
+ALLOCATOR_SLACK = 0.2  # freed blocks an allocator keeps resident, as a fraction of the live tensors
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ def quantize_peak(
     linears = shape.linears()
     hessians = max(sum(linears[n][0] ** 2 * 4 for n in step) for step in shape.steps(true_sequential))
     fan_in, fan_out = max(linears.values(), key=lambda io: io[0] * io[1])
-    return {
+    terms = {
         "layer": shape.layer_params * compute_bytes,
         "embeddings": shape.vocab * shape.hidden * compute_bytes,
         "activations": 2 * samples * seq_len * shape.hidden * compute_bytes,
@@ -134,6 +140,7 @@ def quantize_peak(
         "solve": (3 * fan_out * fan_in + fan_in**2) * 4,
         "workspace": WORKSPACE_BYTES,
     }
+    return {**terms, "allocator": int(ALLOCATOR_SLACK * sum(terms.values()))}
 
 
 def quantized_weight_bytes(shape: Shape, bits: int = 4, group_size: int = 128) -> int:

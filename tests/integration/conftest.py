@@ -20,13 +20,15 @@ def standin() -> Path:
 
 @pytest.fixture(scope="session")
 def standin_gptq(standin, tmp_path_factory):
-    """4-bit g64 symmetric from 16 x 256 wiki tokens (the stand-in default's method, less calibration): the
-    QuantizeResult of the quantize stage."""
+    """4-bit g64 symmetric from 16 x 256 wiki tokens (the stand-in default's method, one forward per layer, without its
+    clipping search and with less calibration): the QuantizeResult of the quantize stage."""
     from tulu_quant.stages import calibrate, quantize
 
     root = tmp_path_factory.mktemp("standin-gptq")
     calibration = CalibrateConfig(mix=[SourceWeight(source="wiki")], num_samples=16, seq_len=256)
-    settings = QuantizeConfig(bits=4, group_size=64, sym=True, damp_percent=0.01, offload_to_disk=False)
+    settings = QuantizeConfig(
+        bits=4, group_size=64, sym=True, damp_percent=0.01, true_sequential=False, batch_size=8, offload_to_disk=False
+    )
     cfg = run_config(calibrate=calibration, quantize=settings, model__chat_format="tokenizer")
     calib = calibrate.run(cfg, standin, root / "calib").out
     return quantize.run(cfg, standin, root / "gptq", calib, log_file=root / "gptq.log")

@@ -78,3 +78,35 @@ def test_gguf_tables_give_ratios_against_fp16_and_llama_cpp_q4_k_m(tmp_path):
     assert "| GGUF Q4_K_M (imatrix) | 4.00 | 21.00 | 1.050 | 44.00 | 1.100 | 0.0500 | 90.0 |" in text
     assert "| int4 ONNX from GPTQ (onnxruntime-genai) | 40 | 150.0 | 1.50x |" in text
     assert json.dumps(rows)  # the JSON record takes the same rows
+
+
+def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
+    from benchmarks.bench_quant import CALIBRATION, SYM_DEFAULT, table
+    from tulu_quant.config import QuantizeConfig
+
+    settings = QuantizeConfig(**SYM_DEFAULT).model_dump(mode="json")  # what a row records
+    calib = {"num_samples": CALIBRATION["num_samples"], "seq_len": 512, "mix": [{"source": "wiki", "weight": 1.0}]}
+    loads = {"transformers": "yes", "vllm_cuda": "yes", "vllm_cpu": "yes", "onnx_builder": "yes"}
+    default = {"name": "sym", "kind": "gptq", "quantize": settings, "calibrate": calib, "note": "default"}
+    default.update(wiki_ppl=22.0, shakespeare_ppl=44.0, kl=0.05, top1=90.0, seconds=300, peak_rss=2**30)
+    default["runtimes"] = loads
+    chat = {**default, "name": "chat", "calibrate": {**calib, "mix": [{"source": "instructions", "weight": 1.0}]}}
+    asym = {**default, "name": "asym", "quantize": {**settings, "sym": False}}
+    asym["runtimes"] = {
+        **loads,
+        "vllm_cuda": "vLLM refuses asymmetric GPTQ",
+        "vllm_cpu": "vLLM refuses asymmetric GPTQ",
+    }
+    records = [
+        {"name": "fp16", "kind": "fp16", "quantize": {}, "note": "weights", "wiki_ppl": 20.0, "shakespeare_ppl": 40.0},
+        default,
+        chat,
+        asym,
+    ]
+    text = table(records).splitlines()
+    assert (
+        "| **sym (stand-in default)** |" in text[3] and "| 22.00 | 1.100 | 1.100 | 0.0500 | 90.0 % | 300 |" in text[3]
+    )
+    assert text[3].endswith("| transformers, vLLM CUDA, vLLM CPU, ONNX |")
+    assert text[4].startswith("| chat |") and "calibration 128 x 512 instructions" in text[4]
+    assert "transformers, ONNX, not vLLM CUDA (vLLM refuses asymmetric GPTQ)" in text[5]
