@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: GPTQModel is an sdist that builds against the installed torch.
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q $(LLAMA_CPP_PACKAGE)
-	$(BIN)/pip install -q --no-build-isolation -e ".[dev,gguf]"
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev,gguf,autoround]"
 	touch $@
 
 # vLLM (CPU build here; the `vllm` package on CUDA machines) in its own environment: it pins transformers<5.20, which

@@ -1,11 +1,17 @@
 """Quantization quality on the stand-in: `python -m benchmarks.bench_quant --out DIR [--jobs 2] [--only NAME ...]`.
 
-Every row is one model scored by the same protocol (docs/standin.md): wiki perplexity over 24 non-overlapping windows
-of 512 tokens of the wiki evaluation split (the second half of the articles), weights computed in float32. GPTQ rows are
-made by this project's own stages (`calibrate` on the wiki calibration split, the first half; `quantize` through
-GPTQModel), then their checkpoint is dequantized (qweight, qzeros, scales, g_idx -> W) into a float32 model, so the rows
-differ only in their weights. RTN rows round each group of the fp16 weights to the nearest grid point (GPTQ's
-quantizer grid).
+Every row is one model scored by the same protocol (docs/standin.md): perplexity over 24 non-overlapping windows of 512
+tokens of the wiki evaluation split (the second half of the articles) and of the Shakespeare evaluation plays, and KL
+divergence and top-1 agreement against the fp16 model on the wiki windows, weights computed in float32. GPTQ rows are
+made by this project's own stages (`calibrate` on the wiki calibration split, the first half, unless a row says
+otherwise; `quantize` through GPTQModel or AutoRound), then their checkpoint is dequantized (qweight, qzeros, scales,
+g_idx -> W) into a float32 model, so the rows differ only in their weights. RTN rows round each group of the fp16
+weights to the nearest grid point (GPTQ's quantizer grid).
+
+Which runtimes load a row's checkpoint: transformers is tried (load through GPTQModel, generate 8 tokens); vLLM's
+verdict is its 0.32 rules (tulu_quant.backends.vllm_backend.vllm_refusal, checked against vLLM itself by
+tests/integration/test_vllm_cpu.py) for a CUDA GPU and an AVX512 CPU; the ONNX builder is tried when it applies
+(4-bit GPTQ v1 -> int4 MatMulNBits).
 
 Each row runs in its own process (peak RSS is that row's), writes DIR/rows/NAME.json and is reused by later runs (delete
 the file to measure it again); DIR/results.json and DIR/results.md hold the table of all rows present.
@@ -30,6 +36,30 @@ WINDOWS, WINDOW_LEN = 24, 512
 CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference figures' calibration (docs/standin.md)
 # GPTQModel 7.6's own defaults for a 4-bit g64 run: damp 0.05, group-aware reordering, bfloat16 forward on CPU.
 GPTQMODEL_DEFAULTS = {"bits": 4, "group_size": 64, "damp_percent": 0.05, "compute_dtype": "bfloat16"}
+
+# The stand-in default (configs/standin.yaml): the rows below vary one lever each from it.
+SYM_DEFAULT = {
+    "bits": 4,
+    "group_size": 64,
+    "sym": True,
+    "damp_percent": 0.01,
+    "mse": 2.4,
+    "true_sequential": False,
+    "batch_size": 8,
+}
+# AutoRound through the quantize stage (quantize.method: autoround), float32 forward and tuning.
+AUTOROUND = {
+    "method": "autoround",
+    "bits": 4,
+    "group_size": 64,
+    "sym": True,
+    "batch_size": 8,
+    "compute_dtype": "float32",
+}
+MIXES = {  # calibrate settings "mix" -> the calibration sources
+    "instructions": [{"source": "instructions", "weight": 1}],
+    "wiki+instructions": [{"source": "wiki", "weight": 1}, {"source": "instructions", "weight": 1}],
+}
 
 # name -> (kind, quantize settings, calibrate settings, what it shows). Order = table order.
 ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
@@ -76,6 +106,34 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
         {},
         "+ damp 0.01, clipping search, one forward per layer (not true sequential), 8 samples per batch",
     ),
+    # Issue: the levers, on the symmetric grid every runtime loads (vLLM refuses asymmetric GPTQ).
+    "sym-mse-nts": ("gptq", {**SYM_DEFAULT}, {}, "the stand-in default"),
+    "sym-mse-nts-gptaq": ("gptq", {**SYM_DEFAULT, "gptaq_alpha": 0.25}, {}, "+ GPTAQ"),
+    "sym-mse-nts-g32": ("gptq", {**SYM_DEFAULT, "group_size": 32}, {}, "group 32 (0.31 more bits per weight)"),
+    "sym-mse-nts-actorder-static": (
+        "gptq",
+        {**SYM_DEFAULT, "desc_act": True, "static_groups": True},
+        {},
+        "act order with static groups",
+    ),
+    "sym-mse-nts-natural": (
+        "gptq",
+        {**SYM_DEFAULT, "act_group_aware": False},
+        {},
+        "natural column order (no group-aware reordering)",
+    ),
+    "sym-mse-nts-damp0.05": ("gptq", {**SYM_DEFAULT, "damp_percent": 0.05}, {}, "damp 0.05"),
+    "sym-mse-nts-n512": ("gptq", {**SYM_DEFAULT}, {"num_samples": 512}, "4x calibration samples"),
+    "sym-mse-nts-len256": ("gptq", {**SYM_DEFAULT}, {"num_samples": 256, "seq_len": 256}, "same tokens, half length"),
+    "sym-mse-nts-chat": ("gptq", {**SYM_DEFAULT}, {"mix": "instructions"}, "chat-format instructions"),
+    "sym-mse-nts-mixed": (
+        "gptq",
+        {**SYM_DEFAULT},
+        {"mix": "wiki+instructions"},
+        "half wiki text, half chat-format instructions",
+    ),
+    "autoround-sym-i50": ("gptq", {**AUTOROUND, "autoround_iters": 50}, {}, "AutoRound, its light recipe"),
+    "autoround-sym-i200": ("gptq", {**AUTOROUND, "autoround_iters": 200}, {}, "AutoRound, its default"),
 }
 
 
@@ -162,27 +220,77 @@ def dequantized_model(model_dir: Path, gptq_dir: Path, bits: int):
 
 
 def perplexity(model, windows: list[list[int]]) -> float:
+    return scores(model, windows)["ppl"]
+
+
+def scores(model, windows: list[list[int]], reference=None) -> dict[str, float]:
+    """Perplexity of `model` over the windows; with a reference model also the mean KL(reference || model) per token
+    and the top-1 agreement (%) of their next-token predictions, over the same tokens."""
+    import numpy as np
     import torch
 
-    from tulu_quant.eval.perplexity import token_nll
+    from tulu_quant.eval.perplexity import kl_per_token, log_softmax, token_nll
 
-    total, count = 0.0, 0
+    total, count, kls, agree = 0.0, 0, [], []
     with torch.no_grad():
         for ids in windows:
-            nll = token_nll(model(torch.tensor([ids])).logits[0].float().numpy(), ids)
+            logits = model(torch.tensor([ids])).logits[0].float().numpy()
+            nll = token_nll(logits, ids)
             total, count = total + float(nll.sum()), count + len(nll)
-    return math.exp(total / count)
+            if reference is not None:
+                ref = reference(torch.tensor([ids])).logits[0].float().numpy()
+                kls.append(kl_per_token(log_softmax(ref[:-1]), logits[:-1]))
+                agree.append(ref[:-1].argmax(-1) == logits[:-1].argmax(-1))
+    out = {"ppl": math.exp(total / count)}
+    if reference is not None:
+        out.update(kl=float(np.concatenate(kls).mean()), top1=float(100 * np.concatenate(agree).mean()))
+    return out
 
 
-def eval_windows(model_dir: Path) -> list[list[int]]:
+def eval_windows(model_dir: Path, source: str = "wiki") -> list[list[int]]:
     from transformers import AutoTokenizer
 
     from tulu_quant.data import get_source
     from tulu_quant.eval.perplexity import bos_id_of, make_windows, tokenize_documents
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ids = tokenize_documents(tokenizer, get_source("wiki").documents("evaluation"))
+    ids = tokenize_documents(tokenizer, get_source(source).documents("evaluation"))
     return make_windows(ids, WINDOW_LEN, bos_id_of(tokenizer), WINDOWS).inputs
+
+
+# ------------------------------------------------------------------------------------------------------ runtimes
+
+
+def runtimes(gptq_dir: Path, model_dir: Path, out: Path) -> dict[str, str]:
+    """Which runtimes load the checkpoint: "yes", or the first line of why not."""
+    from tulu_quant.backends.vllm_backend import vllm_refusal
+
+    quant = json.loads((gptq_dir / "config.json").read_text())["quantization_config"]
+    found: dict[str, str] = {}
+    for where, kwargs in (("vllm_cuda", {"cuda_capability": (8, 0)}), ("vllm_cpu", {"cpu_flags": {"avx512f"}})):
+        why = vllm_refusal("gptq", quant, **kwargs)
+        found[where] = "yes" if why is None else why
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(gptq_dir, device_map="cpu")
+        produced = model.generate(torch.tensor([[1, 2, 3, 4]]), max_new_tokens=8, do_sample=False)
+        found["transformers"] = "yes" if produced.shape[1] == 12 else f"generated {produced.shape[1] - 4} tokens"
+    except Exception as err:  # the verdict is the point: record it, do not stop the row
+        found["transformers"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    if int(quant.get("bits", 0)) == 4:
+        try:
+            from tulu_quant.config import ExportOnnxConfig, RunConfig
+            from tulu_quant.stages import export_onnx
+
+            cfg = RunConfig(model={"chat_format": "tokenizer"}, export_onnx=ExportOnnxConfig(precision="int4"))
+            target = out / "onnx" / gptq_dir.name
+            export_onnx.run(cfg, model_dir, target, gptq_dir=gptq_dir, force=True, log_file=out / "logs" / "onnx.log")
+            found["onnx_builder"] = "yes"
+        except Exception as err:
+            found["onnx_builder"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return found
 
 
 # ------------------------------------------------------------------------------------------------------ one row
@@ -192,7 +300,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
     """Measure one row in this process; returns its JSON record."""
     import torch
 
-    from tulu_quant.config import CalibrateConfig, QuantizeConfig, RunConfig, SourceWeight
+    from tulu_quant.config import CalibrateConfig, QuantizeConfig, RunConfig
     from tulu_quant.progress import measure
     from tulu_quant.stages import calibrate, quantize
 
@@ -205,20 +313,24 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
         "note": note,
         "load_average_before": load_average(),
     }
-    windows = eval_windows(model_dir)
+    texts = {"wiki": eval_windows(model_dir, "wiki"), "shakespeare": eval_windows(model_dir, "shakespeare")}
+    gptq_dir = None
     if kind == "fp16":
         model = float32_model(model_dir)
     elif kind == "rtn":
         model = rtn_model(model_dir, qsettings["bits"], qsettings["group_size"], qsettings["sym"])
     else:
-        ccfg = CalibrateConfig(mix=[SourceWeight(source="wiki")], **{**CALIBRATION, **csettings})
-        calib_dir = out / "calib" / f"n{ccfg.num_samples}-l{ccfg.seq_len}-s{ccfg.seed}"
+        mix = MIXES.get(csettings.get("mix"), [{"source": "wiki", "weight": 1}])
+        ccfg = CalibrateConfig(**{**CALIBRATION, **csettings, "mix": mix})
+        mix_name = csettings.get("mix", "wiki")
+        calib_dir = out / "calib" / f"{mix_name}-n{ccfg.num_samples}-l{ccfg.seq_len}-s{ccfg.seed}"
+        calibrate.run(RunConfig(model={"chat_format": "tokenizer"}, calibrate=ccfg), model_dir, calib_dir)
         qcfg = QuantizeConfig(**{"offload_to_disk": False, **qsettings})
         run_cfg = RunConfig(model={"chat_format": "tokenizer"}, calibrate=ccfg, quantize=qcfg)
-        calibrate.run(run_cfg, model_dir, calib_dir)
         gptq_dir = out / "gptq" / name
+        log_file = out / "logs" / f"{name}.log"
         with measure() as usage:
-            result = quantize.run(run_cfg, model_dir, gptq_dir, calib_dir, True, log_file=out / "logs" / f"{name}.log")
+            result = quantize.run(run_cfg, model_dir, gptq_dir, calib_dir, True, log_file=log_file)
         written = json.loads((gptq_dir / quantize.RECORD_FILE).read_text())
         record.update(
             calibrate=ccfg.model_dump(mode="json"),
@@ -226,13 +338,19 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
             compute_dtype=written["compute_dtype"],
             seconds=round(result.seconds, 1),
             peak_rss=usage.peak_rss,
-            bytes=result.bytes,
             mean_loss=result.mean_loss,
         )
-        model = dequantized_model(model_dir, gptq_dir, qcfg.bits)
-    record["wiki_ppl"] = round(perplexity(model, windows), 3)
+        record["bytes"] = sum(p.stat().st_size for p in gptq_dir.glob("*.safetensors"))
+        model = dequantized_model(model_dir, gptq_dir, int(qsettings["bits"]))
+    reference = None if kind == "fp16" else float32_model(model_dir)
+    wiki = scores(model, texts["wiki"], reference)
+    record.update(wiki_ppl=round(wiki["ppl"], 3), kl=wiki.get("kl"), top1=wiki.get("top1"))
+    record["shakespeare_ppl"] = round(scores(model, texts["shakespeare"])["ppl"], 3)
+    if gptq_dir is not None:
+        del model, reference
+        record["runtimes"] = runtimes(gptq_dir, model_dir, out)
     record["load_average_after"] = load_average()
-    record["windows"] = f"{len(windows)} x {len(windows[0])}"
+    record["windows"] = f"{len(texts['wiki'])} x {len(texts['wiki'][0])}"
     return record
 
 
@@ -252,33 +370,52 @@ def standin_default() -> dict[str, Any]:
 
 
 def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
-    """Whether a GPTQ row's settings (and calibration size) are the stand-in's default ones."""
+    """Whether a GPTQ row's settings (and calibration) are the stand-in's default ones."""
     from tulu_quant.config import QuantizeConfig
 
-    if r["kind"] != "gptq" or r["calibrate"].get("num_samples") != CALIBRATION["num_samples"]:
+    c = r.get("calibrate") or {}
+    if r["kind"] != "gptq" or c.get("num_samples") != CALIBRATION["num_samples"]:
+        return False
+    if c.get("seq_len", CALIBRATION["seq_len"]) != CALIBRATION["seq_len"] or len(c.get("mix") or [{}]) != 1:
+        return False
+    if (c.get("mix") or [{"source": "wiki"}])[0]["source"] != "wiki":
         return False
     return QuantizeConfig.model_validate(r["quantize"]).model_dump(exclude=WHERE) == default
 
 
+def loads_in(r: dict[str, Any]) -> str:
+    """The runtimes that load a row's checkpoint (transformers, vLLM CUDA / CPU, ONNX builder), with the first refusal
+    in a footnote-sized phrase."""
+    found = r.get("runtimes")
+    if not found:
+        return ""
+    names = {"transformers": "transformers", "vllm_cuda": "vLLM CUDA", "vllm_cpu": "vLLM CPU", "onnx_builder": "ONNX"}
+    yes = [label for key, label in names.items() if found.get(key) == "yes"]
+    no = [f"not {label} ({found[key]})" for key, label in names.items() if found.get(key) not in (None, "yes")]
+    return ", ".join(yes + no)
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.3f}" if value and reference else ""
+
+
 def table(records: list[dict[str, Any]]) -> str:
-    fp16 = next((r["wiki_ppl"] for r in records if r["kind"] == "fp16"), None)
+    fp16 = next((r for r in records if r["kind"] == "fp16"), {})
     default = standin_default()
     rows = [
-        "| row | settings | wiki ppl | vs fp16 | GPTQ seconds | load average before/after | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| row | settings | wiki ppl | wiki vs fp16 | Shakespeare vs fp16 | KL | top-1 | quantize seconds | "
+        "load average before/after | peak RSS | loads in |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         q = r["quantize"]
-        settings = (
-            r["note"]
-            if r["kind"] == "fp16"
-            else (
-                f"{q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}"
-                + ("" if r["kind"] == "rtn" else _gptq_settings(r))
-                + f"; {r['note']}"
-            )
-        )
-        delta = f"+{100 * (r['wiki_ppl'] / fp16 - 1):.1f} %" if fp16 and r["kind"] != "fp16" else ""
+        if r["kind"] == "fp16":
+            settings = r["note"]
+        else:
+            grid = f"{q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}"
+            autoround = r["kind"] == "autoround" or q.get("method") == "autoround"
+            detail = _autoround_settings(r) if autoround else _gptq_settings(r) if r["kind"] == "gptq" else ""
+            settings = f"{grid}{detail}; {r['note']}"
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else ""
         rss = f"{r['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in r else ""
         load = (
@@ -286,9 +423,21 @@ def table(records: list[dict[str, Any]]) -> str:
             if "load_average_before" in r
             else ("not recorded (shared machine)" if seconds else "")
         )
+        kl = f"{r['kl']:.4f}" if r.get("kl") is not None else ""
+        top1 = f"{r['top1']:.1f} %" if r.get("top1") is not None else ""
         name = f"**{r['name']} (stand-in default)**" if is_standin_default(r, default) else r["name"]
-        rows.append(f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {delta} | {seconds} | {load} | {rss} |")
+        rows.append(
+            f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {ratio(r['wiki_ppl'], fp16.get('wiki_ppl'))} | "
+            f"{ratio(r.get('shakespeare_ppl'), fp16.get('shakespeare_ppl'))} | {kl} | {top1} | {seconds} | {load} | "
+            f"{rss} | {loads_in(r)} |"
+        )
     return "\n".join(rows)
+
+
+def _autoround_settings(r: dict[str, Any]) -> str:
+    c = r["calibrate"]
+    steps = r["quantize"].get("autoround_iters", r["quantize"].get("iters"))  # records before the quantize stage had it
+    return f", {steps} steps per layer, float32, calibration {c['num_samples']} x {c['seq_len']}"
 
 
 def _gptq_settings(r: dict[str, Any]) -> str:
@@ -305,7 +454,8 @@ def _gptq_settings(r: dict[str, Any]) -> str:
         extra.append("static groups")
     if not q.get("true_sequential", True):
         extra.append("not true-sequential")
-    return f", {', '.join(extra)}, calibration {c['num_samples']} x {c['seq_len']}"
+    mix = "+".join(m["source"] for m in c.get("mix") or [{"source": "wiki"}])
+    return f", {', '.join(extra)}, calibration {c['num_samples']} x {c['seq_len']} {mix}"
 
 
 def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str, Any]]:
@@ -317,8 +467,9 @@ def write_report(out: Path, names: list[str], model_dir: Path) -> list[dict[str,
         json.dumps({"machine": machine(), "model": str(model_dir), "command": command, "rows": records}, indent=2)
     )
     md = (
-        f"Wiki perplexity of the stand-in ({WINDOWS} windows x {WINDOW_LEN} tokens of the evaluation split, "
-        f"float32 compute); `{command}` on {machine()}.\n\n{table(records)}\n"
+        f"Perplexity of the stand-in ({WINDOWS} windows x {WINDOW_LEN} tokens of the wiki and Shakespeare evaluation "
+        f"splits), KL and top-1 against fp16 on the wiki windows, float32 compute; `{command}` on {machine()}.\n\n"
+        f"{table(records)}\n"
     )
     (out / "results.md").write_text(md)
     return records
@@ -376,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(measure_row, todo))
     for record in write_report(out, list(ROWS), args.model):
-        logging.info("%-24s wiki ppl %.2f", record["name"], record["wiki_ppl"])
+        logging.info("%-28s wiki ppl %.2f", record["name"], record["wiki_ppl"])
     return 0
 
 

@@ -147,7 +147,8 @@ SETTINGS = {
     "standin": "",
     "calibrate": "calibrate.mix=--source calibrate.num_samples=--samples calibrate.seq_len=--seq-len calibrate.seed "
     "calibrate.evaluation=--eval model.chat_format",
-    "quantize": "quantize.variant quantize.bits quantize.group_size quantize.desc_act quantize.sym "
+    "quantize": "quantize.variant quantize.method quantize.autoround_iters quantize.bits quantize.group_size "
+    "quantize.desc_act quantize.sym "
     "quantize.damp_percent=--damp quantize.true_sequential quantize.act_group_aware quantize.mse "
     "quantize.gptaq_alpha=--gptaq quantize.compute_dtype quantize.batch_size quantize.device model.chat_format",
     "export-onnx": "export_onnx.precision export_onnx.target export_onnx.block_size export_onnx.symmetric "

@@ -244,6 +244,14 @@ class QuantizeConfig(Strict):
     true sequential) plus GPTQModel's group-aware reordering, which keeps that checkpoint layout."""
 
     variant: str | None = Field(None, description="A name from configs/variants/ whose settings are applied first.")
+    method: Literal["gptq", "autoround"] = Field(
+        "gptq",
+        description="gptq: GPTQModel's GPTQ. autoround: Intel's AutoRound (sign-gradient tuning of each block's "
+        "rounding and clipping), written in the same GPTQ v1 format; several times slower (docs/quantization.md).",
+    )
+    autoround_iters: int = Field(
+        200, gt=0, description="AutoRound's tuning steps per decoder layer (its default 200; 50 is its light recipe)."
+    )
     bits: Literal[2, 3, 4, 8] = 4
     group_size: int = Field(128, description=f"One of {GROUP_SIZES}: -1 is one scale per output channel.")
     desc_act: bool = Field(
@@ -321,6 +329,20 @@ class QuantizeConfig(Strict):
 
     @model_validator(mode="after")
     def _combinations(self) -> QuantizeConfig:
+        if self.method == "autoround":
+            gptq_only = {
+                "desc_act": self.desc_act,
+                "static_groups": self.static_groups,
+                "mse": self.mse,
+                "gptaq_alpha": self.gptaq_alpha,
+                "foem_beta": self.foem_beta,
+            }
+            for key, value in gptq_only.items():
+                if value:
+                    raise ValueError(
+                        f"{key} is a GPTQ setting and method is autoround, which tunes rounding and clipping itself; "
+                        f"remove {key} or set method: gptq"
+                    )
         if self.desc_act and self.act_group_aware:
             raise ValueError("desc_act and act_group_aware are two column orders and exclude each other; set one false")
         if self.act_group_aware and self.group_size == -1:

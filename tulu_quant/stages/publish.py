@@ -292,16 +292,19 @@ def model_card(
             "true_sequential",
             "act_group_aware",
             "gptaq",
+            "iters",
             "checkpoint_format",
         )
         if flat.get(k) is not None
     )
+    autoround = quant.get("provider") == "auto-round"  # AutoRound's GPTQ export names itself
+    quantizer = f"AutoRound, {quant.get('iters')} tuning steps per layer" if autoround else "GPTQModel"
     lines = meta + [
         "",
         f"# {model.name} GPTQ {bits}-bit (group size {group}) — {variant}",
         "",
         f"A {bits}-bit GPTQ quantization of [{model.hub_base_model}](https://huggingface.co/{model.hub_base_model}), "
-        "made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) (GPTQModel), in the standard GPTQ (v1) "
+        f"made with [tulu-quant](https://github.com/tulu-quant/tulu-quant) ({quantizer}), in the standard GPTQ (v1) "
         "checkpoint format; the runtimes table below says which engines load these settings.",
         "",
         "## License",

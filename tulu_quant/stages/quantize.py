@@ -1,4 +1,4 @@
-"""GPTQ quantization through GPTQModel 7.6, written as a standard GPTQ (v1) checkpoint.
+"""GPTQ quantization through GPTQModel 7.6 (or AutoRound 0.16), written as a standard GPTQ (v1) checkpoint.
 
 For every decoder layer, in order, and every linear W [out, in] of it (GPTQ, Frantar et al. 2022):
 
@@ -6,6 +6,10 @@ For every decoder layer, in order, and every linear W [out, in] of it (GPTQ, Fra
     for each column j (in the order: natural, act order, or group-aware reordering):
         q_j = quant(w_j; scale_g, zero_g)          # 2^bits levels, one (scale, zero) per group of group_size columns
         W[:, j+1:] -= (w_j - q_j) / [H^-1]_jj * [H^-1]_j,j+1:      # spread the error over the columns not yet done
+
+``method: autoround`` runs Intel's AutoRound instead (Cheng et al. 2023): for each decoder layer, signed-gradient
+descent on a rounding offset per weight and a clipping factor per group, minimising the layer's output error on the
+calibration rows for ``autoround_iters`` steps; the result is exported in the same GPTQ v1 layout.
 
 Output ``gptq/``: ``model.safetensors`` (qweight, qzeros, scales, g_idx per linear; embeddings, norms and lm_head in
 float16), ``quantize_config.json``, ``config.json`` with its ``quantization_config`` block, the tokenizer with the chat
@@ -371,6 +375,92 @@ def gptqmodel_quantize(
     model.save(str(save_dir))
 
 
+# ------------------------------------------------------------------------------------------------------ AutoRound
+
+
+class AutoRoundBlocks(logging.Handler):
+    """AutoRound reports each finished decoder layer with one log line ("quantized 7/7 layers in the block, loss iter
+    0: A -> iter N: B"); this handler turns those into LayerProgress steps and keeps the losses for quant_log.csv."""
+
+    PATTERN = r"layers in the block(?:, loss iter 0: ([0-9.e+-]+) -> iter \d+: ([0-9.e+-]+))?"
+
+    def __init__(self, callback: LayerProgress):
+        super().__init__(logging.INFO)
+        self.callback, self.losses = callback, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import re
+
+        found = re.search(self.PATTERN, record.getMessage())
+        if found is None:
+            return
+        if found.group(1):
+            self.losses.append((float(found.group(1)), float(found.group(2))))
+        self.callback.layer_complete(self.callback.done, False)
+
+
+def autoround_quantize(
+    model_dir: Path,
+    samples,
+    cfg: QuantizeConfig,
+    device: str,
+    dtype: str,
+    save_dir: Path,
+    offload_dir: Path,
+    callback: LayerProgress,
+) -> None:
+    """The one call into AutoRound: tune each decoder layer's rounding and clipping on the calibration rows for
+    cfg.autoround_iters sign-gradient steps, then export the GPTQ v1 format (quant_method gptq) into save_dir."""
+    import torch
+
+    try:
+        from auto_round import AutoRound
+    except ImportError as err:
+        raise MissingLibrary(
+            f"AutoRound is not importable ({err}); install it with `pip install auto-round==0.16.1` "
+            "or set quantize.method: gptq."
+        ) from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    batch = cfg.batch_size
+    batches = [
+        {"input_ids": samples[i : i + batch], "attention_mask": torch.ones_like(samples[i : i + batch])}
+        for i in range(0, len(samples), batch)
+    ]
+    blocks = AutoRoundBlocks(callback)
+    logging.getLogger("autoround").addHandler(blocks)
+    try:
+        rounder = AutoRound(
+            model,
+            AutoTokenizer.from_pretrained(model_dir),
+            bits=cfg.bits,
+            group_size=cfg.group_size,
+            sym=cfg.sym,
+            iters=cfg.autoround_iters,
+            dataset=batches,
+            nsamples=len(samples),
+            seqlen=samples.shape[1],
+            batch_size=batch,
+            device_map=device,
+        )
+        rounder.quantize_and_save(str(offload_dir), format="auto_gptq")
+    finally:
+        logging.getLogger("autoround").removeHandler(blocks)
+    (written,) = {p.parent for p in offload_dir.rglob("config.json")}
+    for path in written.iterdir():
+        shutil.move(str(path), save_dir / path.name)
+    # The GPTQ tools read quantize_config.json; AutoRound writes the same block as quantization_config.json.
+    quant = json.loads((save_dir / "config.json").read_text())["quantization_config"]
+    (save_dir / "quantize_config.json").write_text(json.dumps(quant, indent=2))
+    (save_dir / "quantization_config.json").unlink(missing_ok=True)
+    rows = [f"{i},{before},{after}" for i, (before, after) in enumerate(blocks.losses)]
+    (save_dir / "quant_log.csv").write_text("\n".join(["layer,loss_start,loss", *rows]) + "\n")
+
+
+QUANTIZERS = {"gptq": gptqmodel_quantize, "autoround": autoround_quantize}
+
+
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
@@ -413,8 +503,9 @@ def run(
     )
     layers = int(source_config.get("num_hidden_layers", 0))
     log.info(
-        "quantize: %d-bit g%d %s%s on %s (%s forward: %s), %d x %d calibration tokens, %d layers; GPTQModel's own "
-        "output goes to %s",
+        "quantize: %s %d-bit g%d %s%s on %s (%s forward: %s), %d x %d calibration tokens, %d layers; the library's "
+        "own output goes to %s",
+        "AutoRound" if settings.method == "autoround" else "GPTQ",
         settings.bits,
         settings.group_size,
         "sym" if settings.sym else "asym",
@@ -435,7 +526,8 @@ def run(
             try:
                 with captured(log_file), progress.task("quantize", total=layers, unit="layer") as advance:
                     callback = LayerProgress(layers, advance if progress.enabled else None)
-                    gptqmodel_quantize(model_dir, samples, settings, device, dtype, tmp, offload_dir, callback)
+                    quantizer = QUANTIZERS[settings.method]
+                    quantizer(model_dir, samples, settings, device, dtype, tmp, offload_dir, callback)
             finally:
                 shutil.rmtree(offload_dir, ignore_errors=True)
             restore_float16(tmp, model_dir)

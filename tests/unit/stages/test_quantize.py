@@ -295,3 +295,29 @@ def test_variants_vllm_will_not_serve_are_named_at_quantize_time():
     (eight,) = vllm_warnings(QuantizeConfig(bits=8, group_size=128))
     assert "on CPUs" in eight and "not 8" in eight  # CUDA serves 8-bit; vLLM's CPU build does not
     assert "desc_act" in vllm_warnings(QuantizeConfig(bits=4, group_size=128, desc_act=True))[0]
+
+
+def test_autoround_writes_the_same_gptq_v1_layout_and_reloads_close(tiny, calib, tmp_path):
+    """method: autoround (2 tuning steps per layer on the tiny model): the checkpoint GPTQ tools read, per-layer losses
+    in quant_log.csv, and transformers' reload as close to fp16 as GPTQ's own."""
+    pytest.importorskip("auto_round", reason="AutoRound is part of make install (the autoround extra)")
+    cfg = QuantizeConfig(method="autoround", autoround_iters=2, bits=4, group_size=32, sym=True, batch_size=4, **FAST)
+    out = tmp_path / "gptq"
+    result = quantize_run(tiny, calib, out, cfg, log_file=tmp_path / "log")
+    quant = json.loads((out / "quantize_config.json").read_text())
+    assert (quant["quant_method"], quant["bits"], quant["group_size"], quant["sym"]) == ("gptq", 4, 32, True)
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "gptq"
+    header = read_safetensors_header(out / "model.safetensors")
+    qweight = header["model.layers.0.mlp.down_proj.qweight"]
+    assert qweight.shape == (WIDTHS["intermediate_size"] // 8, WIDTHS["hidden_size"])
+    assert header["model.embed_tokens.weight"].dtype == torch.float16
+    assert result.layers == 2 and result.mean_loss is not None and len((out / "quant_log.csv").read_text().split()) == 3
+    assert json.loads((out / quantize.RECORD_FILE).read_text())["config"]["method"] == "autoround"
+    ids = torch.randint(3, VOCAB, (1, 24))
+    error = relative_error(logits(out, ids, device_map="cpu"), logits(tiny, ids, dtype=torch.float32))
+    assert error < 0.3, error
+
+
+def test_gptq_only_settings_are_refused_for_autoround():
+    with pytest.raises(ValueError, match="mse is a GPTQ setting and method is autoround"):
+        QuantizeConfig(method="autoround", mse=2.4)
