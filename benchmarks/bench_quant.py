@@ -37,7 +37,7 @@ CALIBRATION = {"num_samples": 128, "seq_len": 512, "seed": 0}  # the reference f
 # GPTQModel 7.6's own defaults for a 4-bit g64 run: damp 0.05, group-aware reordering, bfloat16 forward on CPU.
 GPTQMODEL_DEFAULTS = {"bits": 4, "group_size": 64, "damp_percent": 0.05, "compute_dtype": "bfloat16"}
 
-# The stand-in default (configs/standin.yaml): the rows below vary one lever each from it.
+# The best symmetric GPTQ (the stand-in default before AutoRound): the GPTQ rows below vary one lever each from it.
 SYM_DEFAULT = {
     "bits": 4,
     "group_size": 64,
@@ -107,7 +107,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
         "+ damp 0.01, clipping search, one forward per layer (not true sequential), 8 samples per batch",
     ),
     # Issue: the levers, on the symmetric grid every runtime loads (vLLM refuses asymmetric GPTQ).
-    "sym-mse-nts": ("gptq", {**SYM_DEFAULT}, {}, "the stand-in default"),
+    "sym-mse-nts": ("gptq", {**SYM_DEFAULT}, {}, "the best symmetric GPTQ (the stand-in default before AutoRound)"),
     "sym-mse-nts-gptaq": ("gptq", {**SYM_DEFAULT, "gptaq_alpha": 0.25}, {}, "+ GPTAQ"),
     "sym-mse-nts-g32": ("gptq", {**SYM_DEFAULT, "group_size": 32}, {}, "group 32 (0.31 more bits per weight)"),
     "sym-mse-nts-actorder-static": (
@@ -133,6 +133,12 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
         "half wiki text, half chat-format instructions",
     ),
     "autoround-sym-i50": ("gptq", {**AUTOROUND, "autoround_iters": 50}, {}, "AutoRound, its light recipe"),
+    "autoround-sym-i50-b4": (
+        "gptq",
+        {**AUTOROUND, "autoround_iters": 50, "batch_size": 4},
+        {},
+        "AutoRound, light recipe, 4 samples per step",
+    ),
     "autoround-sym-i200": ("gptq", {**AUTOROUND, "autoround_iters": 200}, {}, "AutoRound, its default"),
 }
 

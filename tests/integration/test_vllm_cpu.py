@@ -84,14 +84,16 @@ def test_a_float32_model_in_vllm_scores_and_generates_as_transformers(venv, tiny
     assert answers == expected
 
 
-@pytest.fixture(scope="module")
-def tiny_gptq(tiny, tmp_path_factory) -> Path:
-    """The tiny model at 4 bits, g64, symmetric (what vLLM takes), from random calibration rows."""
+@pytest.fixture(scope="module", params=["gptq", "autoround"])
+def tiny_gptq(tiny, tmp_path_factory, request) -> Path:
+    """The tiny model at 4 bits, g64, symmetric (what vLLM takes), from random calibration rows, by GPTQModel's GPTQ
+    and by AutoRound (2 tuning steps per layer; its export names itself in quantization_config)."""
     from tulu_quant.stages import quantize
 
-    root = tmp_path_factory.mktemp("tiny-gptq")
+    root = tmp_path_factory.mktemp(f"tiny-{request.param}")
     calib = write_calibration(tiny, root / "calib", n=16, length=64, vocab=300)
-    settings = QuantizeConfig(bits=4, group_size=64, sym=True, offload_to_disk=False, device="cpu")
+    method = {"method": "autoround", "autoround_iters": 2, "batch_size": 4} if request.param == "autoround" else {}
+    settings = QuantizeConfig(bits=4, group_size=64, sym=True, offload_to_disk=False, device="cpu", **method)
     cfg = run_config(quantize=settings, model__chat_format="tulu")
     return quantize.run(cfg, tiny, root / "gptq", calib, log_file=root / "gptq.log").out
 
@@ -126,7 +128,7 @@ def standin_windows(path: Path, count: int = 2, length: int = 256) -> list[list[
     return make_windows(ids, length, None, count).inputs
 
 
-def test_the_standins_default_4bit_checkpoint_loads_in_vllm_close_to_transformers(venv, standin_gptq, tmp_path):
+def test_the_standins_4bit_checkpoint_loads_in_vllm_close_to_transformers(venv, standin_gptq, tmp_path):
     seqs = standin_windows(standin_gptq.out)
     served, answer = served_gptq_logprobs(venv, standin_gptq.out, seqs, tmp_path / "vllm.log")
     assert mean_abs_difference(served, transformers_logprobs(standin_gptq.out, seqs)) < LOGPROB_TOLERANCE

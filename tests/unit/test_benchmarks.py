@@ -81,17 +81,20 @@ def test_gguf_tables_give_ratios_against_fp16_and_llama_cpp_q4_k_m(tmp_path):
 
 
 def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
-    from benchmarks.bench_quant import CALIBRATION, SYM_DEFAULT, table
+    from benchmarks.bench_quant import CALIBRATION, ROWS, SYM_DEFAULT, table
     from tulu_quant.config import QuantizeConfig
 
-    settings = QuantizeConfig(**SYM_DEFAULT).model_dump(mode="json")  # what a row records
+    def settings(values):  # what a row records
+        return QuantizeConfig(**values).model_dump(mode="json")
+
     calib = {"num_samples": CALIBRATION["num_samples"], "seq_len": 512, "mix": [{"source": "wiki", "weight": 1.0}]}
     loads = {"transformers": "yes", "vllm_cuda": "yes", "vllm_cpu": "yes", "onnx_builder": "yes"}
-    default = {"name": "sym", "kind": "gptq", "quantize": settings, "calibrate": calib, "note": "default"}
-    default.update(wiki_ppl=22.0, shakespeare_ppl=44.0, kl=0.05, top1=90.0, seconds=300, peak_rss=2**30)
-    default["runtimes"] = loads
-    chat = {**default, "name": "chat", "calibrate": {**calib, "mix": [{"source": "instructions", "weight": 1.0}]}}
-    asym = {**default, "name": "asym", "quantize": {**settings, "sym": False}}
+    default = {"name": "ar", "kind": "gptq", "quantize": settings(ROWS["autoround-sym-i50-b4"][1]), "calibrate": calib}
+    default.update(note="default", wiki_ppl=22.0, shakespeare_ppl=44.0, kl=0.05, top1=90.0, seconds=300)
+    default.update(peak_rss=2**30, runtimes=loads)
+    gptq = {**default, "name": "sym", "quantize": settings(SYM_DEFAULT)}
+    chat = {**gptq, "name": "chat", "calibrate": {**calib, "mix": [{"source": "instructions", "weight": 1.0}]}}
+    asym = {**gptq, "name": "asym", "quantize": settings({**SYM_DEFAULT, "sym": False})}
     asym["runtimes"] = {
         **loads,
         "vllm_cuda": "vLLM refuses asymmetric GPTQ",
@@ -100,13 +103,13 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     records = [
         {"name": "fp16", "kind": "fp16", "quantize": {}, "note": "weights", "wiki_ppl": 20.0, "shakespeare_ppl": 40.0},
         default,
+        gptq,
         chat,
         asym,
     ]
     text = table(records).splitlines()
-    assert (
-        "| **sym (stand-in default)** |" in text[3] and "| 22.00 | 1.100 | 1.100 | 0.0500 | 90.0 % | 300 |" in text[3]
-    )
-    assert text[3].endswith("| transformers, vLLM CUDA, vLLM CPU, ONNX |")
-    assert text[4].startswith("| chat |") and "calibration 128 x 512 instructions" in text[4]
-    assert "transformers, ONNX, not vLLM CUDA (vLLM refuses asymmetric GPTQ)" in text[5]
+    assert "| **ar (stand-in default)** |" in text[3] and "| 22.00 | 1.100 | 1.100 | 0.0500 | 90.0 % | 300 |" in text[3]
+    assert "50 steps per layer" in text[3] and text[3].endswith("| transformers, vLLM CUDA, vLLM CPU, ONNX |")
+    assert text[4].startswith("| sym |") and "mse 2.4" in text[4]
+    assert text[5].startswith("| chat |") and "calibration 128 x 512 instructions" in text[5]
+    assert "transformers, ONNX, not vLLM CUDA (vLLM refuses asymmetric GPTQ)" in text[6]
