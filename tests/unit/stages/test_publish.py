@@ -242,3 +242,14 @@ def test_gguf_files_go_under_gguf_with_their_measured_numbers(tmp_path, artifact
     assert "The license section above applies to these files too." in card
     sums = (out / "SHA256SUMS").read_text()
     assert "  gguf/tulu-13b-Q8_0.gguf\n" in sums
+
+
+def test_card_names_autoround_when_the_checkpoint_came_from_it(tmp_path, artifacts):
+    model, report = artifacts
+    quant = {"bits": 4, "group_size": 64, "sym": True, "desc_act": False, "quant_method": "gptq"}
+    quant.update(provider="auto-round", iters=50, autoround_version="0.16.1")  # as AutoRound 0.16.1 exports it
+    (model / "quantize_config.json").write_text(json.dumps(quant))
+    publish_run(model, report, tmp_path / "pub")
+    card = (tmp_path / "pub" / "README.md").read_text()
+    assert "(AutoRound, 50 tuning steps per layer), in the standard GPTQ (v1)" in card
+    assert "iters 50" in card and "(GPTQModel)" not in card
