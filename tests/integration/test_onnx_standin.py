@@ -50,4 +50,4 @@ def test_int4_export_from_a_gptq_checkpoint(standin, standin_gptq, tmp_path):
         "block_size": [32, 64],
         "accuracy_level": [4],
     }
-    assert v["top1_agreement"] > 70 and v["kl_mean"] < 0.3 and v["generated_tokens"] == 16
+    assert v["top1_agreement"] > 70 and v["kl_mean"] < 0.3 and 0 < v["generated_tokens"] <= 16  # it may end early
