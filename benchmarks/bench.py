@@ -8,6 +8,8 @@ installing), stage by stage from its manifest, with the summary's artifact table
 quantize: python -m benchmarks.bench_quant (wiki perplexity of fp16, RTN and GPTQ settings side by side).
 validate: the `quick` suite on the pipeline run's fp16 model and GPTQ checkpoint, with the time each took.
 onnx: python -m benchmarks.bench_onnx (decode speed, time to first token and perplexity of every CPU path).
+suitebatch: the `standin` suite (--suite) at batch_size 1 (how validation ran before batching) and at auto, side by
+side per benchmark, with the metrics that differ (greedy ones must not).
 engine: the `standin` suite (--suite) with --engine native and with --engine vllm, side by side per benchmark.
 batch: python -m benchmarks.bench_batch (generation and scoring tokens/s at batch 1, 4, 16, 32 for each backend).
 gguf: python -m benchmarks.bench_gguf (GGUF types with and without our importance matrix against GPTQ and int4 ONNX:
@@ -34,7 +36,7 @@ from tulu_quant.checkpoint import SafetensorsWriter, open_checkpoint, plan_shard
 from .common import ROOT, load_average, machine, shown, tool
 
 # The sections of docs/benchmarks.md, in order; `make bench` runs them all.
-SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "engine", "batch", "onnx", "gguf")
+SECTIONS = ("recover", "pipeline", "dtype", "quantize", "validate", "suitebatch", "engine", "batch", "onnx", "gguf")
 
 # LLaMA-1 shapes (layers, hidden, intermediate, vocab); Tulu adds one <pad> row.
 LLAMA_13B = dict(layers=40, hidden=5120, intermediate=13824, vocab=32000)
@@ -288,12 +290,40 @@ def bench_module(out: Path, name: str, module: str, title: str, *extra: str) -> 
     (out / f"{name}.md").write_text(f"## {title}\n\n{table}")
 
 
-def run_validate(out: Path, run_dir: Path, suite: str, artifacts: tuple[str, ...], engine: str = "native"):
-    """`tulu-quant validate` of the run's fp16 model against its artifacts into out/validate-SUITE[-ENGINE]; returns
-    (exit code, report.json, the (name, entry) pairs, seconds per artifact)."""
-    report = out / (f"validate-{suite}" + ("" if engine == "native" else f"-{engine}"))
+def report_name(suite: str, engine: str = "native", batch_size: int | str | None = None) -> str:
+    """validate-SUITE[-ENGINE][-batchN]: the report folder (and, with .log, the log) of one benchmark command."""
+    return (
+        f"validate-{suite}"
+        + ("" if engine == "native" else f"-{engine}")
+        + ("" if batch_size is None else f"-batch{batch_size}")
+    )
+
+
+def suite_with_batch(out: Path, suite: str, batch_size: int | str) -> Path:
+    """A copy of configs/eval/SUITE.yaml with batch_size replaced, in out (validate --suite takes a YAML path)."""
+    from tulu_quant.config import CONFIGS_DIR, read_yaml
+
+    data = read_yaml(CONFIGS_DIR / "eval" / f"{suite}.yaml")
+    path = out / f"suite-{suite}-batch{batch_size}.yaml"
+    path.write_text(json.dumps({**data, "batch_size": batch_size}, indent=2))  # JSON is YAML
+    return path
+
+
+def run_validate(
+    out: Path,
+    run_dir: Path,
+    suite: str,
+    artifacts: tuple[str, ...],
+    engine: str = "native",
+    batch_size: int | str | None = None,
+):
+    """`tulu-quant validate` of the run's fp16 model against its artifacts into out/report_name(...), with the suite's
+    batch_size replaced when batch_size is given; returns (exit code, report.json, the (name, entry) pairs, seconds per
+    artifact)."""
+    report = out / report_name(suite, engine, batch_size)
     shutil.rmtree(report, ignore_errors=True)
     shutil.rmtree(report.parent / f".{report.name}.work", ignore_errors=True)  # measure, do not reuse
+    suite_arg = suite if batch_size is None else str(suite_with_batch(out, suite, batch_size))
     proc = subprocess.run(
         tool(
             "--log-file",
@@ -305,7 +335,7 @@ def run_validate(out: Path, run_dir: Path, suite: str, artifacts: tuple[str, ...
             str(run_dir / "recovered"),
             *[arg for name in artifacts if (run_dir / name).is_dir() for arg in ("--candidate", str(run_dir / name))],
             "--suite",
-            suite,
+            suite_arg,
             "--report",
             str(report),
             "--config",
@@ -373,7 +403,7 @@ def bench_engines(out: Path, run_dir: Path, suite: str = "standin", artifacts: t
     artifact, the ratio, the wall time of each command, and whether the two engines agree (perplexity, answers)."""
     machine_line, before = machine(), shown(load_average())
     for engine in ("native", "vllm"):
-        (out / (f"validate-{suite}" + ("" if engine == "native" else f"-{engine}") + ".log")).unlink(missing_ok=True)
+        (out / f"{report_name(suite, engine)}.log").unlink(missing_ok=True)
     runs = {engine: run_validate(out, run_dir, suite, artifacts, engine) for engine in ("native", "vllm")}
     after = shown(load_average())
     rows, agreement = [], []
@@ -410,10 +440,7 @@ def engine_markdown(out: Path) -> Path:
     """out/engine.md from out/engine.json and the two commands' logs (their wall time)."""
     result = json.loads((out / "engine.json").read_text())
     suite = result["suite"]
-    walls = {
-        e: log_wall_seconds(out / (f"validate-{suite}" + ("" if e == "native" else f"-{e}") + ".log"))
-        for e in ("native", "vllm")
-    }
+    walls = {e: log_wall_seconds(out / f"{report_name(suite, e)}.log") for e in ("native", "vllm")}
     table = ["| artifact | benchmark | ran on (engine vllm) | native s | vllm s | native / vllm |", "| --- " * 6 + "|"]
     table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f}x |" for r in result["rows"]]
     seconds = result["seconds"]
@@ -445,6 +472,82 @@ Agreement: {"; ".join(result["agreement"]) or "no perplexity in the suite"}.
 """
     (out / "engine.md").write_text(md)
     return out / "engine.md"
+
+
+def bench_suite_batch(
+    out: Path, run_dir: Path, suite: str = "standin", artifacts: tuple[str, ...] = ("gptq", "onnx"), batch: int = 1
+):
+    """The suite on the native backends at batch_size BATCH (one sequence at a time: how validation ran before
+    batching) and at the suite's auto batching, side by side: seconds per benchmark and artifact, the ratio, each whole
+    command's wall time, and which metrics differ (greedy ones must not; Codex's sampled ones are seeded per batch)."""
+    machine_line, before = machine(), shown(load_average())
+    sizes = (batch, "auto")
+    for size in sizes:
+        (out / f"{report_name(suite, batch_size=size)}.log").unlink(missing_ok=True)
+    runs = {size: run_validate(out, run_dir, suite, artifacts, batch_size=size) for size in sizes}
+    rows, differ = [], []
+    for (name, a), (_, b) in zip(runs[batch][3], runs["auto"][3]):
+        for job, t in a["timings"].items():
+            u = b["timings"][job]
+            if not (t["skipped"] or u["skipped"]):
+                rows.append([name, job, t["seconds"], u["seconds"], round(t["seconds"] / max(u["seconds"], 1e-9), 2)])
+        for key, m in a["metrics"].items():
+            x, y = m.get("value"), b["metrics"].get(key, {}).get("value")
+            if x != y:
+                differ.append(f"{name} {key}: {x} at batch {batch}, {y} at auto")
+    result = {
+        "machine": machine_line,
+        "suite": suite,
+        "artifacts": list(artifacts),
+        "batch": batch,
+        "load_average_before": before,
+        "load_average_after": shown(load_average()),
+        "exit_codes": {str(size): r[0].returncode for size, r in runs.items()},
+        "seconds": {str(size): r[4] for size, r in runs.items()},
+        "walls": {str(size): log_wall_seconds(out / f"{report_name(suite, batch_size=size)}.log") for size in sizes},
+        "rows": rows,
+        "differ": differ,
+    }
+    (out / "suitebatch.json").write_text(json.dumps(result, indent=2))
+    suite_batch_markdown(out)
+    return result
+
+
+def suite_batch_markdown(out: Path) -> Path:
+    """out/suitebatch.md from out/suitebatch.json."""
+    result = json.loads((out / "suitebatch.json").read_text())
+    suite, batch, seconds, walls = result["suite"], result["batch"], result["seconds"], result["walls"]
+    one, auto = str(batch), "auto"
+    table = [f"| artifact | benchmark | batch {batch} s | auto s | batch {batch} / auto |", "| --- " * 5 + "|"]
+    table += [f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f}x |" for r in result["rows"]]
+    totals = "; ".join(
+        f"{name}: {seconds[one][name]:.0f} s vs {seconds[auto][name]:.0f} s "
+        f"({seconds[one][name] / max(seconds[auto][name], 1e-9):.2f}x)"
+        for name in seconds[one]
+    )
+    wall = (
+        f"batch {batch} {walls[one]:.0f} s, auto {walls[auto]:.0f} s ({walls[one] / walls[auto]:.2f}x)"
+        if walls[one] and walls[auto]
+        else "not recorded"
+    )
+    candidates = " ".join(f"--candidate RUN/{a}" for a in result["artifacts"])
+    differ = "; ".join(result["differ"]) or "none: every metric is identical"
+    md = f"""## Validation before and after batching: the `{suite}` suite at batch {batch} and at auto
+
+Command: `python -m benchmarks.bench suitebatch` = `tulu-quant validate --suite SUITE.yaml --reference RUN/recovered
+{candidates}` with the suite's `batch_size: {batch}` (one sequence at a time, as validation ran before it was batched)
+and `batch_size: auto`, one after the other from empty caches, native backends. Machine: {result["machine"]}; load
+average {result["load_average_before"]} before, {result["load_average_after"]} after.
+
+Scoring time (the benchmarks' own seconds, model loads excluded), batch {batch} vs auto: {totals}.
+Wall time of each whole command (loads and report included): {wall}.
+
+Metrics that differ between the two runs: {differ}.
+
+{chr(10).join(table)}
+"""
+    (out / "suitebatch.md").write_text(md)
+    return out / "suitebatch.md"
 
 
 def assemble_docs(out: Path, doc: Path = ROOT / "docs" / "benchmarks.md") -> Path:
@@ -480,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--artifacts", nargs="+", default=["gptq", "onnx"], help="validate/engine: the run's candidate folders scored"
     )
-    parser.add_argument("--suite", default="standin", help="engine: the suite run on both engines")
+    parser.add_argument("--suite", default="standin", help="engine/suitebatch: the suite run both ways")
     parser.add_argument(
         "--run-dir",
         type=Path,
@@ -506,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_module(out, "quantize", "benchmarks.bench_quant", "Quantization quality on the stand-in")
         elif what == "validate":
             bench_validate(out, run_dir, artifacts=tuple(args.artifacts))
+        elif what == "suitebatch":
+            bench_suite_batch(out, run_dir, args.suite, artifacts=tuple(args.artifacts))
         elif what == "engine":
             bench_engines(out, run_dir, args.suite, artifacts=tuple(args.artifacts))
         elif what == "batch":

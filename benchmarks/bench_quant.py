@@ -139,6 +139,18 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
         {},
         "AutoRound, light recipe, 4 samples per step",
     ),
+    "autoround-sym-i30-b4": (
+        "gptq",
+        {**AUTOROUND, "autoround_iters": 30, "batch_size": 4},
+        {},
+        "AutoRound, 30 steps of 4 samples",
+    ),
+    "autoround-sym-i40-b4": (
+        "gptq",
+        {**AUTOROUND, "autoround_iters": 40, "batch_size": 4},
+        {},
+        "AutoRound, 40 steps of 4 samples",
+    ),
     "autoround-sym-i200": ("gptq", {**AUTOROUND, "autoround_iters": 200}, {}, "AutoRound, its default"),
 }
 
@@ -317,6 +329,7 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
         "kind": kind,
         "quantize": qsettings,
         "note": note,
+        "machine": machine(),
         "load_average_before": load_average(),
     }
     texts = {"wiki": eval_windows(model_dir, "wiki"), "shakespeare": eval_windows(model_dir, "shakespeare")}
@@ -405,13 +418,23 @@ def ratio(value: float | None, reference: float | None) -> str:
     return f"{value / reference:.3f}" if value and reference else ""
 
 
+TIME_BASE = "asym-mse-nts"  # the stand-in default before the symmetric and AutoRound rows: quantize time is relative
+
+
+def time_ratio(r: dict[str, Any], base: dict[str, Any]) -> str:
+    """r's quantize seconds over the TIME_BASE row's, only where both were measured on the same machine."""
+    same = r.get("machine") and r.get("machine") == base.get("machine")
+    return f"{r['seconds'] / base['seconds']:.2f}x" if same and "seconds" in r and base.get("seconds") else ""
+
+
 def table(records: list[dict[str, Any]]) -> str:
     fp16 = next((r for r in records if r["kind"] == "fp16"), {})
+    base = next((r for r in records if r["name"] == TIME_BASE), {})
     default = standin_default()
     rows = [
         "| row | settings | wiki ppl | wiki vs fp16 | Shakespeare vs fp16 | KL | top-1 | quantize seconds | "
-        "load average before/after | peak RSS | loads in |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"time vs {TIME_BASE} (same machine) | load average before/after | peak RSS | loads in |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         q = r["quantize"]
@@ -434,7 +457,8 @@ def table(records: list[dict[str, Any]]) -> str:
         name = f"**{r['name']} (stand-in default)**" if is_standin_default(r, default) else r["name"]
         rows.append(
             f"| {name} | {settings} | {r['wiki_ppl']:.2f} | {ratio(r['wiki_ppl'], fp16.get('wiki_ppl'))} | "
-            f"{ratio(r.get('shakespeare_ppl'), fp16.get('shakespeare_ppl'))} | {kl} | {top1} | {seconds} | {load} | "
+            f"{ratio(r.get('shakespeare_ppl'), fp16.get('shakespeare_ppl'))} | {kl} | {top1} | {seconds} | "
+            f"{time_ratio(r, base)} | {load} | "
             f"{rss} | {loads_in(r)} |"
         )
     return "\n".join(rows)

@@ -42,6 +42,36 @@ def test_batch_table_shows_speedups_and_what_vllm_refused():
     assert "| GPTQ (vLLM CPU) | not loaded: this CPU lacks AVX512 |" in text
 
 
+def test_suite_batch_table_gives_ratios_and_names_differing_metrics(tmp_path):
+    import json
+
+    from benchmarks.bench import suite_batch_markdown, suite_with_batch
+
+    result = {
+        "machine": "m",
+        "suite": "standin",
+        "artifacts": ["gptq"],
+        "batch": 1,
+        "load_average_before": "0",
+        "load_average_after": "0",
+        "seconds": {"1": {"fp16": 300.0, "gptq": 200.0}, "auto": {"fp16": 100.0, "gptq": 100.0}},
+        "walls": {"1": 400.0, "auto": 200.0},
+        "rows": [["fp16", "gsm_cot", 90.0, 30.0, 3.0]],
+        "differ": ["gptq codex_t0.8: 20.0 at batch 1, 30.0 at auto"],
+    }
+    (tmp_path / "suitebatch.json").write_text(json.dumps(result))
+    text = suite_batch_markdown(tmp_path).read_text()
+    assert "fp16: 300 s vs 100 s (3.00x); gptq: 200 s vs 100 s (2.00x)" in text
+    assert "batch 1 400 s, auto 200 s (2.00x)" in text
+    assert "| fp16 | gsm_cot | 90.0 | 30.0 | 3.00x |" in text
+    assert "gptq codex_t0.8: 20.0 at batch 1, 30.0 at auto" in text
+    # the suite copy is the shipped suite with only batch_size replaced, and loads as a suite
+    from tulu_quant.config import load_suite
+
+    one, shipped = load_suite(str(suite_with_batch(tmp_path, "standin", 1))), load_suite("standin")
+    assert one.batch_size == 1 and one.model_copy(update={"batch_size": shipped.batch_size}) == shipped
+
+
 def test_gguf_tables_give_ratios_against_fp16_and_llama_cpp_q4_k_m(tmp_path):
     import json
 
@@ -91,10 +121,11 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     loads = {"transformers": "yes", "vllm_cuda": "yes", "vllm_cpu": "yes", "onnx_builder": "yes"}
     default = {"name": "ar", "kind": "gptq", "quantize": settings(ROWS["autoround-sym-i50-b4"][1]), "calibrate": calib}
     default.update(note="default", wiki_ppl=22.0, shakespeare_ppl=44.0, kl=0.05, top1=90.0, seconds=300)
-    default.update(peak_rss=2**30, runtimes=loads)
+    default.update(peak_rss=2**30, runtimes=loads, machine="m")
     gptq = {**default, "name": "sym", "quantize": settings(SYM_DEFAULT)}
     chat = {**gptq, "name": "chat", "calibrate": {**calib, "mix": [{"source": "instructions", "weight": 1.0}]}}
-    asym = {**gptq, "name": "asym", "quantize": settings({**SYM_DEFAULT, "sym": False})}
+    chat["machine"] = "another machine"
+    asym = {**gptq, "name": "asym-mse-nts", "quantize": settings({**SYM_DEFAULT, "sym": False}), "seconds": 200}
     asym["runtimes"] = {
         **loads,
         "vllm_cuda": "vLLM refuses asymmetric GPTQ",
@@ -113,3 +144,5 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     assert text[4].startswith("| sym |") and "mse 2.4" in text[4]
     assert text[5].startswith("| chat |") and "calibration 128 x 512 instructions" in text[5]
     assert "transformers, ONNX, not vLLM CUDA (vLLM refuses asymmetric GPTQ)" in text[6]
+    # quantize time relative to the asym-mse-nts row, only for rows measured on its machine
+    assert "| 300 | 1.50x |" in text[3] and "| 200 | 1.00x |" in text[6] and "| 300 |  |" in text[5]
