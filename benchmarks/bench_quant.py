@@ -422,8 +422,9 @@ TIME_BASE = "asym-mse-nts"  # the stand-in default before the symmetric and Auto
 
 
 def time_ratio(r: dict[str, Any], base: dict[str, Any]) -> str:
-    """r's quantize seconds over the TIME_BASE row's, only where both were measured on the same machine."""
-    same = r.get("machine") and r.get("machine") == base.get("machine")
+    """r's quantize seconds over the TIME_BASE row's, only where both were measured alone on the same machine."""
+    alone = r.get("rows_at_once", 1) == 1 and base.get("rows_at_once", 1) == 1
+    same = alone and r.get("machine") and r.get("machine") == base.get("machine")
     return f"{r['seconds'] / base['seconds']:.2f}x" if same and "seconds" in r and base.get("seconds") else ""
 
 
@@ -433,7 +434,7 @@ def table(records: list[dict[str, Any]]) -> str:
     default = standin_default()
     rows = [
         "| row | settings | wiki ppl | wiki vs fp16 | Shakespeare vs fp16 | KL | top-1 | quantize seconds | "
-        f"time vs {TIME_BASE} (same machine) | load average before/after | peak RSS | loads in |",
+        f"time vs {TIME_BASE} (alone, same machine) | load average before/after | peak RSS | loads in |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=list(ROWS), help="measure only these rows (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="rows measured at once, each in its own process")
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: measure one row here
+    parser.add_argument("--beside", type=int, default=1, help=argparse.SUPPRESS)  # internal: rows running at once
     args = parser.parse_args(argv)
     import logging
 
@@ -526,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     (out / "rows").mkdir(parents=True, exist_ok=True)
     if args.row:
-        record = run_row(args.row, args.model, out)
+        record = {**run_row(args.row, args.model, out), "rows_at_once": args.beside}
         (out / "rows" / f"{args.row}.json").write_text(json.dumps(record, indent=2))
         return 0
     names = args.only or list(ROWS)
@@ -544,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.model),
             "--row",
             name,
+            "--beside",
+            str(min(max(1, args.jobs), len(todo))),
         ]
         with open(out / f"{name}.stderr.log", "w") as err:
             code = subprocess.run(command, stderr=err, stdout=err).returncode

@@ -125,6 +125,7 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     gptq = {**default, "name": "sym", "quantize": settings(SYM_DEFAULT)}
     chat = {**gptq, "name": "chat", "calibrate": {**calib, "mix": [{"source": "instructions", "weight": 1.0}]}}
     chat["machine"] = "another machine"
+    g32 = {**gptq, "name": "g32", "rows_at_once": 2}  # measured beside another row: its time is not compared
     asym = {**gptq, "name": "asym-mse-nts", "quantize": settings({**SYM_DEFAULT, "sym": False}), "seconds": 200}
     asym["runtimes"] = {
         **loads,
@@ -137,6 +138,7 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
         gptq,
         chat,
         asym,
+        g32,
     ]
     text = table(records).splitlines()
     assert "| **ar (stand-in default)** |" in text[3] and "| 22.00 | 1.100 | 1.100 | 0.0500 | 90.0 % | 300 |" in text[3]
@@ -146,3 +148,4 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     assert "transformers, ONNX, not vLLM CUDA (vLLM refuses asymmetric GPTQ)" in text[6]
     # quantize time relative to the asym-mse-nts row, only for rows measured on its machine
     assert "| 300 | 1.50x |" in text[3] and "| 200 | 1.00x |" in text[6] and "| 300 |  |" in text[5]
+    assert text[7].startswith("| g32 |") and "| 300 |  |" in text[7]
