@@ -170,6 +170,21 @@ def detect_kind(path: Path) -> str:
     )
 
 
+def context_of(path: Path, kind: str | None = None) -> int | None:
+    """The longest sequence an artifact's backend scores, read from its files without loading the model (None: its
+    files do not say): max_position_embeddings for torch/GPTQ folders (and vLLM, which serves them), genai_config's
+    context_length for ONNX, the trained context capped at the backend's MAX_CONTEXT for GGUF."""
+    kind = kind or detect_kind(path)
+    if kind == "gguf":
+        from .gguf_backend import context_limit, read_metadata, resolve_file
+
+        return context_limit(read_metadata(resolve_file(path)))
+    if kind == "onnx":
+        return int(json.loads((Path(path) / "genai_config.json").read_text())["model"]["context_length"])
+    length = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+    return int(length) if length else None
+
+
 def model_folder(path: Path) -> Path:
     """The folder holding an artifact's tokenizer files: the artifact itself, or a GGUF file's folder."""
     path = Path(path)

@@ -104,8 +104,7 @@ class GgufBackend(OneAtATime):
         self.tokenizer = _load_tokenizer(self.path)
         self._scorer = self._generator = None
         self.metadata = read_metadata(self.path)
-        trained = self.metadata.get(f"{self.metadata.get('general.architecture')}.context_length") or MAX_CONTEXT
-        self.context_length = min(int(trained), MAX_CONTEXT)
+        self.context_length = context_limit(self.metadata)
         eos = self.metadata.get("tokenizer.ggml.eos_token_id")
         self._eos_ids = {int(eos)} if eos is not None else set()
         self._models: list = []  # closed by close(), or when the backend is collected or the interpreter exits
@@ -221,6 +220,12 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
     fields = GGUFReader(path).fields.items()
     return {key: field.contents() for key, field in fields if len(field.data) <= 64}  # not the vocabulary
+
+
+def context_limit(metadata: dict[str, Any]) -> int:
+    """The context the backend runs a file at: its trained context capped at MAX_CONTEXT."""
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length") or MAX_CONTEXT
+    return min(int(trained), MAX_CONTEXT)
 
 
 def gguf_type(metadata: dict[str, Any]) -> str | None:

@@ -98,7 +98,7 @@ def report_json(
         if "deltas" in entry:
             out["deltas"] = {k: asdict(d) for k, d in entry["deltas"].items()}
             out["gates"] = [asdict(g) for g in entry["gates"]]
-            out["passed"] = not any(g.status == "fail" for g in entry["gates"])
+            out["passed"] = "error" not in entry and not any(g.status == "fail" for g in entry["gates"])
         return out
 
     return {
@@ -169,6 +169,17 @@ def markdown(reference: dict[str, Any], candidates: list[dict[str, Any]], protoc
             lines.append(f"| {metric.label} (`{key}`) | {fmt_value(metric)} | {metric.n} | {metric.ci_method or '-'} |")
     lines.append("")
     for cand in candidates:
+        if "error" in cand:
+            lines += [
+                f"## {cand['name']} ({cand['info']['kind']}, {cand['info']['size_bytes'] / 2**20:.1f} MiB): "
+                "FAILED, not scored",
+                "",
+                f"`{cand['path']}`" + _engine_line(cand),
+                "",
+                f"It could not be scored: {cand['error']}",
+                "",
+            ]
+            continue
         gates_by_metric: dict[str, list] = {}
         for outcome in cand["gates"]:
             gates_by_metric.setdefault(outcome.metric, []).append(outcome)

@@ -235,6 +235,16 @@ def run(cfg: RunConfig, model_dir: Path, out: Path, force: bool = False, progres
     return result
 
 
+def beside(cfg: RunConfig, model_dir: Path, out: Path, calib_dir: Path | None, progress: Progress = NULL) -> Path:
+    """The calibration folder a stage writing `out` reads: calib_dir when given, else one built from cfg.calibrate
+    into OUT.calib beside `out` (or reused from there when it matches), as quantize and export-gguf both do."""
+    if calib_dir is not None:
+        return Path(calib_dir)
+    calib_dir = Path(out).parent / f"{Path(out).name}.calib"
+    log.info(run(cfg, model_dir, calib_dir, progress=progress).summary())
+    return calib_dir
+
+
 def load_samples(calib_dir: Path):
     """input_ids [N, L] int64 of a calibration folder."""
     from safetensors.torch import load_file

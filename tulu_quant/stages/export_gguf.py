@@ -509,16 +509,11 @@ def reference_outputs(model_dir: Path, cfg: ExportGgufConfig, chat_format: str, 
 # ------------------------------------------------------------------------------------------------------ the stage
 
 
-def check_request(cfg: ExportGgufConfig, model_dir: Path, calib_dir: Path | None) -> dict[str, Any]:
-    """Everything that can be refused before any work: the model folder, the calibration input, each type's fit."""
+def check_request(cfg: ExportGgufConfig, model_dir: Path) -> dict[str, Any]:
+    """Everything that can be refused before any work: the model folder and each type's fit."""
     if not (model_dir / "config.json").is_file():
         raise GgufError(f"{model_dir}: no config.json; pass the recovered fp16 model folder as --model.")
     model_config = json.loads((model_dir / "config.json").read_text())
-    if cfg.imatrix and calib_dir is None:
-        raise GgufError(
-            "export_gguf.imatrix needs the calibration samples: pass --calib DIR (a `tulu-quant calibrate` "
-            "output) or --no-imatrix."
-        )
     for qtype in cfg.types:
         storage_plan(model_config, qtype)
     return model_config
@@ -541,18 +536,20 @@ def run(
 
     from ..backends.gguf_backend import default_threads
     from ..chat import resolve_format
+    from . import calibrate
     from .calibrate import load_samples
 
     model_dir, out = Path(model_dir), Path(out)
     gcfg = cfg.export_gguf
-    model_config = check_request(gcfg, model_dir, calib_dir)
-    samples = None
-    if gcfg.imatrix:
-        samples = load_samples(calib_dir)
-        samples = samples[: gcfg.imatrix_samples] if gcfg.imatrix_samples else samples
+    model_config = check_request(gcfg, model_dir)
     _import_llama_cpp()
     check_architecture(model_dir, model_config)
     refuse_existing(out, force)
+    samples = None
+    if gcfg.imatrix:
+        calib_dir = calibrate.beside(cfg, model_dir, out, calib_dir, progress)
+        samples = load_samples(calib_dir)
+        samples = samples[: gcfg.imatrix_samples] if gcfg.imatrix_samples else samples
     chat_format = resolve_format(cfg.model.chat_format, AutoTokenizer.from_pretrained(model_dir))
     threads = gcfg.threads or default_threads()
     log_file = log_file or out.with_name(out.name + ".export.log")

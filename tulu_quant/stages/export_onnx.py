@@ -128,20 +128,59 @@ def needs_even_blocks(cfg: ExportOnnxConfig) -> bool:
     return cfg.algorithm == "k_quant" or not cfg.symmetric
 
 
-def check_block_size(cfg: ExportOnnxConfig, model_config: dict[str, Any], gptq: bool) -> None:
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+def odd_block_widths(block_size: int, widths: dict[str, int]) -> dict[str, int]:
+    return {name: width for name, width in widths.items() if math.ceil(width / block_size) % 2}
+
+
+def fit_block_size(cfg: ExportOnnxConfig, model_config: dict[str, Any], gptq: bool) -> ExportOnnxConfig:
+    """The quantizer settings the zero-point packer can store for this model (see needs_even_blocks). A default that
+    splits some width into an odd number of blocks is adapted and logged: the fitting block size nearest the default
+    (the smaller on a tie), else symmetric RTN, which stores no zero points and so fits any width. A block_size,
+    algorithm or symmetric the user set explicitly is kept, and one that cannot work is an error."""
     if cfg.precision != "int4" or not needs_even_blocks(cfg) or (gptq and cfg.lm_head != "int4"):
-        return
+        return cfg
     widths = matmul_widths(model_config)
     if gptq:  # only the lm_head is quantized by the builder
         widths = {k: v for k, v in widths.items() if k.startswith("hidden_size")}
-    odd = {name: width for name, width in widths.items() if math.ceil(width / cfg.block_size) % 2}
-    if odd:
-        fits = [b for b in (16, 32, 64, 128, 256) if all(math.ceil(w / b) % 2 == 0 for w in widths.values())]
+    odd = odd_block_widths(cfg.block_size, widths)
+    if not odd:
+        return cfg
+    split = ", ".join(f"{n} = {w}" for n, w in odd.items())
+    fits = [b for b in BLOCK_SIZES if not odd_block_widths(b, widths)]
+    if "block_size" in cfg.model_fields_set:
         raise ExportError(
-            f"block_size {cfg.block_size} splits {', '.join(f'{n} = {w}' for n, w in odd.items())} into an "
-            f"odd number of blocks, which onnxruntime's {cfg.algorithm} packer cannot store; use block_size "
-            f"in {fits} or algorithm rtn with symmetric true."
+            f"block_size {cfg.block_size} splits {split} into an odd number of blocks, which onnxruntime's "
+            f"{cfg.algorithm} packer cannot store; use block_size in {fits} or algorithm rtn with symmetric true."
         )
+    if fits:
+        choice = min(fits, key=lambda b: (abs(math.log2(b / cfg.block_size)), b))
+        log.warning(
+            "export_onnx.block_size: the default %d splits %s into an odd number of blocks, which onnxruntime's %s "
+            "packer cannot store; using block_size %d instead (set export_onnx.block_size to choose)",
+            cfg.block_size,
+            split,
+            cfg.algorithm,
+            choice,
+        )
+        return cfg.model_copy(update={"block_size": choice})
+    chosen = {"algorithm", "symmetric"} & cfg.model_fields_set
+    if chosen:
+        raise ExportError(
+            f"no block size in {list(BLOCK_SIZES)} splits {split} into an even number of blocks, which the "
+            f"{cfg.algorithm} packer needs; unset {', '.join(sorted(chosen))} or use algorithm rtn with symmetric true."
+        )
+    log.warning(
+        "export_onnx: no block size in %s splits %s into an even number of blocks, which the %s packer needs; "
+        "using symmetric rtn (no zero points) at block_size %d instead",
+        list(BLOCK_SIZES),
+        split,
+        cfg.algorithm,
+        cfg.block_size,
+    )
+    return cfg.model_copy(update={"algorithm": "rtn", "symmetric": True})
 
 
 def accuracy_level(cfg: ExportOnnxConfig) -> tuple[int | None, str]:
@@ -467,7 +506,7 @@ def run(
     if gptq_dir is not None:
         read_gptq_config(gptq_dir)
         check_same_model(model_config, json.loads((gptq_dir / "config.json").read_text()), model_dir, gptq_dir)
-    check_block_size(cfg, model_config, gptq_dir is not None)
+    cfg = fit_block_size(cfg, model_config, gptq_dir is not None)
     refuse_existing(out, force)
     chat_format = resolve_format(requested_format, AutoTokenizer.from_pretrained(model_dir))
     options = builder_options(cfg)

@@ -491,10 +491,7 @@ def run(
     dtype, dtype_reason = resolve_dtype(settings.compute_dtype, device, source_config)
     note_kernels(settings)
     chat_format = resolve_format(cfg.model.chat_format, AutoTokenizer.from_pretrained(model_dir))
-    if calib_dir is None:
-        calib_dir = out.parent / f"{out.name}.calib"
-        log.info(calibrate.run(cfg, model_dir, calib_dir, progress=progress).summary())
-    calib_dir = Path(calib_dir)
+    calib_dir = calibrate.beside(cfg, model_dir, out, calib_dir, progress)
     samples = calibrate.load_samples(calib_dir)
     _check_calibration(calib_dir, model_dir, samples, source_config)
     fp16_bytes = sum(

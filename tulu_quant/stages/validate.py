@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends import artifact_paths, detect_kind, load_backend, model_folder
+from ..backends import artifact_paths, context_of, detect_kind, load_backend, model_folder
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
 from ..errors import MissingLibrary, UserError, UserValueError
@@ -42,6 +42,10 @@ class GateFailed(UserError, RuntimeError):
     """A candidate violated a quality gate; the message names each violated gate."""
 
 
+class ArtifactFailed(UserError, RuntimeError):
+    """A candidate could not be scored (the report holds the others); the message names each and why."""
+
+
 @dataclass
 class ValidateResult:
     report_dir: Path
@@ -58,7 +62,8 @@ class ValidateResult:
                 for k in ("ppl.wiki", "kl_mean", "mmlu_0shot")
                 if k in metrics and metrics[k]["value"] is not None
             ]
-            parts.append(f"{cand['name']}: {'passed' if cand['passed'] else 'FAILED'} ({', '.join(shown)})")
+            detail = cand["error"] if "error" in cand else ", ".join(shown)
+            parts.append(f"{cand['name']}: {'passed' if cand['passed'] else 'FAILED'} ({detail})")
         return f"report in {self.report_dir} after {human_seconds(self.seconds)}; " + (
             "; ".join(parts) or "reference only"
         )
@@ -67,14 +72,34 @@ class ValidateResult:
 # ------------------------------------------------------------------------------------------------------ pure helpers
 
 
-def context_length_of(path: Path, cfg: ValidateConfig) -> int:
+def fit_context(artifacts: dict[Path, str], reference: Path, cfg: ValidateConfig) -> int:
+    """The perplexity window length: validate.context_length when set (an error when some artifact's backend runs
+    shorter), else the reference's context cut to the shortest any artifact runs at (a GGUF backend caps it at
+    gguf_backend.MAX_CONTEXT), logged, so every artifact scores the same windows."""
+    limits = {path: context_of(path, kind) for path, kind in artifacts.items()}
+    known = {path: n for path, n in limits.items() if n is not None}
     if cfg.context_length is not None:
+        short = {path: n for path, n in known.items() if n < cfg.context_length}
+        if short:
+            path, n = min(short.items(), key=lambda item: item[1])
+            raise ConfigError(
+                f"validate.context_length {cfg.context_length} exceeds the {n} tokens {path} runs at; set it to at "
+                f"most {n}, or leave it unset to fit every artifact."
+            )
         return cfg.context_length
-    config = path / "config.json"
-    length = json.loads(config.read_text()).get("max_position_embeddings") if config.is_file() else None
-    if not length:
-        raise ConfigError(f"{path}: config.json has no max_position_embeddings; set validate.context_length.")
-    return int(length)
+    if limits[reference] is None:
+        raise ConfigError(f"{reference}: config.json has no max_position_embeddings; set validate.context_length.")
+    path, fit = min(known.items(), key=lambda item: item[1])
+    if fit < limits[reference]:
+        log.warning(
+            "validate: perplexity windows of %d tokens, not the reference's %d: %s runs at %d (set "
+            "validate.context_length to choose)",
+            fit,
+            limits[reference],
+            path,
+            fit,
+        )
+    return fit
 
 
 def evaluated_material(suite: SuiteConfig) -> list[tuple[str, str]]:
@@ -234,7 +259,7 @@ def run(
         tokenizer = AutoTokenizer.from_pretrained(reference)
         _check_tokenizers(tokenizer, reference, candidates)
         fmt = resolve_format(cfg.chat_format, tokenizer)
-        context = context_length_of(reference, cfg)
+        context = fit_context(kinds, reference, cfg)
         jobs = build_jobs(suite, cfg, fmt, tokenizer, context)
         missing = unmatched_gates(cfg.gates, [key for job in jobs for key, *_ in job.metrics])
         if missing:
@@ -275,11 +300,10 @@ def run(
             "timings": _timings(ref_results),
         }
         ref_print = fingerprint(reference)
-        entries = [
-            _candidate_entry(
-                path,
-                name,
-                evaluate_artifact(
+        entries = []
+        for path, name in zip(candidates, names[1:]):
+            try:
+                results = evaluate_artifact(
                     path,
                     "candidate",
                     jobs,
@@ -288,15 +312,16 @@ def run(
                     label=name,
                     engine_of=job_engine(engines[path]),
                     **common,
-                ),
-                ref_entry,
-                cfg,
-                suite,
-                engines[path],
-            )
-            for path, name in zip(candidates, names[1:])
-        ]
+                )
+            except Exception as err:  # one artifact's failure must not lose the others' scores
+                error = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+                log.debug("%s failed", name, exc_info=True)
+                log.warning("%s: not scored (%s); validating the others", name, error)
+                entries.append(_failed_entry(path, name, error, engines[path]))
+                continue
+            entries.append(_candidate_entry(path, name, results, ref_entry, cfg, suite, engines[path]))
         failed = [f"{e['name']}: {g.gate} -> {g.detail}" for e in entries for g in e["gates"] if g.status == "fail"]
+        broken = [f"{e['name']}: {e['error']}" for e in entries if "error" in e]
         protocol = {
             "name": suite.protocol.name,
             "settings": suite.protocol.model_dump(mode="json"),
@@ -322,6 +347,11 @@ def run(
         _write(report_dir, report, markdown(ref_entry, entries, protocol), entries, force)
     result = ValidateResult(report_dir, report, failed, usage.seconds)
     log.info(result.summary())
+    if broken:
+        raise ArtifactFailed(
+            f"{len(broken)} artifact(s) could not be scored (the others are in {report_dir / 'report.md'}; a rerun "
+            "reuses every finished score): " + "; ".join(broken + failed)
+        )
     if failed:
         raise GateFailed(
             f"{len(failed)} quality gate(s) violated (see {report_dir / 'report.md'}): " + "; ".join(failed)
@@ -357,6 +387,20 @@ def _candidate_entry(
         "deltas": deltas,
         "gates": check_gates(cfg.gates, metrics, deltas),
         "timings": _timings(results),
+    }
+
+
+def _failed_entry(path: Path, name: str, error: str, engine: EngineChoice) -> dict[str, Any]:
+    """A candidate that could not be scored: no metrics, its error sentence, failed."""
+    return {
+        "name": name,
+        "path": str(path),
+        "info": artifact_info(path) | {"engine": engine.describe()},
+        "metrics": {},
+        "deltas": {},
+        "gates": [],
+        "timings": {},
+        "error": error,
     }
 
 

@@ -182,10 +182,20 @@ def test_the_matrix_reaches_llama_cpps_quantizer(exported, tiny, tmp_path):
 # ------------------------------------------------------------------------------------------------------ bad input
 
 
-def test_imatrix_without_calibration_is_refused_before_work(tiny, tmp_path):
-    with pytest.raises(GgufError, match=r"--calib DIR .* or --no-imatrix"):
-        export(tiny, tmp_path / "out", None)
-    assert not (tmp_path / "out").exists()
+def test_without_a_calibration_folder_one_is_built_beside_the_output_as_quantize_does(tiny, tmp_path):
+    text = tmp_path / "calib.txt"
+    text.write_text(SENTENCES * 40)
+    cfg = run_config(
+        export_gguf=ExportGgufConfig(types=["Q4_K_M"], verify=False, threads=2),
+        calibrate={"mix": [{"source": f"file:{text}"}], "num_samples": 4, "seq_len": 32, "evaluation": []},
+        model__name="tiny",
+        model__chat_format="tulu",
+    )
+    result = export_gguf.run(cfg, tiny, tmp_path / "gguf", log_file=tmp_path / "g.log")
+    record = json.loads((tmp_path / "gguf.calib" / "calibration.json").read_text())
+    assert (record["num_samples"], record["seq_len"]) == (4, 32)
+    assert result.imatrix["samples"] == 4 and result.imatrix["calibration"] == str((tmp_path / "gguf.calib").resolve())
+    assert result.files[0].imatrix is True
 
 
 def test_unknown_architecture_is_one_sentence(tiny, tmp_path):

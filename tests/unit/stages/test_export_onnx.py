@@ -97,22 +97,48 @@ def test_invalid_requests_are_rejected_before_any_work(tiny, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_block_sizes_that_give_an_odd_block_count_are_refused_for_zero_point_packers():
+def test_an_explicit_block_size_that_gives_an_odd_block_count_is_refused_for_zero_point_packers():
     # the stand-in's widths: 576 / 64 = 9 blocks; onnxruntime's rtn/k_quant packer needs an even count
+    fit = export_onnx.fit_block_size
     with pytest.raises(ExportError, match=r"hidden_size .* = 576.*block_size in \[16, 32\]"):
-        export_onnx.check_block_size(ExportOnnxConfig(block_size=64, algorithm="k_quant"), STANDIN_WIDTHS, gptq=False)
+        fit(ExportOnnxConfig(block_size=64, algorithm="k_quant"), STANDIN_WIDTHS, gptq=False)
     with pytest.raises(ExportError, match="odd number of blocks"):
-        export_onnx.check_block_size(
-            ExportOnnxConfig(block_size=128, algorithm="rtn", symmetric=False), STANDIN_WIDTHS, False
-        )
-    export_onnx.check_block_size(
-        ExportOnnxConfig(block_size=64, algorithm="rtn", symmetric=True), STANDIN_WIDTHS, False
-    )
-    export_onnx.check_block_size(ExportOnnxConfig(block_size=32, algorithm="k_quant"), STANDIN_WIDTHS, False)
+        fit(ExportOnnxConfig(block_size=128, algorithm="rtn", symmetric=False), STANDIN_WIDTHS, False)
+    kept = ExportOnnxConfig(block_size=64, algorithm="rtn", symmetric=True)
+    assert fit(kept, STANDIN_WIDTHS, False) == kept
+    assert fit(ExportOnnxConfig(block_size=32, algorithm="k_quant"), STANDIN_WIDTHS, False).block_size == 32
     # from GPTQ the builder only quantizes the lm_head, and only when it is int4
-    export_onnx.check_block_size(ExportOnnxConfig(block_size=64, lm_head="int8"), STANDIN_WIDTHS, gptq=True)
-    with pytest.raises(ExportError, match="hidden_size"):
-        export_onnx.check_block_size(ExportOnnxConfig(block_size=64, lm_head="int4"), STANDIN_WIDTHS, gptq=True)
+    assert fit(ExportOnnxConfig(block_size=64, lm_head="int8"), STANDIN_WIDTHS, gptq=True).block_size == 64
+    with pytest.raises(ExportError, match=r"hidden_size.*block_size in \[16, 32\]"):
+        fit(ExportOnnxConfig(block_size=64, lm_head="int4"), STANDIN_WIDTHS, gptq=True)
+
+
+@pytest.mark.parametrize(
+    ("widths", "settings", "expected"),
+    [
+        # MLP width 160 = 5 blocks of 32: the only size that fits it and hidden 64 is 16 (10 and 4 blocks)
+        ({"intermediate_size": 160}, {}, {"block_size": 16, "algorithm": "k_quant", "symmetric": False}),
+        # 64 | 192: 32 gives 2 and 6 blocks, so the default stays
+        ({"hidden_size": 64, "intermediate_size": 192}, {}, {"block_size": 32}),
+        # 16 wide: one block at any size; only symmetric rtn (no zero points to pack) can store it
+        ({"hidden_size": 16, "intermediate_size": 64}, {}, {"block_size": 32, "algorithm": "rtn", "symmetric": True}),
+        # the user chose the algorithm: it is kept, so no block size fitting is an error
+        ({"hidden_size": 16, "intermediate_size": 64}, {"algorithm": "k_quant"}, "unset algorithm"),
+        ({"intermediate_size": 160}, {"block_size": 32}, r"block_size in \[16\]"),
+    ],
+)
+def test_a_default_block_size_that_cannot_be_packed_is_adapted_and_logged(widths, settings, expected, caplog):
+    config = {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 192} | widths
+    cfg = ExportOnnxConfig(**settings)
+    if isinstance(expected, str):
+        with pytest.raises(ExportError, match=expected):
+            export_onnx.fit_block_size(cfg, config, gptq=False)
+        return
+    fitted = export_onnx.fit_block_size(cfg, config, gptq=False)
+    assert {k: getattr(fitted, k) for k in expected} == expected
+    assert (fitted == cfg) == (not caplog.records)  # every change is said
+    if fitted != cfg:
+        assert "odd number of blocks" in caplog.text or "even number of blocks" in caplog.text
 
 
 def test_builder_options_use_the_0_18_names():
@@ -237,6 +263,16 @@ def test_int4_quantizer_settings_reach_the_graph(tiny, tmp_path):
     assert (
         head["bits"] == 8 and result.graph["quantized"]["bits"] == [4, 8] and result.graph["float_weight_matmuls"] == []
     )
+
+
+def test_default_int4_export_of_a_model_whose_width_the_default_block_cannot_pack(tmp_path, caplog):
+    # MLP width 160 is 5 blocks of 32: with every setting at its default the export picks block_size 16 and says so
+    model = save_tiny_hf(tmp_path / "m160", bpe_tokenizer(TEXT), intermediate_size=160, max_position_embeddings=128)
+    cfg = ExportOnnxConfig.model_validate({"verify_tokens": 64, "verify_new_tokens": 4, "threads": 2})
+    result = export_onnx.run(run_config(export_onnx=cfg), model, tmp_path / "out")
+    assert result.graph["quantized"]["block_size"] == [16] and result.builder_options["block_size"] == "16"
+    assert "using block_size 16 instead" in caplog.text
+    assert result.verification["top1_agreement"] >= 50
 
 
 def test_failed_verification_leaves_nothing_behind(tiny, tmp_path):

@@ -336,6 +336,8 @@ def test_each_gguf_file_is_a_candidate_of_its_own(tmp_path, fake_data):
     import yaml
     from tiny import export_tiny_gguf, save_tiny_sentencepiece
 
+    from tulu_quant.backends import context_of
+    from tulu_quant.backends.gguf_backend import MAX_CONTEXT, context_limit
     from tulu_quant.config import RunConfig
     from tulu_quant.manifest import Manifest
     from tulu_quant.stages.base import Context
@@ -358,6 +360,8 @@ def test_each_gguf_file_is_a_candidate_of_its_own(tmp_path, fake_data):
         manifest.stages[stage] = {"status": "done", "output_dirs": [str(path)]}
     step = validate.step(run_cfg, Context(tmp_path, manifest))
     assert step.inputs == [reference, gguf / "tiny-F16.gguf", gguf / "tiny-Q4_0.gguf"]
+    assert context_of(gguf / "tiny-Q4_0.gguf") == 256  # the trained context, under the backend's cap
+    assert context_limit({"general.architecture": "llama", "llama.context_length": 8192}) == MAX_CONTEXT == 4096
     summary = step.run()
     f16, q4 = summary["candidates"]["tiny-F16.gguf"], summary["candidates"]["tiny-Q4_0.gguf"]
     assert f16["kl_mean"] < 1e-3 < q4["kl_mean"] and f16["passed"]
@@ -367,3 +371,44 @@ def test_each_gguf_file_is_a_candidate_of_its_own(tmp_path, fake_data):
     assert info["size_bytes"] == (gguf / "tiny-Q4_0.gguf").stat().st_size
     assert "native backend (not vLLM" not in info["engine"]
     assert "## tiny-Q4_0.gguf (gguf" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_one_artifact_that_cannot_be_scored_leaves_the_others_reported_and_a_rerun_reuses_them(
+    tmp_path, models, fake_data
+):
+    suite = SuiteConfig.model_validate({**SUITE, "codex": {"enabled": False}, "alpaca": {"enabled": False}})
+    broken = tmp_path / "broken"
+    shutil.copytree(models["reference"], broken)
+    shard = next(broken.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated: the backend cannot load it
+    args = (models["reference"], [broken, models["same"]], tmp_path / "report", cfg(fake_data), suite)
+    with pytest.raises(validate.ArtifactFailed, match=r"1 artifact\(s\) could not be scored .*: broken: "):
+        validate_run(*args)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    failed, scored = report["candidates"]
+    assert failed["name"] == "broken" and failed["passed"] is False and failed["error"] and not failed["metrics"]
+    assert scored["passed"] and scored["metrics"]["kl_mean"]["value"] == pytest.approx(0.0, abs=1e-3)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## broken (torch" in md and "FAILED, not scored" in md and "## same (torch" in md
+
+    shutil.rmtree(broken)
+    shutil.copytree(models["same"], broken)  # fixed: the rerun scores it and reuses everything else
+    again = validate_run(*args, force=True)
+    timings = {c["name"]: c["timings"] for c in again.report["candidates"]}
+    assert all(t["cached"] for t in timings["same"].values() if not t["skipped"])
+    assert not any(t["cached"] for t in timings["broken"].values() if not t["skipped"])
+    assert all(t["cached"] for t in again.report["reference"]["timings"].values() if not t["skipped"])
+
+
+def test_windows_fit_the_shortest_context_any_artifact_runs_at(tmp_path, models, caplog):
+    onnx = tmp_path / "onnx"  # an ONNX export's genai_config states the context it runs at
+    onnx.mkdir()
+    (onnx / "genai_config.json").write_text(json.dumps({"model": {"context_length": 48}}))
+    kinds = {models["reference"]: "torch", onnx: "onnx"}  # the reference: 256 positions (build_tiny)
+    unset = ValidateConfig(context_length=None)
+    assert validate.fit_context({models["reference"]: "torch"}, models["reference"], unset) == 256
+    assert validate.fit_context(kinds, models["reference"], unset) == 48
+    assert f"windows of 48 tokens, not the reference's 256: {onnx} runs at 48" in caplog.text
+    assert validate.fit_context(kinds, models["reference"], ValidateConfig(context_length=32)) == 32
+    with pytest.raises(ConfigError, match=rf"validate.context_length 64 exceeds the 48 tokens {onnx} runs at"):
+        validate.fit_context(kinds, models["reference"], ValidateConfig(context_length=64))
