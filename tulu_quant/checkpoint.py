@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PathExists, UserValueError
+from .errors import MissingPath, PathExists, UserValueError
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,39 @@ def open_checkpoint(root: Path) -> Checkpoint:
 # ------------------------------------------------------------------------------------------------------------ writing
 
 
+LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
+
+
+def check_model_folder(path: Path, flag: str) -> None:
+    """What every command checks of a model folder it is given before any work: it exists and is not empty; a
+    config.json is JSON of a LLaMA-architecture causal LM; every safetensors shard is whole (headers only). Folders
+    without config.json (an ONNX export, a run directory) and files (a .gguf) are left to the command."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingPath(f"{path}: no such file or folder; pass an existing one as {flag}.")
+    if not path.is_dir():
+        return
+    if not any(path.iterdir()):
+        raise MissingPath(f"{path}: the folder is empty; pass a model folder (config.json and weights) as {flag}.")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err}); re-create or re-download it.") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object; re-create or re-download it.")
+    architectures = config.get("architectures") or []
+    if config.get("model_type") != "llama" and not set(architectures) & set(LLAMA_ARCHITECTURES):
+        raise CheckpointError(
+            f"{config_path}: model_type {config.get('model_type')!r} ({', '.join(architectures) or 'no architectures'})"
+            f" is not a LLaMA-architecture causal LM, which is what tulu-quant handles; pass a LLaMA model as {flag}."
+        )
+    if any(path.glob("*.safetensors")):
+        open_checkpoint(path)
+
+
 def plan_shards(entries: list[tuple[str, object, tuple[int, ...]]], max_shard_bytes: int) -> list[list[tuple]]:
     """Split (name, dtype, shape) entries, in order, into shards of at most max_shard_bytes (a larger tensor alone)."""
     shards: list[list[tuple]] = [[]]
@@ -317,8 +350,18 @@ def dir_size(path: Path) -> int:
 
 
 def refuse_existing(out: Path, force: bool) -> None:
+    """Refuse an existing `out` without force, and an `out` that cannot be made: one under a file, or under a folder
+    this user cannot write."""
+    out = Path(out)
     if out.exists() and not force:
         raise PathExists(f"{out} already exists; choose another --out or pass --force to replace it.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserValueError(f"{out}: cannot be written because {parent} is a file; choose another --out.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserValueError(f"{out}: cannot be written because {parent} is not writable; choose another --out.")
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import types
@@ -20,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .config import field_at, load_config, parse_assignment
+from .errors import MissingPath as MissingPathError
 from .errors import UserError
 
 log = logging.getLogger("tulu_quant.cli")
@@ -284,6 +286,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MODEL_ARGUMENTS = ("model", "reference", "candidate", "compare", "from_gptq", "calib")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """The folders the command line names, checked before any work (checkpoint.check_model_folder); plan's --model
+    may also be a size such as 13B."""
+    from .checkpoint import check_model_folder
+
+    for name in MODEL_ARGUMENTS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is None or (args.command == "plan" and not Path(value).exists()):
+                continue
+            flag = f"--{name.replace('_', '-')}"
+            if name == "calib":
+                if not Path(value).is_dir():
+                    raise MissingPathError(f"{value}: no such folder; pass a calibration folder as --calib.")
+                continue
+            check_model_folder(Path(value), flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .fetch import cache_dir
@@ -295,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         default_log = cfg.run_dir if args.command in LOG_IN_RUN_DIR else cache_dir()
         log_file = args.log_file or default_log / "logs" / f"{args.command}.log"
         add_log_file(log_file)
+        check_model_arguments(args)
         with captured(log_file):
             result = args.func(args, cfg, Progress(enabled=not args.quiet), log_file)
             if result is not None:
@@ -308,6 +332,40 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("failed")
         log.error("error: %s", err)
         return 2
+    except Exception as err:
+        sentence = environment_error(err)
+        if sentence is None:
+            raise  # a bug: keep its traceback
+        log.debug("failed", exc_info=True)
+        log.error("error: %s", sentence)
+        return 2
+
+
+# errno values that mean the machine, not the code, refused a write: no space, a file-size or quota limit, no
+# permission, a read-only file system, a path through a file.
+DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large", errno.EDQUOT: "quota full"}
+REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+DISK_FULL_TEXT = ("No space left on device", "File too large", "os error 28", "os error 27", "Disk quota exceeded")
+
+
+def environment_error(err: BaseException) -> str | None:
+    """One sentence for an error the machine caused (a full disk, an unwritable path), found anywhere in the chain of
+    causes (libraries wrap OSError in their own types); None for anything else, which is a bug."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            where = f"writing {err.filename}: " if err.filename else ""
+            return (
+                f"{where}{DISK_FULL[err.errno]}; free space (or raise the limit) and rerun, nothing half-written was "
+                "kept as finished."
+            )
+        if isinstance(err, OSError) and err.errno in REFUSED:
+            return f"{err.filename or 'a path'}: {err.strerror}; choose an --out (or run_dir) you can write to."
+        if any(text in str(err) for text in DISK_FULL_TEXT):
+            return f"the disk filled up ({str(err).splitlines()[0][:160]}); free space and rerun."
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -186,6 +186,8 @@ def run(cfg: RunConfig, model_dir: Path, out: Path, force: bool = False, progres
     chat_format = resolve_format(cfg.model.chat_format, tokenizer)
     key = reuse_key(settings, chat_format, tok_hash)
     existing = _load_record(out)
+    if existing is None and out.exists() and not force:  # not a calibration folder: the user's files stay
+        raise PathExists(f"{out} exists and is not a calibration folder; choose another --out or pass --force.")
     if existing is not None and not force:
         if existing.get("key") == key and (out / SAMPLES_FILE).is_file():
             log.info("calibrate: %s matches this config and tokenizer; reusing it", out)
