@@ -19,6 +19,7 @@ from typing import Any
 
 from .backends import OnToken, StopIds
 from .config import GenerateConfig, GenerationSettings
+from .errors import UserValueError
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ def run(
     cfg), streaming the text to `write`. The libraries' console output while the model loads goes to log_file."""
     from .progress import captured
 
+    if not prompt.strip():
+        raise UserValueError("--prompt is empty; pass the user message to reply to, e.g. --prompt 'Hello'.")
     with captured(log_file):
         backend = load(model_dir, cfg.device, cfg.threads)
     return generate(backend, messages_for(prompt, cfg.system), cfg.chat_format, cfg.settings, write)

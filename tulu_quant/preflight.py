@@ -111,5 +111,7 @@ def check(cfg: RunConfig, names: list[str]) -> dict[str, int]:
                     f"{human_bytes(free)} is free; free space or choose another run_dir."
                 )
     if problems:
+        if len(problems) == 1:  # one problem: the one sentence every error is
+            raise PreflightError(problems[0])
         raise PreflightError("preflight found problems before any heavy work:\n  - " + "\n  - ".join(problems))
     return estimate

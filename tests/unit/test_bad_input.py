@@ -182,15 +182,6 @@ KNOWN_GAPS = {
     "publish:disk-full": "the copy error is not turned into one sentence",
     "standin:out-exists": "not diagnosed yet",
     "generate:garbage-gguf": "a malformed .gguf reaches the GGUF reader",
-    "generate:empty-prompt": "exit 0: an empty prompt is generated from",
-    "run:missing": "preflight prints each problem on a line of its own after the error line",
-    "run:empty": "as run:missing",
-    "run:bad-json": "as run:missing",
-    "run:truncated": "as run:missing",
-    "sweep:missing": "as run:missing",
-    "sweep:empty": "as run:missing",
-    "sweep:bad-json": "as run:missing",
-    "sweep:truncated": "as run:missing",
     "sweep:unknown-variant": "a base without tokenizer files crashes calibrate with a traceback before the variant "
     "is checked",
 }
@@ -325,7 +316,13 @@ def test_bad_input_is_one_sentence_exit_2_and_nothing_finished_looking(case, wor
     assert text.strip().splitlines()[-1] == errors[0], text
     if case.kind == "out-exists":
         assert snapshot(out) == before  # the user's folder untouched
+    elif case.command in ("run", "sweep"):  # the run directory may exist; no stage output, no stage marked done
+        files = [name for name in snapshot(out) if (out / name).is_file() and not name.startswith("logs")]
+        assert set(files) <= {"manifest.json"}, files
+        if files:
+            stages = json.loads((out / "manifest.json").read_text()).get("stages", {})
+            assert not [name for name, entry in stages.items() if entry.get("status") == "done"], stages
     elif case.kind != "out-unwritable":
-        assert not out.exists() or (out / "manifest.json").exists() and case.command in ("run", "sweep"), snapshot(out)
+        assert not out.exists(), snapshot(out)
     leftovers = [p.name for p in out.parent.glob(f".{out.name}.*") if not p.name.endswith(".work")]
     assert not leftovers, leftovers
