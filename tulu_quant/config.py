@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -713,6 +714,8 @@ class ExportGgufConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------------------- publish
 
+HUB_REPO_ID = re.compile(r"(?=.{1,96}$)(?:(?![.-])[\w.-]+(?<![.-])/)?(?![.-])[\w.-]+(?<![.-])", re.ASCII)
+
 
 class PublishConfig(Strict):
     repo_id: str | None = Field(None, description="Hub repository, e.g. you/tulu-13b-GPTQ; needed for --push.")
@@ -724,6 +727,17 @@ class PublishConfig(Strict):
     include_onnx: bool = Field(True, description="Put the run's ONNX export under onnx/ in the published folder.")
     include_gguf: bool = Field(True, description="Put the run's GGUF files under gguf/ in the published folder.")
     commit_message: str = "Upload {name} ({variant}) made with tulu-quant"
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        """The Hub's naming rule (huggingface_hub's validate_repo_id), checked here so a dry run catches it too."""
+        if value is None or (HUB_REPO_ID.fullmatch(value) and "--" not in value and ".." not in value):
+            return value
+        raise ValueError(
+            f"{value!r} is not a Hub repository id: use [NAMESPACE/]NAME of letters, digits, '-', '_' and '.' "
+            "(at most 96 characters, no '--' or '..', not starting or ending with '-' or '.')"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------- demo

@@ -90,3 +90,28 @@ def test_suite_source_windows_must_name_a_source(tmp_path):
     path.write_text("perplexity: {sources: [wiki], source_windows: {shakespear: 8}}\n")
     with pytest.raises(ConfigError, match=r"s\.yaml.*source_windows names \['shakespear'\]"):
         load_suite(str(path))
+
+
+@pytest.mark.parametrize(
+    "repo_id, ok",
+    [
+        ("you/tulu-13b-GPTQ", True),
+        ("tulu-13b", True),
+        ("a/b.c_d", True),
+        ("not a repo", False),
+        ("a--b/c", False),
+        ("a/b..c", False),
+        ("-a/b", False),
+        ("a/b.", False),
+        ("a/b/c", False),
+        ("x" * 97, False),
+    ],
+)
+def test_publish_repo_id_follows_the_hub_naming_rule_without_push(repo_id, ok):
+    from tulu_quant.config import PublishConfig
+
+    if ok:
+        assert PublishConfig(repo_id=repo_id).repo_id == repo_id
+    else:
+        with pytest.raises(ValueError, match="not a Hub repository id"):
+            PublishConfig(repo_id=repo_id)

@@ -101,9 +101,9 @@ class GgufBackend(OneAtATime):
                 "device cuda: this llama-cpp-python was built without GPU offload; reinstall it with "
                 "CMAKE_ARGS='-DGGML_CUDA=on' or use device cpu."
             )
+        self.metadata = read_metadata(self.path)  # first: it says in one sentence when the file is not GGUF
         self.tokenizer = _load_tokenizer(self.path)
         self._scorer = self._generator = None
-        self.metadata = read_metadata(self.path)
         self.context_length = context_limit(self.metadata)
         eos = self.metadata.get("tokenizer.ggml.eos_token_id")
         self._eos_ids = {int(eos)} if eos is not None else set()
@@ -218,7 +218,13 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """The file's key/value metadata (scalars and short arrays), read with the gguf package without loading weights."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(path).fields.items()
+    try:
+        fields = GGUFReader(path).fields.items()
+    except (ValueError, IndexError, KeyError, OSError) as err:  # what the reader raises on a malformed file
+        raise UserValueError(
+            f"{path}: not a readable GGUF file ({str(err).splitlines()[0][:160]}); re-export it with "
+            "`tulu-quant export-gguf` or re-download it."
+        ) from None
     return {key: field.contents() for key, field in fields if len(field.data) <= 64}  # not the vocabulary
 
 
