@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -714,8 +713,6 @@ class ExportGgufConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------------------- publish
 
-HUB_REPO_ID = re.compile(r"(?=.{1,96}$)(?:(?![.-])[\w.-]+(?<![.-])/)?(?![.-])[\w.-]+(?<![.-])", re.ASCII)
-
 
 class PublishConfig(Strict):
     repo_id: str | None = Field(None, description="Hub repository, e.g. you/tulu-13b-GPTQ; needed for --push.")
@@ -731,13 +728,16 @@ class PublishConfig(Strict):
     @field_validator("repo_id")
     @classmethod
     def _repo_id(cls, value: str | None) -> str | None:
-        """The Hub's naming rule (huggingface_hub's validate_repo_id), checked here so a dry run catches it too."""
-        if value is None or (HUB_REPO_ID.fullmatch(value) and "--" not in value and ".." not in value):
+        """The Hub's naming rule (huggingface_hub's own check), applied here so a dry run catches a bad id too."""
+        if value is None:
             return value
-        raise ValueError(
-            f"{value!r} is not a Hub repository id: use [NAMESPACE/]NAME of letters, digits, '-', '_' and '.' "
-            "(at most 96 characters, no '--' or '..', not starting or ending with '-' or '.')"
-        )
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a Hub repository id ({str(err).split(': ')[0]})") from None
+        return value
 
 
 # ---------------------------------------------------------------------------------------------------------- demo
