@@ -409,3 +409,9 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # one of these is needed to tokenize at all
+
+
+def has_vocabulary(folder: Path) -> bool:
+    """Whether `folder` holds a tokenizer that can tokenize: a tokenizer_config.json alone cannot."""
+    return any((Path(folder) / name).is_file() for name in VOCABULARY_FILES)

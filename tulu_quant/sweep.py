@@ -108,15 +108,18 @@ def run(
     if not variants:
         raise ConfigError(f"{config_path}: no variants to sweep; pass --variants or list them under `sweep:`.")
     shared_stages, variant_stages = sweep_stages("shared"), sweep_stages("variant")
+    configs = {  # every variant's settings checked before any stage runs: a typo is not found an hour in
+        name: load_config(
+            config_path, {**overrides, "quantize.variant": name, "run_dir": str(main.run_dir / "sweep" / name)}
+        )
+        for name in variants
+    }
     shared = main.model_copy(update={"stages": [s for s in main.stages if s in shared_stages]})
     run_pipeline(shared, progress, log_file=log_file)
     shared_manifest = Manifest.load(main.run_dir)
     reference_bytes = dir_bytes(shared_manifest, stages.REFERENCE)
     rows = []
-    for name in variants:
-        cfg = load_config(
-            config_path, {**overrides, "quantize.variant": name, "run_dir": str(main.run_dir / "sweep" / name)}
-        )
+    for name, cfg in configs.items():
         cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in variant_stages]})
         manifest = Manifest.load(cfg.run_dir)
         manifest.adopt(shared_manifest, shared_stages)

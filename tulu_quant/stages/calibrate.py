@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import TOKENIZER_FILES, atomic_dir
+from ..checkpoint import TOKENIZER_FILES, VOCABULARY_FILES, atomic_dir, has_vocabulary
 from ..config import CalibrateConfig, RunConfig, config_hash
 from ..errors import MissingPath, PathExists, UserValueError
 from ..progress import NULL, Progress, human_seconds, measure
@@ -91,9 +91,9 @@ def tokenizer_sha256(model_dir: Path) -> str:
     """sha256 over the tokenizer files present in model_dir (name and content, in a fixed order)."""
     digest = hashlib.sha256()
     found = [name for name in sorted(TOKENIZER_FILES) if (Path(model_dir) / name).is_file()]
-    if not found:
+    if not has_vocabulary(model_dir):
         raise CalibrateError(
-            f"{model_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...); pass a model "
+            f"{model_dir}: no tokenizer vocabulary (one of {', '.join(VOCABULARY_FILES)}); pass a model "
             "directory that holds its tokenizer."
         )
     for name in found:

@@ -22,6 +22,7 @@ is not there) is checked from config.json before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -371,8 +372,33 @@ def gptqmodel_quantize(
     model = GPTQModel.load(str(model_dir), qcfg, dtype=getattr(torch, dtype))
     model.layer_callback = callback
     calibration = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in samples]
-    model.quantize(calibration, batch_size=cfg.batch_size)
+    with gptqmodel_layer_logs(offload_dir / "logs"):
+        model.quantize(calibration, batch_size=cfg.batch_size)
     model.save(str(save_dir))
+
+
+@contextlib.contextmanager
+def gptqmodel_layer_logs(folder: Path):
+    """GPTQModel 7.6 appends a JSON record per quantized module to ./logs/ of the current directory, from a worker
+    thread that ends the whole process (os._exit(1)) when a write fails, as on a full disk. While quantizing, the
+    records go to `folder` (inside the stage's temporary directory) and a failed write is logged, not fatal: the
+    checkpoint's own save then fails on the same disk and the stage says so in one sentence."""
+    from gptqmodel.looper import loop_processor
+
+    processor, saved = loop_processor.LoopProcessor, loop_processor._PROJECT_LOG_DIR
+    writer = processor._async_log_writer
+
+    def tolerant_writer(self, stat):
+        try:
+            writer(self, stat)
+        except OSError as err:
+            log.warning("GPTQModel's layer log could not be written: %s", err)
+
+    loop_processor._PROJECT_LOG_DIR, processor._async_log_writer = folder, tolerant_writer
+    try:
+        yield
+    finally:
+        loop_processor._PROJECT_LOG_DIR, processor._async_log_writer = saved, writer
 
 
 # ------------------------------------------------------------------------------------------------------ AutoRound

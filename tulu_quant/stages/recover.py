@@ -28,6 +28,7 @@ from ..checkpoint import (
     SafetensorsWriter,
     atomic_dir,
     copy_if_present,
+    has_vocabulary,
     open_checkpoint,
     plan_shards,
     refuse_existing,
@@ -315,10 +316,12 @@ def _write_metadata(tmp: Path, base_dir: Path, diff_dir: Path, base_cfg, diff_cf
         if "torch_dtype" in config:
             config["torch_dtype"] = dtype
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    copied = copy_if_present(diff_dir, tmp, TOKENIZER_FILES)
-    if not copied:
-        log.warning("%s has no tokenizer files; copying the base's", diff_dir)
-        copy_if_present(base_dir, tmp, TOKENIZER_FILES)
+    copy_if_present(diff_dir, tmp, TOKENIZER_FILES)
+    if not has_vocabulary(tmp):  # the diff's tokenizer wins; the base fills in what it lacks
+        log.warning("%s has no tokenizer vocabulary; taking the base's tokenizer files it lacks", diff_dir)
+        copy_if_present(base_dir, tmp, [name for name in TOKENIZER_FILES if not (tmp / name).is_file()])
+    if not has_vocabulary(tmp):
+        log.warning("neither %s nor %s has a tokenizer vocabulary; the output cannot tokenize", base_dir, diff_dir)
     copy_if_present(
         diff_dir if (diff_dir / "generation_config.json").is_file() else base_dir, tmp, ["generation_config.json"]
     )

@@ -121,9 +121,13 @@ def test_transformers_reloads_close_to_the_fp16_model_and_generates(quantized, t
     assert generated.shape == (1, 14)
 
 
-def test_three_bit_quantizes_and_reloads(tiny, calib, tmp_path):
-    out = tmp_path / "gptq3"
+def test_three_bit_quantizes_and_reloads_leaving_nothing_in_the_working_directory(tiny, calib, tmp_path, monkeypatch):
+    out, cwd = tmp_path / "gptq3", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # GPTQModel on its own writes per-module records to ./logs/
     quantize_run(tiny, calib, out, QuantizeConfig(bits=3, group_size=64, **FAST), log_file=tmp_path / "q.log")
+    assert not list(cwd.iterdir())
+    assert not list(out.parent.glob(".gptq3.*"))  # the temporary folder, records included, is gone
     ids = torch.randint(3, VOCAB, (1, 32), generator=torch.Generator().manual_seed(2))
     error = relative_error(logits(out, ids), logits(tiny, ids, dtype=torch.float32))
     assert error < 0.35, error  # 3 bits: twice the 4-bit step, so about twice the 4-bit bound

@@ -124,6 +124,16 @@ def test_output_is_a_complete_model_directory(tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary directory left
 
 
+def test_a_diff_without_a_vocabulary_takes_the_base_tokenizer_it_lacks(tmp_path):
+    base, diff, *_ = make_pair(tmp_path)  # the diff has tokenizer_config.json only, which cannot tokenize
+    (base / "tokenizer.model").write_bytes(b"the base's sentencepiece model")
+    (base / "tokenizer_config.json").write_text(json.dumps({"pad_token": None}))
+    out = tmp_path / "out"
+    recover_run(base, diff, out, RecoverConfig())
+    assert (out / "tokenizer.model").read_bytes() == b"the base's sentencepiece model"
+    assert json.loads((out / "tokenizer_config.json").read_text())["pad_token"] == "<pad>"  # the diff's wins
+
+
 def test_rotary_buffers_of_old_conversions_are_dropped(tmp_path):
     base, diff, base_state, diff_state = make_pair(tmp_path, base_fmt="bin")
     base_state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
