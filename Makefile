@@ -16,7 +16,7 @@ RUN_ARGS := $(PATHS) $(if $(VARIANT),--variant $(VARIANT))
 LLAMA_CPP_PACKAGE ?= llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 
-.PHONY: install lint quantize test test-deps test-unit test-gpu bench bench-recover sweep demo browser vllm clean
+.PHONY: install lint quantize test test-deps test-unit test-gpu bench bench-recover rehearse sweep demo browser vllm clean
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,13 @@ demo: install
 
 bench-recover: install
 	$(BIN)/python -m benchmarks.bench recover --out bench-out
+
+# configs/tulu-13b.yaml through every stage on a random LLaMA-13B-shaped model (LAYERS decoder layers at full width),
+# each stage's time and memory beside `tulu-quant plan`'s projection (docs/benchmarks.md; about 7 GB of disk at 2).
+LAYERS ?= 2
+rehearse: install vllm
+	$(BIN)/python -m benchmarks.rehearse --out bench-out --layers $(LAYERS)
+	$(BIN)/python -m benchmarks.bench docs --out bench-out
 
 bench: install
 	$(BIN)/python -m benchmarks.bench all --out bench-out

@@ -313,25 +313,84 @@ PROJECTION_EFFICIENCY = {"bandwidth": 0.6, "compute": 0.4}
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of the GPU it takes
 MAX_RUNNING = 256  # vLLM's default --max-num-seqs
 
-# The full suite (configs/eval/full.yaml) as work: (benchmark, sequences, prompt tokens, generated tokens) per
-# sequence. Sequence counts are the suite's (MMLU's 14,042 test questions, GSM's 200, BBH's 27 tasks x 40, TydiQA's
-# 9 languages x 100, HumanEval's 164 x 20 samples, AlpacaEval's 805); prompt lengths are
-# rough LLaMA-token counts of open-instruct's prompts (k-shot exemplars dominate); generated tokens are the suite's
-# max_new_tokens, an upper bound (answers end earlier at EOS or a stop string), so the projection errs long.
-FULL_SUITE_WORK = (
-    ("MMLU 0-shot", 14042, 150, 0),
-    ("MMLU 5-shot", 14042, 700, 0),
-    ("GSM direct", 200, 500, 512),
-    ("GSM 8-shot CoT", 200, 1000, 512),
-    ("BBH direct", 1080, 600, 512),
-    ("BBH CoT", 1080, 1100, 512),
-    ("TydiQA gold passage", 900, 500, 50),
-    ("TydiQA closed book", 900, 150, 50),
-    ("Codex-Eval T=0.1", 3280, 150, 512),
-    ("Codex-Eval T=0.8", 3280, 150, 512),
-    ("AlpacaFarm", 805, 60, 2048),
-    ("perplexity + KL", 400, 2048, 0),
-)
+# A suite as work: (benchmark, sequences, prompt tokens, generated tokens) per sequence. Sequence counts come from the
+# suite's sizes (None: the whole data set, DATASET_SIZES); prompt lengths are rough LLaMA-token counts of
+# open-instruct's prompts (k-shot exemplars dominate, PROMPT_TOKENS); generated tokens are the suite's max_new_tokens,
+# an upper bound (answers end earlier at EOS or a stop string), so a projection errs long.
+PROMPT_TOKENS = {
+    "MMLU 0-shot": 150,
+    "MMLU 5-shot": 700,
+    "GSM direct": 500,
+    "GSM cot": 1000,
+    "BBH direct": 600,
+    "BBH cot": 1100,
+    "TydiQA goldp": 500,
+    "TydiQA closedbook": 150,
+    "Codex-Eval": 150,
+    "AlpacaFarm": 60,
+}
+# MMLU's 57 subjects / 14,042 test questions, BBH's 27 tasks, TydiQA-GoldP's 9 languages, HumanEval's 164 problems,
+# AlpacaEval's 805 instructions; perplexity windows of one source when max_windows is None.
+DATASET_SIZES = {"mmlu": 14042, "mmlu_subjects": 57, "bbh_tasks": 27, "tydiqa_languages": 9, "humaneval": 164}
+DATASET_SIZES |= {"alpaca": 805, "windows": 200}
+
+
+PROMPT_SHOTS = {"GSM": 8, "TydiQA": 1}  # the shots PROMPT_TOKENS counts (open-instruct's defaults)
+
+
+def shots_tokens(job: str, shots: int) -> int:
+    """PROMPT_TOKENS of `job` at another number of exemplars (each the size of the question itself)."""
+    default = PROMPT_SHOTS[job.split()[0]]
+    return round(PROMPT_TOKENS[job] * (1 + shots) / (1 + default))
+
+
+def suite_work(suite, context: int) -> tuple[tuple[str, int, int, int], ...]:
+    """The work of a SuiteConfig (tulu_quant.config) at perplexity windows of `context` tokens."""
+    size = DATASET_SIZES
+    work = []
+    ppl = suite.perplexity
+    windows = sum(ppl.source_windows.get(s, ppl.max_windows or size["windows"]) for s in ppl.sources)
+    work.append(("perplexity + KL", windows, context, 0))
+    m = suite.mmlu
+    if m.enabled:
+        questions = (m.per_subject * (m.subjects or size["mmlu_subjects"])) if m.per_subject else None
+        questions = questions or round(size["mmlu"] * (m.subjects or size["mmlu_subjects"]) / size["mmlu_subjects"])
+        work += [(f"MMLU {k}-shot", questions, PROMPT_TOKENS[f"MMLU {k}-shot"], 0) for k in m.shots]
+    g, b, t = suite.gsm, suite.bbh, suite.tydiqa
+    if g.enabled:
+        work += [
+            (f"GSM {mode}", g.examples or 1319, shots_tokens(f"GSM {mode}", g.shots), g.max_new_tokens)
+            for mode in g.modes
+        ]
+    if b.enabled:
+        examples = (b.tasks or size["bbh_tasks"]) * (b.per_task or 40)
+        work += [(f"BBH {mode}", examples, PROMPT_TOKENS[f"BBH {mode}"], b.max_new_tokens) for mode in b.modes]
+    if t.enabled:
+        questions = size["tydiqa_languages"] * (t.per_language or 100)
+        work += [
+            (f"TydiQA {mode}", questions, shots_tokens(f"TydiQA {mode}", t.shots), t.max_new_tokens) for mode in t.modes
+        ]
+    c = suite.codex
+    if c.enabled:
+        work += [
+            (
+                f"Codex-Eval T={temp}",
+                (c.problems or size["humaneval"]) * c.samples,
+                PROMPT_TOKENS["Codex-Eval"],
+                c.max_new_tokens,
+            )
+            for temp in c.temperatures.values()
+        ]
+    a = suite.alpaca
+    if a.enabled:
+        work.append(("AlpacaFarm", a.instructions or size["alpaca"], PROMPT_TOKENS["AlpacaFarm"], a.max_new_tokens))
+    return tuple(work)
+
+
+def full_suite_work() -> tuple[tuple[str, int, int, int], ...]:
+    from .config import load_suite
+
+    return suite_work(load_suite("full"), LLAMA1["13B"]["max_position_embeddings"])
 
 
 def gpus_needed(weight_bytes: int, gpu: Gpu) -> int:
@@ -343,7 +402,7 @@ def gpus_needed(weight_bytes: int, gpu: Gpu) -> int:
     return n
 
 
-def project_suite_seconds(shape: Shape, weight_bytes: int, gpu: Gpu, work=FULL_SUITE_WORK) -> tuple[float, int]:
+def project_suite_seconds(shape: Shape, weight_bytes: int, gpu: Gpu, work=None) -> tuple[float, int]:
     """(projected seconds, tensor-parallel GPUs) of `work` on `n` GPUs of one kind: per benchmark, prefill at the
     compute roof plus decode at the bandwidth roof, with as many running sequences as the KV cache holds."""
     n = gpus_needed(weight_bytes, gpu)
@@ -352,7 +411,7 @@ def project_suite_seconds(shape: Shape, weight_bytes: int, gpu: Gpu, work=FULL_S
     kv_room = gpu.memory * n * GPU_MEMORY_UTILIZATION - n * RUNTIME_BYTES - weight_bytes
     per_token = kv_cache_bytes(shape, 1)
     total = 0.0
-    for _, sequences, prompt, new in work:
+    for _, sequences, prompt, new in work or full_suite_work():
         total += sequences * (prompt + new) * 2 * shape.params / flops  # prefill (and, for new > 0, a bound on it)
         if new:
             batch = max(1, min(MAX_RUNNING, sequences, int(kv_room // (per_token * (prompt + new)))))
@@ -378,14 +437,26 @@ def suite_table(shape: Shape, bits: int, group_size: int) -> str:
     return "\n".join(rows)
 
 
-# export_gguf's rates, measured on the stand-in (135M parameters) on a 2-core AMD EPYC with AVX512 (docs/gguf.md):
-# llama.cpp's converter wrote the 269 MB F16 GGUF in 9.2 s (Python start-up included), the quantizer made Q4_K_M in
-# 3.8 s on 2 threads, the importance matrix's float32 forward passes ran 128 x 512 tokens through 30 layers in 173 s.
+# export_gguf's rates on a 2-core AMD EPYC with AVX512, measured by `make rehearse` at LLaMA-13B width (2 layers,
+# gguf.json's timings): the converter wrote the 1.92 GB F16 GGUF in 5.3 s; the importance matrix's forward passes ran
+# 8 x 512 tokens through 2 layers (2 x 317 M weights) in 38.2 s; the quantizer made Q4_K_M (with the matrix) and Q8_0
+# from 962 M weights in 47.5 + 6.6 s on 2 threads. The stand-in's figures (135 M weights, docs/gguf.md) were 3-4x lower
+# for the converter and the matrix, whose small matrices and Python start-up dominate there: plan projected the
+# rehearsal's export at 1.6x its measured time with them.
 GGUF_RATES = {
-    "convert_bytes_per_s": 269e6 / 9.2,
-    "quantize_params_per_s": 134.5e6 / 3.8,
-    "imatrix_flops_per_s": 2 * 106.9e6 * 128 * 512 / 173.0,
+    "convert_bytes_per_s": 1.92e9 / 5.3,
+    "quantize_params_per_s": 2 * 962.1e6 / (47.5 + 6.6),
+    "imatrix_flops_per_s": 2 * 2 * 317.2e6 * 8 * 512 / 38.2,
 }
+
+
+def gguf_seconds(shape: Shape, types: list[str], samples: int, seq_len: int) -> dict[str, float]:
+    """The GGUF export's converter, importance matrix (over samples x seq_len tokens) and quantizer, in seconds."""
+    return {
+        "convert": shape.params * 2 / GGUF_RATES["convert_bytes_per_s"],
+        "imatrix": 2 * shape.layer_params * shape.layers * samples * seq_len / GGUF_RATES["imatrix_flops_per_s"],
+        "quantize": len(types) * shape.params / GGUF_RATES["quantize_params_per_s"],
+    }
 
 
 def gguf_projection(shape: Shape, types: list[str], samples: int, seq_len: int) -> str:
@@ -397,18 +468,186 @@ def gguf_projection(shape: Shape, types: list[str], samples: int, seq_len: int) 
         f"{t} ~{human_bytes(int(shape.params * (nominal_bits(t) + (0 if t in FLOAT_TYPES else 0.35)) / 8))}"
         for t in types
     )
-    convert = shape.params * 2 / GGUF_RATES["convert_bytes_per_s"]
-    quantize = len(types) * shape.params / GGUF_RATES["quantize_params_per_s"]
-    imatrix = 2 * shape.layer_params * shape.layers * samples * seq_len / GGUF_RATES["imatrix_flops_per_s"]
+    times = {k: human_seconds(v) for k, v in gguf_seconds(shape, types, samples, seq_len).items()}
+    convert, quantize, imatrix = times["convert"], times["quantize"], times["imatrix"]
     return "\n".join(
         [
             f"\nGGUF export (export_gguf): {files}; up to {human_bytes(estimated_bytes(types, shape.params))} of disk "
             "while it runs (the temporary F16 GGUF included).",
-            f"PROJECTION on a 2-core CPU like the one measured (docs/gguf.md): convert {human_seconds(convert)}, "
-            f"quantize {human_seconds(quantize)}, importance matrix over {samples} x {seq_len} tokens "
-            f"{human_seconds(imatrix)} (float32; export_gguf.imatrix_device cuda runs it on a GPU instead).",
+            f"PROJECTION on a 2-core CPU like the one measured (docs/benchmarks.md): convert {convert}, "
+            f"quantize {quantize}, importance matrix over {samples} x {seq_len} tokens "
+            f"{imatrix} (float32; export_gguf.imatrix_device cuda runs it on a GPU instead).",
         ]
     )
+
+
+# ------------------------------------------------------------------------------------------------------ stage time
+# What each stage of `tulu-quant run` costs: the work it does (FLOPs, bytes), divided by a machine's rates. The CPU
+# rates were measured on a 2-core AMD EPYC with AVX512-BF16: first on the stand-in (SmolLM2-135M, `python -m
+# benchmarks.bench pipeline`), then corrected where `make rehearse` (LLaMA-13B widths, 2 layers, each stage in its own
+# process) measured more than 25 % away (docs/benchmarks.md has both tables). A GPU changes the compute terms only:
+# recovery, conversions and hashing stay on the host's disk and CPU.
+
+
+@dataclass(frozen=True)
+class Rates:
+    name: str
+    stream: float  # bytes/s a checkpoint is read, converted and written (recover: fp16 base + fp32 diff in, fp16 out)
+    read: float  # bytes/s a file just written is read back (loaded or hashed from the page cache)
+    train_flops: float  # AutoRound's tuning (forward + backward of one decoder layer), FLOP/s
+    forward_flops: float  # scoring / prefill forward passes, FLOP/s
+    bandwidth: float  # weight bytes/s streamed per generated token (decode at batch 1)
+    kquant: float  # weights/s onnxruntime's k-quant packs (what the ONNX export quantizes itself: lm_head)
+    gpu: bool = False
+
+
+CPU_RATES = Rates(
+    "2-core CPU (AVX512-BF16)",
+    # recover: 1.08 GB (269 MB base + 538 MB diff + 269 MB out) in 8.1 s, verification included (the rehearsal's
+    # 5.8 GB in 64 s agrees: 0.92 of the projection).
+    stream=133e6,
+    # the rehearsal: validate loaded its 1.9 GB fp16 reference in about 2.7 s; publish hashed 3.8 GB in 3.7 s. (The
+    # stream rate here made validate's loads and publish's hashing 10x too slow.)
+    read=1.0e9,
+    # the rehearsal: 41.9 TFLOP (2 layers x (2 iterations x 3 x 8 x 512 + 2 x 8 x 512) tokens x 2 P + 2 L d FLOP per
+    # token) in 216 s less AUTOROUND_COMPILE_SECONDS. (The stand-in's 163e9, at 576 wide, made it 0.77 of plan.)
+    train_flops=240e9,
+    # the rehearsal: one 2048-token window through 2 layers and the 32001 x 5120 output matrix (3.3 TFLOP) in 22 s,
+    # float32. (The stand-in's 278 windows/s at 576 wide gave 75e9, which made validate 4x too slow.)
+    forward_flops=150e9,
+    # decode: torch float32 17.1 tokens/s x 538 MB of float32 weights per token (CPU inference paths table).
+    bandwidth=9.2e9,
+    # the rehearsal: the 32001 x 5120 output matrix (164 M weights) k-quantized in 68 s (the stand-in's 28 M in about
+    # 16 s gave 1.8e6).
+    kquant=2.4e6,
+)
+STAGE_PROCESS_BYTES = 600 * 2**20  # Python + torch + the stage's libraries before any weights (calibrate: 576 MiB)
+LIGHT_PROCESS_BYTES = 330 * 2**20  # a stage that imports no torch (publish: 328 MiB in the rehearsal)
+CALIBRATE_SECONDS = 4.0  # loading the source text and the tokenizer, tokenizing a few hundred thousand tokens
+AUTOROUND_COMPILE_SECONDS = 40.0  # AutoRound 0.16 torch.compiles its block on the first layer
+# neural-compressor's k-quant search holds about this many float32 copies of the matrix it packs (fit to the
+# rehearsal's export_onnx peak, 9.32 GiB, which the verification phase's weights alone do not reach)
+KQUANT_COPIES = 12
+
+
+def gpu_rates(gpu: Gpu, cpu: Rates = CPU_RATES) -> Rates:
+    """A GPU's compute at PROJECTION_EFFICIENCY of the vendor's figures; disk and host-side work at the CPU's rates."""
+    flops = gpu.tflops * 1e12 * PROJECTION_EFFICIENCY["compute"]
+    return Rates(
+        gpu.name,
+        cpu.stream,
+        cpu.read,
+        flops,
+        flops,
+        gpu.bandwidth * PROJECTION_EFFICIENCY["bandwidth"],
+        cpu.kquant,
+        gpu=True,
+    )
+
+
+def layer_flops_per_token(shape: Shape, seq_len: int) -> float:
+    """Forward FLOPs of one decoder layer per token: 2 per weight, plus causal attention (QK^T and AV, 2 L d)."""
+    return 2 * shape.layer_params + 2 * seq_len * shape.heads * shape.head_dim
+
+
+def stage_projection(shape: Shape, cfg: RunConfig, rates: Rates = CPU_RATES, suite=None) -> dict[str, dict[str, float]]:
+    """{stage: {seconds, rss_bytes}} for the stages of `cfg` on a machine with `rates` (rss_bytes: host memory of the
+    stage run in its own process); `suite` replaces cfg's validation suite (a SuiteConfig, e.g. without what could not
+    run offline). A PROJECTION: the terms name the work, the rates were measured on one CPU."""
+    from .config import load_suite
+    from .stages.export_gguf import nominal_bits
+
+    P, d, V = shape.params, shape.hidden, shape.vocab
+    computed = P - V * d  # the input embedding is a lookup, not a matmul
+    largest = max(V * d, *(i * o for i, o in shape.linears().values())) * 4  # float32
+    N, L = cfg.calibrate.num_samples, cfg.calibrate.seq_len
+    q = cfg.quantize
+    quant_bytes = quantized_weight_bytes(shape, q.bits, q.group_size)
+    forward = lambda tokens: 2 * computed * tokens / rates.forward_flops  # noqa: E731
+    decode = lambda tokens, weights: tokens * weights / rates.bandwidth  # noqa: E731
+    out: dict[str, dict[str, float]] = {}
+
+    # recover: stream base (fp16) + diff (fp32) in and fp16 out; --verify scores ~350 tokens, generates 8.
+    verify = (forward(350) + decode(cfg.recover.verify_new_tokens, P * 4)) if cfg.recover.verify else 0.0
+    out["recover"] = {"seconds": 8 * P / rates.stream + verify, "rss_bytes": STAGE_PROCESS_BYTES + 3 * largest}
+    out["calibrate"] = {"seconds": CALIBRATE_SECONDS, "rss_bytes": STAGE_PROCESS_BYTES}
+
+    # quantize: AutoRound tunes each layer for `iters` steps of forward + backward (3 forwards) on batch_size samples,
+    # and runs all N samples through it twice (float and quantized outputs for the next layer); GPTQ runs the forward
+    # passes once and solves each linear (in^3). Host memory: the model in float32, twice (AutoRound keeps the
+    # original beside the copy it tunes), the cached layer inputs, one layer's tuning state.
+    fpt = layer_flops_per_token(shape, L)
+    if q.method == "autoround":
+        tokens = q.autoround_iters * 3 * q.batch_size * L + 2 * N * L
+        flops = shape.layers * tokens * fpt
+        fixed = AUTOROUND_COMPILE_SECONDS
+        rss = STAGE_PROCESS_BYTES + 2 * P * 4 + 2 * N * L * d * 4 + 4 * shape.layer_params * 4
+    else:
+        solve = sum(i**3 for i, _ in shape.linears().values())
+        flops, fixed = shape.layers * (2 * N * L * fpt + 2 * solve), 0.0
+        rss = STAGE_PROCESS_BYTES + P * 2 + quantize_peak(shape, N, L, 4)["activations"]
+    seconds = fixed + flops / rates.train_flops + (P * 2 + quant_bytes) / rates.stream
+    out["quantize"] = {"seconds": seconds, "rss_bytes": rss}
+
+    # export_onnx: the builder reads the GPTQ checkpoint (or the fp16 model) and k-quantizes what is still float (the
+    # output matrix); the verification loads the float32 reference and scores verify_tokens with both models. Peak
+    # memory: the k-quant search over that matrix, or the verification's two models, whichever is larger.
+    e = cfg.export_onnx
+    kquant = V * d if e.precision == "int4" else 0
+    onnx_bytes = quant_bytes if e.precision == "int4" else P * (2 if e.precision == "fp16" else 4)
+    check = 2 * forward(e.verify_tokens) + decode(e.verify_new_tokens, P * 4) + P * 2 / rates.read if e.verify else 0
+    search = onnx_bytes + KQUANT_COPIES * kquant * 4
+    verifying = P * 4 + P * 2 + onnx_bytes if e.verify else 0
+    out["export_onnx"] = {
+        "seconds": (quant_bytes + onnx_bytes) / rates.stream + kquant / rates.kquant + check,
+        "rss_bytes": STAGE_PROCESS_BYTES + max(search, verifying),
+    }
+
+    # export_gguf: convert to F16, the importance matrix's float32 forward passes, each type quantized and verified.
+    g = cfg.export_gguf
+    samples = min(N, g.imatrix_samples or N) if g.imatrix else 0
+    gguf_bytes = [P * nominal_bits(t) / 8 for t in g.types]
+    parts = gguf_seconds(shape, g.types, samples, L)
+    if rates.gpu:  # export_gguf.imatrix_device auto: the matrix's forward passes run on the GPU
+        parts["imatrix"] = 2 * shape.layer_params * shape.layers * samples * L / rates.forward_flops
+    seconds = sum(parts.values())
+    if g.verify:
+        seconds += sum(forward(g.verify_tokens) + decode(g.verify_new_tokens, b) for b in gguf_bytes)
+    out["export_gguf"] = {"seconds": seconds, "rss_bytes": STAGE_PROCESS_BYTES + 3 * largest + max(gguf_bytes)}
+
+    # validate: every artifact scores the suite (its perplexity windows twice: perplexity, then KL against the
+    # reference's cached logits), prompts in forward passes, answers token by token. Peak memory: the float32
+    # reference while its fp16 weights are converted, and a batch of windows' logits.
+    suite = suite or load_suite(cfg.validate_.suite)
+    context = cfg.validate_.context_length or cfg.model.context_length or 2048
+    work = suite_work(suite, context)
+    scored = sum(n * prompt for _, n, prompt, _ in work) + kl_windows(suite) * context
+    generated = sum(n * new for _, n, _, new in work)
+    files = {"recover": P * 2, "quantize": quant_bytes, "export_onnx": onnx_bytes}
+    weights = [P * 4 if stage == "recover" else b for stage, b in files.items() if stage in cfg.stages]
+    files = [b for stage, b in files.items() if stage in cfg.stages]
+    if "export_gguf" in cfg.stages:
+        weights, files = weights + gguf_bytes, files + gguf_bytes
+    seconds = sum(forward(scored) + decode(generated, b) for b in weights) + sum(files) / rates.read
+    windows = work[0][1] if work and work[0][0].startswith("perplexity") else 0
+    logits = 2 * min(32, windows) * context * V * 4 if not rates.gpu else 0
+    loading = P * 4 + P * 2 if "recover" in cfg.stages else max(weights, default=0)
+    out["validate"] = {"seconds": seconds, "rss_bytes": STAGE_PROCESS_BYTES + loading + logits}
+
+    # publish: hard links where it can (no copy), and a sha256 of every file it ships.
+    shipped = quant_bytes + (onnx_bytes if cfg.publish.include_onnx else 0)
+    shipped += sum(gguf_bytes) if cfg.publish.include_gguf else 0
+    out["publish"] = {"seconds": shipped / rates.read, "rss_bytes": LIGHT_PROCESS_BYTES}
+    return {name: out[name] for name in cfg.stages if name in out}
+
+
+def kl_windows(suite) -> int:
+    """Windows the KL divergence scores again (the first source's, up to kl_windows)."""
+    ppl = suite.perplexity
+    if not ppl.kl_windows or not ppl.sources:
+        return 0
+    first = ppl.source_windows.get(ppl.sources[0], ppl.max_windows or DATASET_SIZES["windows"])
+    return min(ppl.kl_windows, first)
 
 
 def gpu_list(extra: str | None) -> dict[str, int]:

@@ -149,3 +149,14 @@ def test_quantization_table_gives_ratios_runtimes_and_marks_the_default():
     # quantize time relative to the asym-mse-nts row, only for rows measured on its machine
     assert "| 300 | 1.50x |" in text[3] and "| 200 | 1.00x |" in text[6] and "| 300 |  |" in text[5]
     assert text[7].startswith("| g32 |") and "| 300 |  |" in text[7]
+
+
+def test_rehearsal_leaves_out_of_its_projection_what_the_reference_skipped():
+    from benchmarks.rehearse import skipped_sections
+
+    log = (
+        "INFO tulu_quant.eval.runner: reference recovered [6/8] TydiQA gold passage (F1): skipped (not reachable)\n"
+        "INFO tulu_quant.eval.runner: gptq [3/8] MMLU 0-shot: skipped (as for the reference)\n"
+        "INFO tulu_quant.eval.runner: reference recovered [4/8] GSM8K direct: done in 2.7 s (native)\n"
+    )
+    assert skipped_sections(log) == ["tydiqa"]

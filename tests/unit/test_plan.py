@@ -12,6 +12,8 @@ import pytest
 
 from tulu_quant import plan
 
+CONFIG_13B = Path(__file__).resolve().parents[2] / "configs" / "tulu-13b.yaml"
+
 GIB = 2**30
 
 
@@ -120,3 +122,22 @@ def test_full_suite_projection_scales_with_the_gpu_and_splits_what_does_not_fit(
     assert project_suite_seconds(shape, int4, a100, work)[0] < project_suite_seconds(shape, int4, a100)[0]
     table = suite_table(shape, 4, 128)
     assert table.count("\n") == len(PROJECTION_GPUS) + 1 and "tensor parallel" in table
+
+
+def test_stage_projection_follows_the_work_of_each_stage():
+    from tulu_quant.config import load_config
+    from tulu_quant.plan import LLAMA1, PROJECTION_GPUS, Shape, gpu_rates, stage_projection
+
+    cfg = load_config(CONFIG_13B)
+    full = Shape.from_config(LLAMA1["13B"])
+    two = Shape.from_config({**LLAMA1["13B"], "num_hidden_layers": 2})
+    cpu, small = stage_projection(full, cfg), stage_projection(two, cfg)
+    assert list(cpu) == cfg.stages
+    assert cpu["quantize"]["seconds"] > 15 * small["quantize"]["seconds"]  # per-layer work dominates
+    assert cpu["calibrate"] == small["calibrate"]  # tokenizing does not depend on the model
+    fewer = load_config(CONFIG_13B, {"quantize.autoround_iters": 20})
+    assert stage_projection(full, fewer)["quantize"]["seconds"] < cpu["quantize"]["seconds"] / 5
+    h100 = stage_projection(full, cfg, gpu_rates(next(g for g in PROJECTION_GPUS if g.name.startswith("H100"))))
+    assert h100["quantize"]["seconds"] < cpu["quantize"]["seconds"] / 100  # compute moves to the GPU
+    assert h100["recover"]["seconds"] > 0.5 * cpu["recover"]["seconds"]  # disk-bound: stays on the host
+    assert cpu["quantize"]["rss_bytes"] > 24 * 2**30  # the whole float32 model is in host memory
