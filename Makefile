@@ -23,10 +23,15 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
-	# torch first: GPTQModel is an sdist that builds against the installed torch.
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q $(LLAMA_CPP_PACKAGE)
-	$(BIN)/pip install -q --no-build-isolation -e ".[dev,gguf,autoround]"
+	# llama.cpp compiles into a wheel (about 3 minutes of both cores) while torch and the other packages download and
+	# install beside it (torch first: GPTQModel is an sdist that builds against the installed torch); then the project
+	# with its gguf extra, which takes that wheel. The build's output is in $(VENV)/llama-build.log.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps -w $(VENV)/wheels $(LLAMA_CPP_PACKAGE) \
+	  > $(VENV)/llama-build.log 2>&1 & build=$$!; \
+	  $(BIN)/pip install -q torch==$(TORCH_VERSION) && \
+	  $(BIN)/pip install -q --no-build-isolation -e ".[dev,autoround]"; installed=$$?; \
+	  wait $$build || { tail -30 $(VENV)/llama-build.log; exit 1; }; test $$installed = 0
+	$(BIN)/pip install -q --find-links $(VENV)/wheels --no-build-isolation -e ".[dev,gguf,autoround]"
 	touch $@
 
 # vLLM (CPU build here; the `vllm` package on CUDA machines) in its own environment: it pins transformers<5.20, which

@@ -615,13 +615,13 @@ def stage_projection(shape: Shape, cfg: RunConfig, rates: Rates = CPU_RATES, sui
         seconds += sum(forward(g.verify_tokens) + decode(g.verify_new_tokens, b) for b in gguf_bytes)
     out["export_gguf"] = {"seconds": seconds, "rss_bytes": STAGE_PROCESS_BYTES + 3 * largest + max(gguf_bytes)}
 
-    # validate: every artifact scores the suite (its perplexity windows twice: perplexity, then KL against the
-    # reference's cached logits), prompts in forward passes, answers token by token. Peak memory: the float32
-    # reference while its fp16 weights are converted, and a batch of windows' logits.
+    # validate: every artifact scores the suite (its perplexity windows once: the KL windows' comparison with the
+    # reference's cached logits is made in the same pass), prompts in forward passes, answers token by token. Peak
+    # memory: the float32 reference while its fp16 weights are converted, and a batch of windows' logits.
     suite = suite or load_suite(cfg.validate_.suite)
     context = cfg.validate_.context_length or cfg.model.context_length or 2048
     work = suite_work(suite, context)
-    scored = sum(n * prompt for _, n, prompt, _ in work) + kl_windows(suite) * context
+    scored = sum(n * prompt for _, n, prompt, _ in work)
     generated = sum(n * new for _, n, _, new in work)
     files = {"recover": P * 2, "quantize": quant_bytes, "export_onnx": onnx_bytes}
     weights = [P * 4 if stage == "recover" else b for stage, b in files.items() if stage in cfg.stages]
@@ -639,15 +639,6 @@ def stage_projection(shape: Shape, cfg: RunConfig, rates: Rates = CPU_RATES, sui
     shipped += sum(gguf_bytes) if cfg.publish.include_gguf else 0
     out["publish"] = {"seconds": shipped / rates.read, "rss_bytes": LIGHT_PROCESS_BYTES}
     return {name: out[name] for name in cfg.stages if name in out}
-
-
-def kl_windows(suite) -> int:
-    """Windows the KL divergence scores again (the first source's, up to kl_windows)."""
-    ppl = suite.perplexity
-    if not ppl.kl_windows or not ppl.sources:
-        return 0
-    first = ppl.source_windows.get(ppl.sources[0], ppl.max_windows or DATASET_SIZES["windows"])
-    return min(ppl.kl_windows, first)
 
 
 def gpu_list(extra: str | None) -> dict[str, int]:

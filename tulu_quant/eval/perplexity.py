@@ -9,6 +9,11 @@ KL statistics follow llama.cpp's --kl-divergence: per scored token KL(P_ref || P
 its mean, median, 99th percentile and maximum, the share of tokens whose argmax agrees (top-1 agreement) and the
 perplexity ratio on those tokens. The reference's log-probabilities are saved per window (float16; the argmax and the
 target NLL exactly) so candidates are compared without holding two models in memory.
+
+One pass serves both: the KL windows are the first windows of the first perplexity source, so the perplexity pass
+hands each of those windows' logits to a ``WindowSink`` that saves the reference's window (``save_window``) or a
+candidate's comparison with it (``save_comparison``); the KL job then scores only the windows no earlier pass left,
+and the two models' logits are computed once per window instead of twice.
 """
 
 from __future__ import annotations
@@ -133,12 +138,19 @@ def logits_of_windows(
         advance(len(batch))
 
 
+WindowSink = Callable[[int, list[int], np.ndarray], None]  # (window index, ids, logits) of a window just scored
+
+
 def score_windows(
-    backend, windows: Windows, advance: Callable[..., None] = lambda n=1, **_: None, batch_size: int | str = 1
+    backend,
+    windows: Windows,
+    advance: Callable[..., None] = lambda n=1, **_: None,
+    batch_size: int | str = 1,
+    sink: WindowSink | None = None,
 ) -> np.ndarray:
-    """Per-window mean NLL (float64 [windows]) of the backend over the windows. A server backend (one with
-    ``token_logprobs``: vLLM) returns the log-probability of each window's own tokens instead of logits: the same
-    targets as token_nll (ids[1:])."""
+    """Per-window mean NLL (float64 [windows]) of the backend over the windows; each window's logits also go to
+    ``sink`` when given. A server backend (one with ``token_logprobs``: vLLM) returns the log-probability of each
+    window's own tokens instead of logits: the same targets as token_nll (ids[1:]), and nothing for the sink."""
     if hasattr(backend, "token_logprobs"):
         from .decode import resolve_batch_size
 
@@ -149,12 +161,51 @@ def score_windows(
             out += [-float(np.mean(np.asarray(lp, dtype=np.float64))) for lp in backend.token_logprobs(batch)]
             advance(len(batch))
         return np.asarray(out)
-    return np.asarray(
-        [
-            float(token_nll(logits, ids).mean())
-            for _, ids, logits in logits_of_windows(backend, windows, batch_size, advance)
-        ]
+    out = []
+    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance):
+        out.append(float(token_nll(logits, ids).mean()))
+        if sink is not None:
+            sink(index, ids, logits)
+    return np.asarray(out)
+
+
+def _window_file(folder: Path, index: int) -> Path:
+    return folder / f"window-{index:04d}.npz"
+
+
+def _save_npz(folder: Path, index: int, **arrays) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".window-{index:04d}.partial.npz"
+    np.savez(partial, **arrays)
+    partial.rename(_window_file(folder, index))
+
+
+def save_window(folder: Path, index: int, ids: list[int], logits: np.ndarray) -> None:
+    """The reference's record of one window: log-probabilities (float16), argmax and target NLL."""
+    logp = log_softmax(logits[:-1])
+    _save_npz(
+        folder,
+        index,
+        logp=logp.astype(np.float16),
+        argmax=logp.argmax(axis=-1).astype(np.int32),
+        nll=token_nll(logits, ids),
     )
+
+
+def comparison(reference: Path, index: int, ids: list[int], logits: np.ndarray) -> dict[str, np.ndarray]:
+    """A candidate's per-token comparison of one window with the reference's saved window: KL, argmax agreement,
+    both NLLs (what kl_summary summarizes)."""
+    saved = np.load(_window_file(reference, index))
+    return {
+        "kl": kl_per_token(saved["logp"], logits[:-1]),
+        "agree": logits[:-1].argmax(axis=-1) == saved["argmax"],
+        "ref_nll": saved["nll"],
+        "cand_nll": token_nll(logits, ids),
+    }
+
+
+def save_comparison(folder: Path, reference: Path, index: int, ids: list[int], logits: np.ndarray) -> None:
+    _save_npz(folder, index, **comparison(reference, index, ids, logits))
 
 
 def save_reference(
@@ -164,22 +215,11 @@ def save_reference(
     advance: Callable[..., None] = lambda n=1, **_: None,
     batch_size: int | str = 1,
 ) -> None:
-    """Write, per window, the reference's log-probabilities (float16), argmax and target NLL for later KL scoring."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def target(index: int) -> Path:
-        return folder / f"window-{index:04d}.npz"
-
-    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance, lambda i: target(i).is_file()):
-        logp = log_softmax(logits[:-1])
-        partial = folder / f".window-{index:04d}.partial.npz"
-        np.savez(
-            partial,
-            logp=logp.astype(np.float16),
-            argmax=logp.argmax(axis=-1).astype(np.int32),
-            nll=token_nll(logits, ids),
-        )
-        partial.rename(target(index))
+    """Write, per window, the reference's log-probabilities (float16), argmax and target NLL for later KL scoring;
+    windows already saved (by the perplexity pass, or a run that was stopped) are kept."""
+    skip = lambda index: _window_file(folder, index).is_file()  # noqa: E731
+    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance, skip):
+        save_window(folder, index, ids, logits)
 
 
 def compare_to_reference(
@@ -188,13 +228,18 @@ def compare_to_reference(
     folder: Path,
     advance: Callable[..., None] = lambda n=1, **_: None,
     batch_size: int | str = 1,
+    compared: Path | None = None,
 ) -> dict[str, float]:
-    """KL statistics of the backend against the saved reference windows."""
-    kls, agree, ref_nll, cand_nll = [], [], [], []
-    for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance):
-        saved = np.load(folder / f"window-{index:04d}.npz")
-        kls.append(kl_per_token(saved["logp"], logits[:-1]))
-        agree.append(logits[:-1].argmax(axis=-1) == saved["argmax"])
-        ref_nll.append(saved["nll"])
-        cand_nll.append(token_nll(logits, ids))
-    return kl_summary(np.concatenate(kls), np.concatenate(agree), np.concatenate(ref_nll), np.concatenate(cand_nll))
+    """KL statistics of the backend against the saved reference windows. With ``compared`` (the folder where the
+    perplexity pass saved this candidate's comparisons), only the windows missing there are scored, and saved there."""
+    if compared is None:
+        rows = [
+            comparison(folder, index, ids, logits)
+            for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance)
+        ]
+    else:
+        skip = lambda index: _window_file(compared, index).is_file()  # noqa: E731
+        for index, ids, logits in logits_of_windows(backend, windows, batch_size, advance, skip):
+            save_comparison(compared, folder, index, ids, logits)
+        rows = [dict(np.load(_window_file(compared, index))) for index in range(len(windows.inputs))]
+    return kl_summary(*(np.concatenate([row[k] for row in rows]) for k in ("kl", "agree", "ref_nll", "cand_nll")))

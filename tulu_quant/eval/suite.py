@@ -47,8 +47,11 @@ class Job:
 # ---------------------------------------------------------------------------------------------------- compute functions
 
 
-def _perplexity(key, label, windows, suite, backend, role, reference, folder, advance) -> JobResult:
-    nll = perplexity.score_windows(backend, windows, advance, suite.batch_size)
+def _perplexity(key, label, windows, suite, kl, backend, role, reference, folder, advance) -> JobResult:
+    """A source's perplexity. With ``kl`` (the KL windows' count and tag: this source's first windows), the same pass
+    saves the reference's KL windows, or a candidate's comparison with them, for the KL job to reuse."""
+    sink, files = _kl_sink(kl, backend, role, reference, folder)
+    nll = perplexity.score_windows(backend, windows, advance, suite.batch_size, sink)
     return JobResult(
         key,
         [
@@ -62,14 +65,55 @@ def _perplexity(key, label, windows, suite, backend, role, reference, folder, ad
                 {"bos": windows.bos, "text_tokens": windows.total_tokens},
             )
         ],
+        files=files,
     )
 
 
-def _kl(windows, suite, backend, role, reference, folder: Path, advance) -> JobResult:
+def kl_reference_folder(folder: Path, tag: str) -> Path:
+    return folder / f"kl-reference-{tag}"
+
+
+def kl_compared_folder(folder: Path, reference_folder: Path, tag: str) -> Path:
+    """Where a candidate's per-window comparisons with one reference's KL windows are kept (the reference folder's
+    parent names the reference artifact and its fingerprint)."""
+    return folder / f"kl-vs-{reference_folder.parent.name}-{tag}"
+
+
+def _kl_sink(kl, backend, role, reference, folder: Path):
+    """(sink for perplexity.score_windows, files of the result): the reference saves its first KL windows, a
+    candidate compares with the windows its reference's perplexity pass saved. None where the pass yields no logits
+    (a server backend) or the reference saved none."""
+    if kl is None or hasattr(backend, "token_logprobs"):
+        return None, []
+    count, tag = kl
     if role == "reference":
-        perplexity.save_reference(backend, windows, folder / "kl-reference", advance, suite.batch_size)
-        return JobResult("kl", [], files=[str(folder / "kl-reference")])
-    stats = perplexity.compare_to_reference(backend, windows, Path(reference.files[0]), advance, suite.batch_size)
+        target = kl_reference_folder(folder, tag)
+
+        def save(index, ids, logits):
+            if index < count:
+                perplexity.save_window(target, index, ids, logits)
+
+        return save, [str(target)]
+    if reference is None or not reference.files:
+        return None, []
+    saved = Path(reference.files[0])
+    target = kl_compared_folder(folder, saved, tag)
+
+    def compare(index, ids, logits):
+        if index < count:
+            perplexity.save_comparison(target, saved, index, ids, logits)
+
+    return compare, []
+
+
+def _kl(windows, tag, suite, backend, role, reference, folder: Path, advance) -> JobResult:
+    if role == "reference":
+        target = kl_reference_folder(folder, tag)
+        perplexity.save_reference(backend, windows, target, advance, suite.batch_size)
+        return JobResult("kl", [], files=[str(target)])
+    saved = Path(reference.files[0])
+    compared = kl_compared_folder(folder, saved, tag)
+    stats = perplexity.compare_to_reference(backend, windows, saved, advance, suite.batch_size, compared)
     half = 1.959963984540054 * stats["kl_mean_stderr"]
     details = {
         "tokens": stats["tokens"],
@@ -222,7 +266,13 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
 
     cfg = suite.perplexity
     bos = perplexity.bos_id_of(tokenizer)
-    jobs, first_windows = [], None
+    jobs, kl_windows = [], None
+    kl_spec = [
+        ("kl_mean", "KL divergence, mean", "nats", False),
+        ("kl_p99", "KL divergence, 99th percentile", "nats", False),
+        ("top1_agreement", "top-1 agreement", "points", True),
+        ("ppl_ratio", "perplexity ratio", "ratio", False),
+    ]
     for source in cfg.sources:
         key, label = f"ppl.{source}", f"perplexity ({source}, {cfg.split})"
         documents, reason = _unavailable(lambda source=source: get_source(source).documents(cfg.split))
@@ -242,7 +292,10 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
         if reason:
             jobs.append(Job(key, label, spec, skipped=reason))
             continue
-        first_windows = first_windows or windows
+        kl = None
+        if cfg.kl_windows and kl_windows is None:  # KL on the first source's first windows, saved by its pass
+            kl_windows = perplexity.Windows(windows.inputs[: cfg.kl_windows], windows.bos, windows.total_tokens)
+            kl = (len(kl_windows.inputs), items.data_hash(kl_windows.inputs)[:12])
         settings = {
             "source": source,
             "split": cfg.split,
@@ -250,6 +303,7 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
             "bos": windows.bos,
             "windows": len(windows.inputs),
             "tokens_sha256": items.data_hash(windows.inputs),
+            "kl_windows": kl[0] if kl else 0,
         }
         jobs.append(
             Job(
@@ -257,28 +311,20 @@ def perplexity_jobs(suite: SuiteConfig, tokenizer, context_length: int) -> list[
                 label,
                 spec,
                 settings,
-                functools.partial(_perplexity, key, label, windows, suite),
+                functools.partial(_perplexity, key, label, windows, suite, kl),
                 len(windows.inputs),
             )
         )
-    kl_spec = [
-        ("kl_mean", "KL divergence, mean", "nats", False),
-        ("kl_p99", "KL divergence, 99th percentile", "nats", False),
-        ("top1_agreement", "top-1 agreement", "points", True),
-        ("ppl_ratio", "perplexity ratio", "ratio", False),
-    ]
-    if cfg.kl_windows and first_windows is not None:
-        kl_windows = perplexity.Windows(
-            first_windows.inputs[: cfg.kl_windows], first_windows.bos, first_windows.total_tokens
-        )
-        settings = {"windows": len(kl_windows.inputs), "tokens_sha256": items.data_hash(kl_windows.inputs)}
+    if kl_windows is not None:
+        tokens = items.data_hash(kl_windows.inputs)
+        settings = {"windows": len(kl_windows.inputs), "tokens_sha256": tokens}
         jobs.append(
             Job(
                 "kl",
                 "KL divergence vs reference",
                 kl_spec,
                 settings,
-                functools.partial(_kl, kl_windows, suite),
+                functools.partial(_kl, kl_windows, tokens[:12], suite),
                 len(kl_windows.inputs),
                 uses_reference=True,
                 needs_logits=True,

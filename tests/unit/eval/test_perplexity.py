@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,44 @@ def test_a_server_backend_scores_windows_from_its_token_logprobs(tokenizer):
     server = Server()
     assert np.allclose(P.score_windows(server, windows, batch_size="auto"), P.score_windows(native, windows))
     assert server.batches == [2] * (len(windows.inputs) // 2) + [1] * (len(windows.inputs) % 2)
+
+
+def test_the_perplexity_pass_saves_the_kl_windows_and_kl_scores_none_of_them_again(tmp_path, tokenizer):
+    from types import SimpleNamespace
+
+    from tulu_quant.eval import suite as S
+
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(len(tokenizer), len(tokenizer))).astype(np.float32) * 3
+    noisy = table + rng.normal(size=table.shape).astype(np.float32)
+    windows = P.make_windows(list(rng.integers(3, len(tokenizer), 80)), 16, bos_id=0)  # 5 windows
+    kl_windows = P.Windows(windows.inputs[:2], windows.bos, windows.total_tokens)
+    suite, kl, noop = SimpleNamespace(batch_size=1, bootstrap_samples=10, seed=0), (2, "tag"), lambda n=1, **_: None
+    ref, cand = FakeBackend(tokenizer, lambda p: table[p[-1]]), FakeBackend(tokenizer, lambda p: noisy[p[-1]])
+    ref_dir, cand_dir = tmp_path / "ref-0123", tmp_path / "cand-4567"
+
+    ref_ppl = S._perplexity("ppl.x", "x", windows, suite, kl, ref, "reference", None, ref_dir, noop)
+    assert ref.calls["logits"] == 5
+    ref_kl = S._kl(kl_windows, "tag", suite, ref, "reference", None, ref_dir, noop)
+    assert ref.calls["logits"] == 5 and ref_kl.files == ref_ppl.files  # the KL job scored nothing again
+
+    S._perplexity("ppl.x", "x", windows, suite, kl, cand, "candidate", ref_ppl, cand_dir, noop)
+    fused = S._kl(kl_windows, "tag", suite, cand, "candidate", ref_kl, cand_dir, noop)
+    assert cand.calls["logits"] == 5
+    alone = P.compare_to_reference(FakeBackend(tokenizer, lambda p: noisy[p[-1]]), kl_windows, Path(ref_kl.files[0]))
+    metrics = {m.key: m.value for m in fused.metrics}
+    assert metrics["kl_mean"] == pytest.approx(alone["kl_mean"]) and alone["kl_mean"] > 0.1
+    assert metrics["top1_agreement"] == pytest.approx(alone["top1_agreement"])
+
+    # the KL job alone (a run whose perplexity pass could not save windows) scores what is missing, the same
+    again = S._kl(
+        kl_windows,
+        "tag",
+        suite,
+        FakeBackend(tokenizer, lambda p: noisy[p[-1]]),
+        "candidate",
+        ref_kl,
+        tmp_path / "other-89ab",
+        noop,
+    )
+    assert {m.key: m.value for m in again.metrics}["kl_mean"] == pytest.approx(alone["kl_mean"])
