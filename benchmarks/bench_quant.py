@@ -20,6 +20,7 @@ the file to measure it again); DIR/results.json and DIR/results.md hold the tabl
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import subprocess
@@ -379,20 +380,24 @@ def run_row(name: str, model_dir: Path, out: Path) -> dict[str, Any]:
 WHERE = {"offload_to_disk", "device"}  # where the work happens, not what it computes
 
 
-def standin_default() -> dict[str, Any]:
-    """configs/standin.yaml's quantize: settings, without WHERE."""
+@functools.cache
+def standin_config():
+    """configs/standin.yaml, read once."""
     from tulu_quant.config import load_config
 
-    return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").quantize.model_dump(
-        exclude=WHERE
-    )
+    return load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml")
+
+
+def standin_default() -> dict[str, Any]:
+    """configs/standin.yaml's quantize: settings, without WHERE."""
+    return standin_config().quantize.model_dump(exclude=WHERE)
 
 
 def is_standin_default(r: dict[str, Any], default: dict[str, Any]) -> bool:
     """Whether a GPTQ row's settings (and calibration) are the stand-in's default ones."""
-    from tulu_quant.config import QuantizeConfig, load_config
+    from tulu_quant.config import QuantizeConfig
 
-    calibrate = load_config(Path(__file__).resolve().parent.parent / "configs" / "standin.yaml").calibrate
+    calibrate = standin_config().calibrate
     c = r.get("calibrate") or {}
     if r["kind"] != "gptq" or c.get("num_samples") != calibrate.num_samples:
         return False
