@@ -60,19 +60,18 @@ REHEARSAL_SETTINGS = {
 # ------------------------------------------------------------------------------------------------------ the pair
 
 
-def train_tokenizer(folder: Path, text: str, vocab: int = VOCAB) -> None:
-    """A LLaMA-1-style tokenizer.model (SentencePiece BPE, byte fallback, <unk> 0, <s> 1, </s> 2) trained on `text`
-    and padded with UNUSED pieces to exactly `vocab` pieces, so ids, embedding rows and GGUF metadata have 13B sizes."""
+def sentencepiece_bytes(lines, vocab_size: int) -> bytes:
+    """A serialized LLaMA-1-style SentencePiece model (BPE, byte fallback, <unk> 0, <s> 1, </s> 2, no pad) trained on
+    `lines` (tests/tiny.py trains its tiny tokenizers with it too)."""
     import io
 
     import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2 as pb
 
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text.splitlines()),
+        sentence_iterator=iter(lines),
         model_writer=buffer,
-        vocab_size=4000,
+        vocab_size=vocab_size,
         model_type="bpe",
         byte_fallback=True,
         unk_id=0,
@@ -83,8 +82,16 @@ def train_tokenizer(folder: Path, text: str, vocab: int = VOCAB) -> None:
         hard_vocab_limit=False,
         minloglevel=2,
     )
+    return buffer.getvalue()
+
+
+def train_tokenizer(folder: Path, text: str, vocab: int = VOCAB) -> None:
+    """A LLaMA-1-style tokenizer.model trained on `text` (4,000 pieces) and padded with UNUSED pieces to exactly
+    `vocab` pieces, so ids, embedding rows and GGUF metadata have 13B sizes."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
     model = pb.ModelProto()
-    model.ParseFromString(buffer.getvalue())
+    model.ParseFromString(sentencepiece_bytes(text.splitlines(), 4000))
     for i in range(len(model.pieces), vocab):
         model.pieces.add(piece=f"<unused{i}>", score=0.0, type=pb.ModelProto.SentencePiece.UNUSED)
     folder.mkdir(parents=True, exist_ok=True)

@@ -104,28 +104,12 @@ def bpe_tokenizer(text: str, specials=("<s>", "</s>", "<pad>"), repeat: int = 3,
 def sentencepiece_tokenizer(text: str, folder: Path, vocab_size: int = 320):
     """A LLaMA-1-style tokenizer (SentencePiece BPE with byte fallback; <unk> 0, <s> 1, </s> 2) trained on `text` on the
     spot: tokenizer.model in `folder`, loaded by transformers' LlamaTokenizer (what Tulu's tokenizer is)."""
-    import io
-
-    import sentencepiece as spm
     from transformers import LlamaTokenizer
 
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text.split(". ") * 20),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="bpe",
-        byte_fallback=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        character_coverage=1.0,
-        hard_vocab_limit=False,
-        minloglevel=2,
-    )
+    from benchmarks.rehearse import sentencepiece_bytes
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    (folder / "tokenizer.model").write_bytes(sentencepiece_bytes(text.split(". ") * 20, vocab_size))
     return LlamaTokenizer.from_pretrained(folder)
 
 

@@ -20,6 +20,7 @@ from . import OneAtATime, OnToken, RowEnds, StopIds, check_lengths, check_prompt
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+SHARED_PREFIX_MIN = 32  # tokens every prompt of a batch must share before their prefix is computed once
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
@@ -61,6 +62,30 @@ def generation_config(settings: GenerationSettings, max_new_tokens: int, pad_id:
         eos_token_id=None,
         bos_token_id=None,
     )
+
+
+def shared_prefix(prompts: list[list[int]]) -> int:
+    """Tokens at the start of every prompt, leaving each prompt at least one token of its own (0 for one prompt)."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], min(map(len, prompts)) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+def middle_padded(prompts: list[list[int]], prefix: int, pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(ids, attention mask) with the padding between the shared prefix and each prompt's own tokens: every prefix
+    sits at positions 0..prefix-1 (so one computation of it serves every row) and every prompt ends at the last column
+    (so the rows decode side by side). The masked pads take no position: position ids count the unmasked tokens."""
+    width = max(map(len, prompts))
+    ids, mask = [], []
+    for p in prompts:
+        pads = width - len(p)
+        ids.append(p[:prefix] + [pad_id] * pads + p[prefix:])
+        mask.append([1] * prefix + [0] * pads + [1] * (len(p) - prefix))
+    return ids, mask
 
 
 def weights_size(path: Path) -> int:
@@ -128,7 +153,9 @@ class TorchBackend(OneAtATime):
         """transformers' ``generate`` on the left-padded prompts, each row ended by ``RowEnds`` (run as a stopping
         criterion after every step, which also streams each row's tokens to its on_token). A row's budget is
         max_new_tokens, or less where its prompt leaves less room in the context, so a row ends as it would alone.
-        Sampling draws from torch's generator seeded with settings.seed (a fresh seed when None).
+        Sampling draws from torch's generator seeded with settings.seed (a fresh seed when None). Prompts that share
+        a prefix of SHARED_PREFIX_MIN tokens or more have it computed once (``_prefix_cache``), padded after it instead
+        of before (``middle_padded``).
 
         transformers' loop is used rather than our own: measured on the stand-in at batch 1 (docs/benchmarks.md) it
         decodes as fast, and it batches, pads and masks correctly."""
@@ -138,17 +165,31 @@ class TorchBackend(OneAtATime):
         ends = RowEnds(budgets, on_tokens, stop_ids, self.eos_ids)
         if all(ends.done):
             return ends.new
-        ids, mask = pad_batch(prompts, self.pad_id, left=True)
+        prefix = shared_prefix(prompts)
+        if prefix >= SHARED_PREFIX_MIN:
+            ids, mask = middle_padded(prompts, prefix, self.pad_id)
+        else:
+            ids, mask = pad_batch(prompts, self.pad_id, left=True)
         criteria = _RowCriteria(ends, len(ids[0]))
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+            cache = self._prefix_cache(prompts[0][:prefix], len(prompts)) if prefix >= SHARED_PREFIX_MIN else None
             self.model.generate(
                 input_ids=torch.tensor(ids, device=self.device),
                 attention_mask=torch.tensor(mask, device=self.device),
                 generation_config=generation_config(settings, max(budgets), self.pad_id),
                 stopping_criteria=[criteria],
+                **({"cache": cache} if cache is not None else {}),
             )
         return ends.new
+
+    def _prefix_cache(self, prefix: list[int], rows: int):
+        """The KV cache of a prefix every prompt shares, computed once and repeated for each row: a few-shot prompt's
+        demonstrations (GSM8K's 8 exemplars, a BBH task's 3) or a prompt sampled n times (Codex-Eval) are then
+        prefilled once per batch instead of once per row. generate() computes only what follows the cache."""
+        out = self.model(input_ids=self._torch.tensor([prefix], device=self.device), use_cache=True, logits_to_keep=1)
+        out.cache.batch_repeat_interleave(rows)
+        return out.cache
 
     # ---------------------------------------------------------------------------------------------- facts
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
-from tulu_quant.backends import load_backend
-from tulu_quant.backends.torch_backend import TorchBackend
+from tulu_quant.backends import load_backend, torch_backend
+from tulu_quant.backends.torch_backend import TorchBackend, middle_padded, shared_prefix
 from tulu_quant.config import GenerationSettings
 
 
@@ -122,6 +122,35 @@ def test_batched_greedy_generation_ends_each_row_as_alone(backend):
     expected = [backend.generate(ids, settings, third(r, []), stop) for r, ids in enumerate(prompts)]
     assert ends == expected == streamed
     assert len(ends[0]) == 4 and len(ends[2]) <= 3
+
+
+def test_shared_prefix_leaves_each_prompt_a_token_and_pads_after_it():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9, 9], [1, 2, 7]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter prompt keeps its last token
+    assert shared_prefix([[1, 2, 3]]) == 0 and shared_prefix([[4, 2], [1, 2]]) == 0
+    ids, mask = middle_padded([[1, 2, 3], [1, 2, 5, 6, 7]], 2, 0)
+    assert ids == [[1, 2, 0, 0, 3], [1, 2, 5, 6, 7]]
+    assert mask == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+
+
+def test_a_shared_prefix_computed_once_changes_no_answer(backend, monkeypatch):
+    """Few-shot prompts (one long prefix, different questions) and one prompt sampled n times decode as they do
+    without the shared prefix cache, greedy and seeded sampling alike, and the prefix is computed once per batch."""
+    shots = backend.tokenizer("The quick brown fox jumps over the lazy dog. " * 4).input_ids
+    prompts = [shots + backend.tokenizer(q).input_ids for q in ("The lazy", "quick brown fox", "dog")]
+    prompts.append(list(prompts[0]))
+    assert shared_prefix(prompts) >= torch_backend.SHARED_PREFIX_MIN
+    greedy = GenerationSettings(max_new_tokens=10)
+    sampled = GenerationSettings(max_new_tokens=10, temperature=0.8, top_p=0.95, seed=3)
+    calls = []
+    original = TorchBackend._prefix_cache
+    monkeypatch.setattr(TorchBackend, "_prefix_cache", lambda self, *a: calls.append(a) or original(self, *a))
+    with_prefix = [backend.generate_batch(prompts, s) for s in (greedy, sampled)]
+    assert len(calls) == 2 and calls[0][1] == len(prompts)
+    monkeypatch.setattr(torch_backend, "SHARED_PREFIX_MIN", 10**9)
+    assert [backend.generate_batch(prompts, s) for s in (greedy, sampled)] == with_prefix
+    assert with_prefix[0] == [backend.generate(ids, greedy) for ids in prompts]
+    assert len(calls) == 2
 
 
 def test_load_backend_picks_torch_for_plain_weights(tiny):
