@@ -76,16 +76,13 @@ def shared_prefix(prompts: list[list[int]]) -> int:
 
 
 def middle_padded(prompts: list[list[int]], prefix: int, pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
-    """(ids, attention mask) with the padding between the shared prefix and each prompt's own tokens: every prefix
-    sits at positions 0..prefix-1 (so one computation of it serves every row) and every prompt ends at the last column
-    (so the rows decode side by side). The masked pads take no position: position ids count the unmasked tokens."""
-    width = max(map(len, prompts))
-    ids, mask = [], []
-    for p in prompts:
-        pads = width - len(p)
-        ids.append(p[:prefix] + [pad_id] * pads + p[prefix:])
-        mask.append([1] * prefix + [0] * pads + [1] * (len(p) - prefix))
-    return ids, mask
+    """(ids, attention mask) with the padding between the shared prefix and each prompt's own tokens (pad_batch's left
+    padding of what follows the prefix; with prefix 0 exactly pad_batch's): every prefix sits at positions
+    0..prefix-1 (so one computation of it serves every row) and every prompt ends at the last column (so the rows
+    decode side by side). The masked pads take no position: position ids count the unmasked tokens."""
+    ids, mask = pad_batch([p[prefix:] for p in prompts], pad_id, left=True)
+    head = prompts[0][:prefix]
+    return [head + row for row in ids], [[1] * prefix + row for row in mask]
 
 
 def weights_size(path: Path) -> int:
@@ -166,20 +163,18 @@ class TorchBackend(OneAtATime):
         if all(ends.done):
             return ends.new
         prefix = shared_prefix(prompts)
-        if prefix >= SHARED_PREFIX_MIN:
-            ids, mask = middle_padded(prompts, prefix, self.pad_id)
-        else:
-            ids, mask = pad_batch(prompts, self.pad_id, left=True)
+        prefix = prefix if prefix >= SHARED_PREFIX_MIN else 0
+        ids, mask = middle_padded(prompts, prefix, self.pad_id)
         criteria = _RowCriteria(ends, len(ids[0]))
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed if settings.seed is not None else torch.seed())
-            cache = self._prefix_cache(prompts[0][:prefix], len(prompts)) if prefix >= SHARED_PREFIX_MIN else None
+            cached = {"cache": self._prefix_cache(ids[0][:prefix], len(ids))} if prefix else {}
             self.model.generate(
                 input_ids=torch.tensor(ids, device=self.device),
                 attention_mask=torch.tensor(mask, device=self.device),
                 generation_config=generation_config(settings, max(budgets), self.pad_id),
                 stopping_criteria=[criteria],
-                **({"cache": cache} if cache is not None else {}),
+                **cached,
             )
         return ends.new
 

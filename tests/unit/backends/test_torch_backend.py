@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny import bpe_tokenizer, save_tiny_hf
 
-from tulu_quant.backends import load_backend, torch_backend
+from tulu_quant.backends import load_backend, pad_batch, torch_backend
 from tulu_quant.backends.torch_backend import TorchBackend, middle_padded, shared_prefix
 from tulu_quant.config import GenerationSettings
 
@@ -131,6 +131,7 @@ def test_shared_prefix_leaves_each_prompt_a_token_and_pads_after_it():
     ids, mask = middle_padded([[1, 2, 3], [1, 2, 5, 6, 7]], 2, 0)
     assert ids == [[1, 2, 0, 0, 3], [1, 2, 5, 6, 7]]
     assert mask == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+    assert middle_padded([[1, 2, 3], [4]], 0, 0) == pad_batch([[1, 2, 3], [4]], 0, left=True)  # no prefix: left
 
 
 def test_a_shared_prefix_computed_once_changes_no_answer(backend, monkeypatch):
