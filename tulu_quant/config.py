@@ -252,6 +252,12 @@ class QuantizeConfig(Strict):
     autoround_iters: int = Field(
         200, gt=0, description="AutoRound's tuning steps per decoder layer (its default 200; 50 is its light recipe)."
     )
+    autoround_torch_compile: bool | None = Field(
+        None,
+        description="Whether AutoRound compiles its block tuning with torch.compile. None: AutoRound's own choice (on "
+        "where it supports it). Compiling costs tens of seconds per run before the first layer; it pays off on large "
+        "models on CUDA (docs/quantization.md has the CPU measurement).",
+    )
     bits: Literal[2, 3, 4, 8] = 4
     group_size: int = Field(128, description=f"One of {GROUP_SIZES}: -1 is one scale per output channel.")
     desc_act: bool = Field(
@@ -343,6 +349,10 @@ class QuantizeConfig(Strict):
                         f"{key} is a GPTQ setting and method is autoround, which tunes rounding and clipping itself; "
                         f"remove {key} or set method: gptq"
                     )
+        elif self.autoround_torch_compile is not None:
+            raise ValueError(
+                "autoround_torch_compile is an AutoRound setting and method is gptq; remove it or set method: autoround"
+            )
         if self.desc_act and self.act_group_aware:
             raise ValueError("desc_act and act_group_aware are two column orders and exclude each other; set one false")
         if self.act_group_aware and self.group_size == -1:
@@ -440,6 +450,20 @@ class ValidateConfig(Strict):
     )
     vllm_venv: Path = Field(Path(".venv-vllm"), description="The environment `make vllm` builds the server in.")
     vllm_kv_cache_gib: int = Field(4, gt=0, description="KV cache of a vLLM server on a CPU (VLLM_CPU_KVCACHE_SPACE).")
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Artifacts scored at the same time on a CPU, each in a process of its own with a share of the "
+        "cores (tulu_quant.eval.parallel). auto: one per core while the models fit in memory together; 1 on CUDA, "
+        "with vLLM, or for a model that does not fit twice. Scores match a serial run's up to float rounding (a thread "
+        "count changes the order of a sum).",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("workers must be a positive integer or auto")
+        return value
 
     @model_validator(mode="after")
     def _judge(self) -> ValidateConfig:

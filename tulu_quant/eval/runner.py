@@ -90,21 +90,24 @@ def evaluate_artifact(
     log_file: Path | None = None,
     label: str = "",
     engine_of: Callable[[Job], str] = lambda job: "native",
+    numbers: dict[str, int] | None = None,
 ) -> dict[str, JobResult]:
     """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible.
-    ``load(path, engine)`` returns the backend of an engine."""
+    ``load(path, engine)`` returns the backend of an engine. ``reference_results`` is read only for jobs that read
+    the reference's result. ``numbers``: each job's number in the suite, for the log (default: its place in jobs)."""
+    numbers = numbers or {job.key: index for index, job in enumerate(jobs, 1)}
     artifact_print = fingerprint(path)
     folder = work / f"{Path(path).name}-{artifact_print}"
     results: dict[str, JobResult] = {}
     with contextlib.ExitStack() as stack:
         backends: dict[str, Any] = {}
-        for index, job in enumerate(jobs, 1):
-            prefix = f"{label or Path(path).name} [{index}/{len(jobs)}] {job.label}"
+        for job in jobs:
+            prefix = f"{label or Path(path).name} [{numbers[job.key]}/{len(numbers)}] {job.label}"
             if job.skipped:
                 results[job.key] = job.skipped_result()
                 log.info("%s: skipped (%s)", prefix, job.skipped if role == "reference" else "as for the reference")
                 continue
-            reference = (reference_results or {}).get(job.key)
+            reference = (reference_results or {}).get(job.key) if job.reads_reference else None
             if role == "candidate" and job.uses_reference and reference is None:
                 results[job.key] = job.skipped_result("the reference run has no result for it")
                 continue

@@ -39,6 +39,12 @@ class Job:
     skipped: str | None = None
     needs_logits: bool = False  # full next-token distributions (KL, MMLU): the native backend, never a server
 
+    @property
+    def reads_reference(self) -> bool:
+        """Whether a candidate's compute reads the reference's result of this job: a comparison (KL, AlpacaFarm's
+        agreement) or the perplexity pass that compares the KL windows saved by the reference's."""
+        return self.uses_reference or bool(self.settings.get("kl_windows"))
+
     def skipped_result(self, reason: str | None = None) -> JobResult:
         reason = reason or self.skipped or "not run"
         return JobResult(self.key, [skipped(k, label, unit, hib, reason) for k, label, unit, hib in self.metrics])

@@ -425,6 +425,11 @@ class AutoRoundBlocks(logging.Handler):
         self.callback.layer_complete(self.callback.done, False)
 
 
+def autoround_options(cfg: QuantizeConfig) -> dict[str, Any]:
+    """AutoRound keyword arguments that are passed only when the config sets them, so None keeps AutoRound's default."""
+    return {} if cfg.autoround_torch_compile is None else {"enable_torch_compile": cfg.autoround_torch_compile}
+
+
 def autoround_quantize(
     model_dir: Path,
     samples,
@@ -469,6 +474,7 @@ def autoround_quantize(
             seqlen=samples.shape[1],
             batch_size=batch,
             device_map=device,
+            **autoround_options(cfg),
         )
         rounder.quantize_and_save(str(offload_dir), format="auto_gptq")
     finally:

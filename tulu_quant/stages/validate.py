@@ -27,6 +27,7 @@ from ..backends import artifact_paths, context_of, detect_kind, load_backend, mo
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
 from ..errors import MissingLibrary, UserError, UserValueError
+from ..eval.parallel import Spec, score_in_parallel, usable_cores, worker_count
 from ..hardware import cpu_info
 from ..manifest import library_versions
 from ..progress import NULL, Progress, human_seconds, measure
@@ -203,6 +204,21 @@ def cuda_capability(device: str) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
 
 
+def parallel_workers(cfg: ValidateConfig, paths: list[Path], capability: tuple[int, int] | None) -> int:
+    """validate.workers resolved for these artifacts on this machine (tulu_quant.eval.parallel.worker_count), logged."""
+    import psutil
+
+    device = "cuda" if capability is not None else "cpu"
+    sizes = [dir_size(path) for path in paths]
+    free = psutil.virtual_memory().available
+    workers, why = worker_count(cfg.workers, sizes, usable_cores(), free, device, cfg.engine)
+    if workers > 1:
+        log.info("validate: %s, %d thread(s) each", why, max(1, usable_cores() // workers))
+    else:
+        log.debug("validate: %s", why)
+    return workers
+
+
 def unique_names(paths: list[Path]) -> list[str]:
     names = [p.name for p in paths]
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
@@ -289,8 +305,19 @@ def run(
             return load_backend(path, kinds[path], **options)
 
         common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
-        ref_results = evaluate_artifact(
-            reference, "reference", jobs, label=f"reference {names[0]}", engine_of=job_engine(plan[0]), **common
+        labels = [f"reference {names[0]}", *names[1:]]
+        workers = parallel_workers(cfg, [reference, *candidates], capability)
+        if workers > 1:
+            threads = max(1, usable_cores() // workers)
+            spec = Spec(jobs, cfg.device, reference, kinds, work, log_file, threads)
+            roles = ["reference"] + ["candidate"] * len(candidates)
+            outcome = score_in_parallel(spec, list(zip([reference, *candidates], roles, labels)), workers, progress)
+        ref_results = (
+            outcome[reference]
+            if workers > 1
+            else evaluate_artifact(
+                reference, "reference", jobs, label=labels[0], engine_of=job_engine(plan[0]), **common
+            )
         )
         ref_entry = {
             "name": names[0],
@@ -303,15 +330,21 @@ def run(
         entries = []
         for path, name in zip(candidates, names[1:]):
             try:
-                results = evaluate_artifact(
-                    path,
-                    "candidate",
-                    jobs,
-                    reference_results=ref_results,
-                    reference_print=ref_print,
-                    label=name,
-                    engine_of=job_engine(engines[path]),
-                    **common,
+                if workers > 1 and isinstance(outcome[path], str):
+                    raise ArtifactFailed(outcome[path])
+                results = (
+                    outcome[path]
+                    if workers > 1
+                    else evaluate_artifact(
+                        path,
+                        "candidate",
+                        jobs,
+                        reference_results=ref_results,
+                        reference_print=ref_print,
+                        label=name,
+                        engine_of=job_engine(engines[path]),
+                        **common,
+                    )
                 )
             except Exception as err:  # one artifact's failure must not lose the others' scores
                 error = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"

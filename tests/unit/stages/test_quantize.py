@@ -301,13 +301,42 @@ def test_variants_vllm_will_not_serve_are_named_at_quantize_time():
     assert "desc_act" in vllm_warnings(QuantizeConfig(bits=4, group_size=128, desc_act=True))[0]
 
 
-def test_autoround_writes_the_same_gptq_v1_layout_and_reloads_close(tiny, calib, tmp_path):
+def test_autoround_torch_compile_is_passed_only_when_set():
+    """None leaves torch.compile to AutoRound; true or false is passed as its enable_torch_compile."""
+    assert quantize.autoround_options(QuantizeConfig(method="autoround")) == {}
+    for value in (False, True):
+        options = quantize.autoround_options(QuantizeConfig(method="autoround", autoround_torch_compile=value))
+        assert options == {"enable_torch_compile": value}
+    with pytest.raises(ValueError, match="autoround_torch_compile is an AutoRound setting and method is gptq"):
+        QuantizeConfig(method="gptq", autoround_torch_compile=False)
+
+
+def test_autoround_writes_the_same_gptq_v1_layout_and_reloads_close(tiny, calib, tmp_path, monkeypatch):
     """method: autoround (2 tuning steps per layer on the tiny model): the checkpoint GPTQ tools read, per-layer losses
-    in quant_log.csv, and transformers' reload as close to fp16 as GPTQ's own."""
-    pytest.importorskip("auto_round", reason="AutoRound is part of make install (the autoround extra)")
-    cfg = QuantizeConfig(method="autoround", autoround_iters=2, bits=4, group_size=32, sym=True, batch_size=4, **FAST)
+    in quant_log.csv, and transformers' reload as close to fp16 as GPTQ's own. autoround_torch_compile reaches
+    AutoRound's constructor."""
+    auto_round = pytest.importorskip("auto_round", reason="AutoRound is part of make install (the autoround extra)")
+    made = []
+    real = auto_round.AutoRound
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(auto_round, "AutoRound", recording)
+    cfg = QuantizeConfig(
+        method="autoround",
+        autoround_iters=2,
+        autoround_torch_compile=False,
+        bits=4,
+        group_size=32,
+        sym=True,
+        batch_size=4,
+        **FAST,
+    )
     out = tmp_path / "gptq"
     result = quantize_run(tiny, calib, out, cfg, log_file=tmp_path / "log")
+    assert [kwargs["enable_torch_compile"] for kwargs in made] == [False]
     quant = json.loads((out / "quantize_config.json").read_text())
     assert (quant["quant_method"], quant["bits"], quant["group_size"], quant["sym"]) == ("gptq", 4, 32, True)
     assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "gptq"

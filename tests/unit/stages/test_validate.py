@@ -154,6 +154,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def cfg(data_dir: Path, **values) -> ValidateConfig:
+    """Serial (workers 1) unless the test asks for more: worker processes are tested on their own."""
+    values = {"workers": 1, **values}
     return ValidateConfig(context_length=32, chat_format="tulu", device="cpu", data_dir=data_dir, **values)
 
 
@@ -373,15 +375,21 @@ def test_each_gguf_file_is_a_candidate_of_its_own(tmp_path, fake_data):
     assert "## tiny-Q4_0.gguf (gguf" in (tmp_path / "report" / "report.md").read_text()
 
 
+def truncated_copy(model: Path, dst: Path) -> Path:
+    shutil.copytree(model, dst)
+    shard = next(dst.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated: the backend cannot load it
+    return dst
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_one_artifact_that_cannot_be_scored_leaves_the_others_reported_and_a_rerun_reuses_them(
-    tmp_path, models, fake_data
+    tmp_path, models, fake_data, workers
 ):
     suite = SuiteConfig.model_validate({**SUITE, "codex": {"enabled": False}, "alpaca": {"enabled": False}})
-    broken = tmp_path / "broken"
-    shutil.copytree(models["reference"], broken)
-    shard = next(broken.glob("*.safetensors"))
-    shard.write_bytes(shard.read_bytes()[:100])  # truncated: the backend cannot load it
-    args = (models["reference"], [broken, models["same"]], tmp_path / "report", cfg(fake_data), suite)
+    broken = truncated_copy(models["reference"], tmp_path / "broken")
+    vcfg = cfg(fake_data, workers=workers)
+    args = (models["reference"], [broken, models["same"]], tmp_path / "report", vcfg, suite)
     with pytest.raises(validate.ArtifactFailed, match=r"1 artifact\(s\) could not be scored .*: broken: "):
         validate_run(*args)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -412,3 +420,47 @@ def test_windows_fit_the_shortest_context_any_artifact_runs_at(tmp_path, models,
     assert validate.fit_context(kinds, models["reference"], ValidateConfig(context_length=32)) == 32
     with pytest.raises(ConfigError, match=rf"validate.context_length 64 exceeds the 48 tokens {onnx} runs at"):
         validate.fit_context(kinds, models["reference"], ValidateConfig(context_length=64))
+
+
+def test_worker_processes_score_as_a_serial_run_and_resume_it(tmp_path, models, fake_data, caplog):
+    """validate.workers 2: the reference and two candidates in two processes of one thread each give the serial
+    run's numbers (up to float rounding), every comparison with the reference included; the serial run then reuses
+    them from the work folder."""
+    suite = SuiteConfig.model_validate(SUITE)
+    artifacts = (models["reference"], [models["same"], models["worse"]])
+    caplog.set_level("INFO", logger="tulu_quant")
+    with pytest.raises(validate.GateFailed):  # worse fails its gates either way
+        validate_run(*artifacts, tmp_path / "parallel", cfg(fake_data, workers=2), suite)
+    assert "validate: 2 at a time" in caplog.text and "worse [1/14]" in caplog.text  # the workers' records, here
+    with pytest.raises(validate.GateFailed):
+        validate_run(*artifacts, tmp_path / "serial", cfg(fake_data), suite)
+    parallel, serial = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("parallel", "serial"))
+    for got, want in zip(
+        [parallel["reference"], *parallel["candidates"]], [serial["reference"], *serial["candidates"]]
+    ):
+        assert got["name"] == want["name"] and set(got["metrics"]) == set(want["metrics"])
+        for key, metric in want["metrics"].items():
+            if metric["value"] is None:  # skipped in both, for the same reason
+                assert got["metrics"][key]["value"] is None and got["metrics"][key]["skipped"] == metric["skipped"]
+                continue
+            assert got["metrics"][key]["value"] == pytest.approx(metric["value"], rel=1e-4, abs=1e-6), key
+        assert not any(t["cached"] for t in got["timings"].values())
+    same = parallel["candidates"][0]["metrics"]
+    assert same["kl_mean"]["value"] == pytest.approx(0.0, abs=1e-3) and same["alpaca_exact_match"]["value"] == 100.0
+    assert parallel["candidates"][1]["metrics"]["kl_mean"]["value"] > 0.01
+
+    again = validate_run(
+        models["reference"], [models["same"]], tmp_path / "parallel", cfg(fake_data), suite, force=True
+    )
+    timings = again.report["candidates"][0]["timings"]
+    assert all(t["cached"] for t in timings.values() if not t["skipped"])
+
+
+def test_a_reference_its_worker_cannot_score_fails_in_one_sentence_and_writes_no_report(tmp_path, models, fake_data):
+    from tulu_quant.errors import UserError
+
+    broken = truncated_copy(models["reference"], tmp_path / "broken")
+    suite = SuiteConfig.model_validate({**SUITE, "codex": {"enabled": False}, "alpaca": {"enabled": False}})
+    with pytest.raises(UserError, match=r"broken: the reference could not be scored: ") as failed:
+        validate_run(broken, [models["same"]], tmp_path / "report", cfg(fake_data, workers=2), suite)
+    assert "\n" not in str(failed.value) and not (tmp_path / "report").exists()
