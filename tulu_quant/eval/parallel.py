@@ -2,13 +2,14 @@
 
 Why: decoding a small model on a CPU is bound by reading its weights once per token, and a second intra-op thread
 barely helps (the stand-in: 46 ms a step on 2 threads, 38 ms on 1), while two processes of one thread each decode
-two artifacts in the time of one. Scoring (perplexity) is compute-bound and takes the same total either way. So
-validate gives each of ``workers`` processes ``cores // workers`` threads, and the parent hands out jobs: a free
-worker takes the next job of the artifact it has loaded, else of an artifact no worker holds (the reference first),
-else shares the remaining jobs of one that another worker holds, so no core idles while work is left. A candidate's
-jobs that read the reference's result (its KL windows, AlpacaFarm's answers) come last and start once the reference's
-same job is finished. The parent owns the progress display, the log and the results; finished jobs land in the work
-folder as in a serial run, so a rerun with any number of workers reuses them.
+two artifacts in the time of one. Scoring (perplexity) gains less from the second thread than from the second
+process (a 512-token window: 1.2 s on 2 threads, 1.9 s on 1, two at a time). So validate gives each of ``workers``
+processes ``cores // workers`` threads, and the parent hands out jobs: a free worker takes the next job of the
+artifact it has loaded, else of an artifact no worker holds (the reference first), else shares the remaining jobs of
+one that another worker holds, so no core idles while work is left. A candidate's jobs that read the reference's
+result (its KL windows, AlpacaFarm's answers) start once the reference's same job is finished; until then its other
+jobs run. The parent owns the progress display, the log and the results; finished jobs land in the work folder as in
+a serial run, so a rerun with any number of workers reuses them.
 
     parent -> worker   ("job", path, role, label, job key, the reference's result or None) | ("stop",)
     worker -> parent   ("log", id, record) | ("task", id, description, total) | ("advance", id, n) | ("end", id)
@@ -29,6 +30,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import ConfigError
 from ..errors import UserError
@@ -76,11 +78,12 @@ def worker_count(
 
 
 def run_order(jobs: list[Job], role: str) -> list[Job]:
-    """The order an artifact's jobs are handed out in. The reference: those candidates wait for first. A candidate:
-    those that read the reference's result last, so its workers compute while the reference runs."""
-    first = [job for job in jobs if job.reads_reference]
-    rest = [job for job in jobs if not job.reads_reference]
-    return first + rest if role == "reference" else rest + first
+    """The order an artifact's jobs are handed out in: the suite's (the longest, perplexity, first: a long job last
+    would run alone at the end), except that the reference runs what candidates wait for first. A candidate's job
+    that cannot start yet is passed over (``ready``)."""
+    if role != "reference":
+        return list(jobs)
+    return [job for job in jobs if job.reads_reference] + [job for job in jobs if not job.reads_reference]
 
 
 @dataclass
@@ -278,19 +281,6 @@ class _Forwarded(Progress):
             self.outbox.put(("end", self.wid))
 
 
-class _Kept:
-    """A backend the worker keeps loaded between jobs: evaluate_artifact, which closes what it loaded after each
-    call, sees no close()."""
-
-    def __init__(self, backend):
-        self._backend = backend
-
-    def __getattr__(self, name: str):
-        if name == "close":
-            raise AttributeError(name)
-        return getattr(self._backend, name)
-
-
 def _worker(spec: Spec, wid: int, inbox, outbox) -> None:
     """A worker process: run the jobs the parent hands it, one at a time, keeping one artifact's backend loaded."""
     root = logging.getLogger()
@@ -309,26 +299,28 @@ def _worker(spec: Spec, wid: int, inbox, outbox) -> None:
     torch.set_num_threads(spec.threads)
     jobs = {job.key: job for job in spec.jobs}
     numbers = {job.key: index for index, job in enumerate(spec.jobs, 1)}
-    progress, kept = _Forwarded(wid, outbox), {}
+    progress = _Forwarded(wid, outbox)
     reference_print = fingerprint(spec.reference)
+    held: Path | None = None  # the artifact whose backends this worker keeps loaded between jobs
+    backends: dict[str, Any] = {}
 
     def load(path: Path, engine: str):
-        if path not in kept:
-            release()
-            kind = spec.kinds[path]
-            options = {"device": spec.device} if kind in ("torch", "gptq") else {"threads": spec.threads}
-            kept[path] = load_backend(path, kind, **options)
-        return _Kept(kept[path])
+        kind = spec.kinds[path]
+        options = {"device": spec.device} if kind in ("torch", "gptq") else {"threads": spec.threads}
+        return load_backend(path, kind, **options)
 
     def release() -> None:
-        for backend in kept.values():
+        for backend in backends.values():
             if hasattr(backend, "close"):
                 backend.close()
-        kept.clear()
+        backends.clear()
 
     try:
         while (message := inbox.get())[0] != "stop":
             _, path, role, label, key, given = message
+            if path != held:
+                release()
+                held = path
             candidate = role == "candidate"
             try:
                 results = evaluate_artifact(
@@ -343,6 +335,7 @@ def _worker(spec: Spec, wid: int, inbox, outbox) -> None:
                     log_file=spec.log_file,
                     label=label,
                     numbers=numbers,
+                    backends=backends,
                 )
             except Exception as err:  # noqa: BLE001 - the parent reports it as the serial run does
                 log.debug("%s: %s failed", label, key, exc_info=True)

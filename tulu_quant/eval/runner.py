@@ -91,16 +91,20 @@ def evaluate_artifact(
     label: str = "",
     engine_of: Callable[[Job], str] = lambda job: "native",
     numbers: dict[str, int] | None = None,
+    backends: dict[str, Any] | None = None,
 ) -> dict[str, JobResult]:
     """Every job's result on one artifact (role "reference" or "candidate"), from the cache where possible.
     ``load(path, engine)`` returns the backend of an engine. ``reference_results`` is read only for jobs that read
-    the reference's result. ``numbers``: each job's number in the suite, for the log (default: its place in jobs)."""
+    the reference's result. ``numbers``: each job's number in the suite, for the log (default: its place in jobs).
+    ``backends``: the caller's {engine: backend} of this artifact, kept (and closed by the caller) across calls;
+    unset, what is loaded here is closed on return."""
     numbers = numbers or {job.key: index for index, job in enumerate(jobs, 1)}
     artifact_print = fingerprint(path)
     folder = work / f"{Path(path).name}-{artifact_print}"
     results: dict[str, JobResult] = {}
+    owned = backends is None
+    backends = {} if owned else backends
     with contextlib.ExitStack() as stack:
-        backends: dict[str, Any] = {}
         for job in jobs:
             prefix = f"{label or Path(path).name} [{numbers[job.key]}/{len(numbers)}] {job.label}"
             if job.skipped:
@@ -123,7 +127,7 @@ def evaluate_artifact(
                 log.info("loading %s (%s)", path, engine)
                 with captured(log_file):
                     backends[engine] = load(path, engine)
-                if hasattr(backends[engine], "close"):
+                if owned and hasattr(backends[engine], "close"):
                     stack.callback(backends[engine].close)
             start = time.perf_counter()
             with progress.task(prefix, total=job.total) as advance:

@@ -87,3 +87,30 @@ def test_jobs_run_on_their_engine_and_a_started_server_is_closed(tmp_path):
     ran.clear()
     evaluate_artifact(model, "reference", jobs, tmp_path / "w", load, engine_of=server)
     assert ran == [("gsm", "vllm"), ("ppl", "vllm")]  # the vllm results were overwritten by the native ones
+
+
+def test_backends_the_caller_keeps_load_once_across_calls_and_stay_open(tmp_path):
+    """A worker scores one job per call: the backend it passes in is loaded once and not closed by the runner."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    loads, closed, counter = [], [], []
+
+    class Backend:
+        def close(self):
+            closed.append(True)
+
+    def load(path, engine):
+        loads.append(path)
+        return Backend()
+
+    kept = {}
+    for n in (1, 2):
+        job = make_job(counter, {"n": n})
+        result = evaluate_artifact(
+            model, "reference", [job], tmp_path / "work", load, backends=kept, numbers={"acc": 3}
+        )
+        assert result["acc"].metrics[0].value == 50.0
+    assert len(loads) == 1 and not closed and set(kept) == {"native"} and counter == ["reference"] * 2
+    evaluate_artifact(model, "reference", [make_job(counter, {"n": 3})], tmp_path / "work", load)
+    assert len(loads) == 2 and closed == [True]  # loaded here, closed here
