@@ -72,6 +72,16 @@ def _positive_size(value: int | str) -> int | str:
 Size = Annotated[int | str, AfterValidator(_positive_size)]
 
 
+def _positive_or_auto(value: int | str) -> int | str:
+    if value != "auto" and value < 1:
+        raise ValueError("must be a positive integer or auto")
+    return value
+
+
+# A count the code may choose: a positive integer, or auto.
+CountOrAuto = Annotated[int | Literal["auto"], AfterValidator(_positive_or_auto)]
+
+
 # ---------------------------------------------------------------------------------------------------------- the model
 
 
@@ -450,20 +460,13 @@ class ValidateConfig(Strict):
     )
     vllm_venv: Path = Field(Path(".venv-vllm"), description="The environment `make vllm` builds the server in.")
     vllm_kv_cache_gib: int = Field(4, gt=0, description="KV cache of a vLLM server on a CPU (VLLM_CPU_KVCACHE_SPACE).")
-    workers: int | Literal["auto"] = Field(
+    workers: CountOrAuto = Field(
         "auto",
         description="Artifacts scored at the same time on a CPU, each in a process of its own with a share of the "
         "cores (tulu_quant.eval.parallel). auto: one per core while the models fit in memory together; 1 on CUDA, "
         "with vLLM, or for a model that does not fit twice. Scores match a serial run's up to float rounding (a thread "
         "count changes the order of a sum).",
     )
-
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError("workers must be a positive integer or auto")
-        return value
 
     @model_validator(mode="after")
     def _judge(self) -> ValidateConfig:
@@ -587,7 +590,7 @@ class SuiteConfig(Strict):
         0, description="Draws the quick suites' subsets, so runs with the same suite compare item by item."
     )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for bootstrap intervals of paired deltas.")
-    batch_size: int | Literal["auto"] = Field(
+    batch_size: CountOrAuto = Field(
         "auto",
         description="Sequences per forward pass when scoring and generating (sorted by length). auto: as many as fit "
         "in half the free memory, up to 32. Greedy results do not depend on it; Codex's sampled ones are seeded per "
@@ -600,13 +603,6 @@ class SuiteConfig(Strict):
     tydiqa: TydiqaSuite = Field(default_factory=TydiqaSuite)
     codex: CodexSuite = Field(default_factory=CodexSuite)
     alpaca: AlpacaSuite = Field(default_factory=AlpacaSuite)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch_size(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError("batch_size must be a positive integer or auto")
-        return value
 
 
 def load_suite(name: str) -> SuiteConfig:

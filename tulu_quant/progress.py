@@ -161,6 +161,20 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+def tree_rss_bytes() -> int:
+    """Resident set size of this process and its children (validate's workers, a converter, a server)."""
+    import psutil
+
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # it exited between the listing and the reading
+            pass
+    return total
+
+
 @dataclass
 class Usage:
     seconds: float = 0.0
@@ -174,8 +188,8 @@ class Usage:
 
 @contextlib.contextmanager
 def measure(interval: float = 0.02) -> Iterator[Usage]:
-    """Wall time and the peak RSS reached inside the block (sampled by a thread, plus the kernel's high-water mark
-    where it is higher than at the start, which catches spikes between samples)."""
+    """Wall time and the peak RSS reached inside the block: this process's and its children's together, sampled by a
+    thread, plus this process's kernel high-water mark where it rose, which catches its spikes between samples."""
     usage = Usage(start_rss=rss_bytes())
     usage.peak_rss = usage.start_rss
     hwm_before = _hwm()
@@ -183,7 +197,7 @@ def measure(interval: float = 0.02) -> Iterator[Usage]:
 
     def sample():
         while not stop.wait(interval):
-            usage.peak_rss = max(usage.peak_rss, rss_bytes())
+            usage.peak_rss = max(usage.peak_rss, tree_rss_bytes())
 
     thread = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()

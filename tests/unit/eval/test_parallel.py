@@ -47,7 +47,7 @@ def test_an_explicit_worker_count_that_cannot_apply_is_an_error(device, engine, 
 
 def test_workers_setting_is_checked():
     assert ValidateConfig(workers=3).workers == 3 and ValidateConfig().workers == "auto"
-    with pytest.raises(ValueError, match="workers must be a positive integer or auto"):
+    with pytest.raises(ValueError, match="workers\n.*must be a positive integer or auto"):
         ValidateConfig(workers=0)
 
 
