@@ -499,6 +499,8 @@ class Rates:
     bandwidth: float  # weight bytes/s streamed per generated token (decode at batch 1)
     kquant: float  # weights/s onnxruntime's k-quant packs (what the ONNX export quantizes itself: lm_head)
     gpu: bool = False
+    cores: int = 2  # the machine's cores and memory: how many validate workers auto starts there
+    memory: float = 24 * 2**30
 
 
 CPU_RATES = Rates(
@@ -525,6 +527,10 @@ STAGE_PROCESS_BYTES = 600 * 2**20  # Python + torch + the stage's libraries befo
 LIGHT_PROCESS_BYTES = 330 * 2**20  # a stage that imports no torch (publish: 328 MiB in the rehearsal)
 CALIBRATE_SECONDS = 4.0  # loading the source text and the tokenizer, tokenizing a few hundred thousand tokens
 AUTOROUND_COMPILE_SECONDS = 40.0  # AutoRound 0.16 torch.compiles its block on the first layer
+# validate's worker processes (tulu_quant.eval.parallel), measured on the stand-in on 2 cores: a 512-token window takes
+# 1.9 s in each of two one-thread workers against 1.2 s in one two-thread process (scoring throughput x1.26), and two
+# one-thread workers each decode as fast as one two-thread process (decoding throughput x2).
+PARALLEL_FORWARD_GAIN = 2 * 1.2 / 1.9
 # neural-compressor's k-quant search holds about this many float32 copies of the matrix it packs (fit to the
 # rehearsal's export_onnx peak, 9.32 GiB, which the verification phase's weights alone do not reach)
 KQUANT_COPIES = 12
@@ -580,7 +586,7 @@ def stage_projection(shape: Shape, cfg: RunConfig, rates: Rates = CPU_RATES, sui
     if q.method == "autoround":
         tokens = q.autoround_iters * 3 * q.batch_size * L + 2 * N * L
         flops = shape.layers * tokens * fpt
-        fixed = AUTOROUND_COMPILE_SECONDS
+        fixed = 0.0 if q.autoround_torch_compile is False else AUTOROUND_COMPILE_SECONDS
         rss = STAGE_PROCESS_BYTES + 2 * P * 4 + 2 * N * L * d * 4 + 4 * shape.layer_params * 4
     else:
         solve = sum(i**3 for i, _ in shape.linears().values())
@@ -628,17 +634,32 @@ def stage_projection(shape: Shape, cfg: RunConfig, rates: Rates = CPU_RATES, sui
     files = [b for stage, b in files.items() if stage in cfg.stages]
     if "export_gguf" in cfg.stages:
         weights, files = weights + gguf_bytes, files + gguf_bytes
-    seconds = sum(forward(scored) + decode(generated, b) for b in weights) + sum(files) / rates.read
     windows = work[0][1] if work and work[0][0].startswith("perplexity") else 0
     logits = 2 * min(32, windows) * context * V * 4 if not rates.gpu else 0
     loading = P * 4 + P * 2 if "recover" in cfg.stages else max(weights, default=0)
-    out["validate"] = {"seconds": seconds, "rss_bytes": STAGE_PROCESS_BYTES + loading + logits}
+    workers = validate_workers(cfg, [P * 2, *files[1:]] if "recover" in cfg.stages else [P * 2, *files], rates)
+    gain = 1 + (PARALLEL_FORWARD_GAIN - 1) * (workers - 1)  # measured at 2; more is extrapolated
+    scoring = sum(forward(scored) for _ in weights) / gain
+    seconds = scoring + sum(decode(generated, b) for b in weights) / workers + sum(files) / rates.read
+    worker = STAGE_PROCESS_BYTES + loading + logits  # each worker may hold the reference (one serial run: itself)
+    rss = worker if workers == 1 else STAGE_PROCESS_BYTES + workers * worker
+    out["validate"] = {"seconds": seconds, "rss_bytes": rss, "workers": workers}
 
     # publish: hard links where it can (no copy), and a sha256 of every file it ships.
     shipped = quant_bytes + (onnx_bytes if cfg.publish.include_onnx else 0)
     shipped += sum(gguf_bytes) if cfg.publish.include_gguf else 0
     out["publish"] = {"seconds": shipped / rates.read, "rss_bytes": LIGHT_PROCESS_BYTES}
     return {name: out[name] for name in cfg.stages if name in out}
+
+
+def validate_workers(cfg: RunConfig, sizes: list[float], rates: Rates) -> int:
+    """The validate workers auto (or the config) starts for artifacts of these sizes on the machine of `rates`."""
+    from .eval.parallel import worker_count
+
+    if rates.gpu:
+        return 1
+    v = cfg.validate_
+    return worker_count(v.workers, [int(b) for b in sizes], rates.cores, int(0.9 * rates.memory), "cpu", v.engine)[0]
 
 
 def gpu_list(extra: str | None) -> dict[str, int]:

@@ -141,3 +141,22 @@ def test_stage_projection_follows_the_work_of_each_stage():
     assert h100["quantize"]["seconds"] < cpu["quantize"]["seconds"] / 100  # compute moves to the GPU
     assert h100["recover"]["seconds"] > 0.5 * cpu["recover"]["seconds"]  # disk-bound: stays on the host
     assert cpu["quantize"]["rss_bytes"] > 24 * 2**30  # the whole float32 model is in host memory
+
+
+def test_validate_projection_counts_the_workers_auto_starts():
+    """A 13B does not fit twice in 24 GiB: one worker, as serial. Two layers of it do: two workers, faster (decoding
+    shared, scoring at the measured gain) and holding a model each. On a GPU: one."""
+    from tulu_quant.config import load_config
+    from tulu_quant.plan import LLAMA1, PROJECTION_GPUS, Shape, gpu_rates, stage_projection
+
+    two = Shape.from_config({**LLAMA1["13B"], "num_hidden_layers": 2})
+    full = Shape.from_config(LLAMA1["13B"])
+    auto, serial = load_config(CONFIG_13B), load_config(CONFIG_13B, {"validate.workers": 1})
+    assert stage_projection(full, auto)["validate"] == stage_projection(full, serial)["validate"]
+    assert stage_projection(full, auto)["validate"]["workers"] == 1
+    parallel, alone = stage_projection(two, auto)["validate"], stage_projection(two, serial)["validate"]
+    assert parallel["workers"] == 2 and alone["workers"] == 1
+    assert 0.5 * alone["seconds"] < parallel["seconds"] < 0.85 * alone["seconds"]
+    assert parallel["rss_bytes"] > 1.9 * alone["rss_bytes"]
+    h100 = gpu_rates(next(g for g in PROJECTION_GPUS if g.name.startswith("H100")))
+    assert stage_projection(two, auto, h100)["validate"]["workers"] == 1

@@ -307,18 +307,23 @@ def run(
         common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
         labels = [f"reference {names[0]}", *names[1:]]
         workers = parallel_workers(cfg, [reference, *candidates], capability)
-        if workers > 1:
-            threads = max(1, usable_cores() // workers)
-            spec = Spec(jobs, cfg.device, reference, kinds, work, log_file, threads)
+        outcome = {}
+        if workers > 1:  # every artifact scored up front, in worker processes (tulu_quant.eval.parallel)
+            spec = Spec(jobs, cfg.device, reference, kinds, work, log_file, max(1, usable_cores() // workers))
             roles = ["reference"] + ["candidate"] * len(candidates)
             outcome = score_in_parallel(spec, list(zip([reference, *candidates], roles, labels)), workers, progress)
-        ref_results = (
-            outcome[reference]
-            if workers > 1
-            else evaluate_artifact(
-                reference, "reference", jobs, label=labels[0], engine_of=job_engine(plan[0]), **common
+
+        def scored(path: Path, role: str, label: str):
+            if workers > 1:
+                if isinstance(outcome[path], str):
+                    raise ArtifactFailed(outcome[path])
+                return outcome[path]
+            comparison = {"reference_results": ref_results, "reference_print": ref_print} if role == "candidate" else {}
+            return evaluate_artifact(
+                path, role, jobs, label=label, engine_of=job_engine(engines[path]), **comparison, **common
             )
-        )
+
+        ref_results = scored(reference, "reference", labels[0])
         ref_entry = {
             "name": names[0],
             "path": str(reference),
@@ -330,22 +335,7 @@ def run(
         entries = []
         for path, name in zip(candidates, names[1:]):
             try:
-                if workers > 1 and isinstance(outcome[path], str):
-                    raise ArtifactFailed(outcome[path])
-                results = (
-                    outcome[path]
-                    if workers > 1
-                    else evaluate_artifact(
-                        path,
-                        "candidate",
-                        jobs,
-                        reference_results=ref_results,
-                        reference_print=ref_print,
-                        label=name,
-                        engine_of=job_engine(engines[path]),
-                        **common,
-                    )
-                )
+                results = scored(path, "candidate", name)
             except Exception as err:  # one artifact's failure must not lose the others' scores
                 error = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
                 log.debug("%s failed", name, exc_info=True)
