@@ -25,7 +25,6 @@ import contextlib
 import logging
 import logging.handlers
 import multiprocessing
-import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,11 +44,6 @@ RESIDENT_FACTOR = 2  # a float16 checkpoint computes in float32 on a CPU: twice 
 
 
 # ------------------------------------------------------------------------------------------------------ pure helpers
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def worker_count(
@@ -191,8 +185,7 @@ def score_in_parallel(
         for wid in range(workers):
             if wid in busy or not procs[wid].is_alive():
                 continue
-            holders = {loaded[w] for w in busy}
-            picked = choose(state, loaded[wid], {h for h in holders if h is not None})
+            picked = choose(state, loaded[wid], {loaded[w] for w in busy})  # a busy worker has loaded its artifact
             if picked is None:
                 continue
             index, job = picked

@@ -27,7 +27,7 @@ from ..backends import artifact_paths, context_of, detect_kind, load_backend, mo
 from ..checkpoint import atomic_dir, dir_size, refuse_existing
 from ..config import ConfigError, RunConfig, SuiteConfig, ValidateConfig, load_suite, split_pair
 from ..errors import MissingLibrary, UserError, UserValueError
-from ..eval.parallel import Spec, score_in_parallel, usable_cores, worker_count
+from ..eval.parallel import Spec, score_in_parallel, worker_count
 from ..hardware import cpu_info
 from ..manifest import library_versions
 from ..progress import NULL, Progress, human_seconds, measure
@@ -204,19 +204,24 @@ def cuda_capability(device: str) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
 
 
-def parallel_workers(cfg: ValidateConfig, paths: list[Path], capability: tuple[int, int] | None) -> int:
-    """validate.workers resolved for these artifacts on this machine (tulu_quant.eval.parallel.worker_count), logged."""
+def parallel_workers(cfg: ValidateConfig, paths: list[Path], capability: tuple[int, int] | None) -> tuple[int, int]:
+    """(workers, threads each): validate.workers resolved for these artifacts on this machine
+    (tulu_quant.eval.parallel.worker_count), logged."""
     import psutil
 
+    from ..backends.gguf_backend import default_threads  # the cores this process may run on
+
+    cores = default_threads()
     device = "cuda" if capability is not None else "cpu"
     sizes = [dir_size(path) for path in paths]
     free = psutil.virtual_memory().available
-    workers, why = worker_count(cfg.workers, sizes, usable_cores(), free, device, cfg.engine)
+    workers, why = worker_count(cfg.workers, sizes, cores, free, device, cfg.engine)
+    threads = max(1, cores // workers)
     if workers > 1:
-        log.info("validate: %s, %d thread(s) each", why, max(1, usable_cores() // workers))
+        log.info("validate: %s, %d thread(s) each", why, threads)
     else:
         log.debug("validate: %s", why)
-    return workers
+    return workers, threads
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -306,10 +311,10 @@ def run(
 
         common = {"work": work, "load": load, "progress": progress, "log_file": log_file}
         labels = [f"reference {names[0]}", *names[1:]]
-        workers = parallel_workers(cfg, [reference, *candidates], capability)
+        workers, threads = parallel_workers(cfg, [reference, *candidates], capability)
         outcome = {}
         if workers > 1:  # every artifact scored up front, in worker processes (tulu_quant.eval.parallel)
-            spec = Spec(jobs, cfg.device, reference, kinds, work, log_file, max(1, usable_cores() // workers))
+            spec = Spec(jobs, cfg.device, reference, kinds, work, log_file, threads)
             roles = ["reference"] + ["candidate"] * len(candidates)
             outcome = score_in_parallel(spec, list(zip([reference, *candidates], roles, labels)), workers, progress)
 
